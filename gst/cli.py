@@ -10,13 +10,31 @@ import argparse
 import importlib
 import sys
 
-# (group, help, module that owns it). Each module defines `register(subparsers)`, adding parsers
-# whose defaults carry `func=handler(args) -> int | None`.
-_GROUPS: tuple[tuple[str, str, str], ...] = (
-    ("data", "make and inspect datasets (procedural world, summaries)", "gst.data.commands"),
-    ("train", "train the tokenizers and the world model", "gst.training.commands"),
-    ("eval", "evaluate tokenizers, poses, views and spatial QA", "gst.eval.commands"),
+# Command groups, and the modules that add subcommands to them. A module contributes to a group by
+# defining `register_<group>(subparsers)`, adding parsers whose defaults carry
+# `func=handler(args) -> int | None`. Modules not built yet are skipped.
+_GROUPS: dict[str, str] = {
+    "data": "make and inspect datasets (procedural world, QA, summaries)",
+    "train": "train the tokenizers and the world model",
+    "eval": "evaluate tokenizers, poses, views and spatial QA",
+}
+_MODULES: tuple[str, ...] = (
+    "gst.data.commands",
+    "gst.tokenizers.commands",
+    "gst.training.commands",
+    "gst.eval.commands",
 )
+
+
+def _load_modules() -> list:
+    modules = []
+    for module_name in _MODULES:
+        try:
+            modules.append(importlib.import_module(module_name))
+        except ModuleNotFoundError as err:
+            if err.name != module_name:
+                raise
+    return modules
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,15 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
         "spatial questions.",
     )
     groups = parser.add_subparsers(dest="group", metavar="COMMAND")
-    for name, help_text, module_name in _GROUPS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name != module_name:
-                raise
-            continue  # group not built yet
+    modules = _load_modules()
+    for name, help_text in _GROUPS.items():
+        registrars = [getattr(m, f"register_{name}") for m in modules if hasattr(m, f"register_{name}")]
+        if not registrars:
+            continue
         group = groups.add_parser(name, help=help_text, description=help_text)
-        module.register(group.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True))
+        sub = group.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
+        for register in registrars:
+            register(sub)
+    # Top-level commands (`gst bench`, `gst pose`, ...) come from `register_top(subparsers)`.
+    for m in modules:
+        if hasattr(m, "register_top"):
+            m.register_top(groups)
     return parser
 
 
