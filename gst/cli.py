@@ -20,6 +20,7 @@ _GROUPS: dict[str, str] = {
 }
 _MODULES: tuple[str, ...] = (
     "gst.data.commands",
+    "gst.data.qa_commands",
     "gst.tokenizers.commands",
     "gst.training.commands",
     "gst.eval.commands",
