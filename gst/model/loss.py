@@ -1,0 +1,116 @@
+"""The GST training loss: next-token cross-entropy on the loss segments of each task layout.
+
+By default the softmax at a position whose target is an image (camera) code runs over the image
+(camera) codes only: that is exactly the distribution segment-constrained decoding samples from, so
+this is the likelihood of the model as it is used, and it skips the full-vocabulary matmul where text
+cannot occur (most of the head's cost with a 49k text vocabulary). Text targets (chat answers) use the
+whole vocabulary. ``restrict_vocab=False`` gives the plain full-vocabulary loss.
+
+Glossary: B batch, T tokens, N labelled positions, K rows of one head kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from gst.model.backbone import GSTModel
+from gst.model.config import HeadKind, TokenLayout
+from gst.model.sequences import IGNORE_INDEX, TASK_NAMES, SequenceBatch
+
+_KIND_NAMES = {HeadKind.FULL: "text", HeadKind.IMAGE: "image", HeadKind.CAMERA: "camera"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class LossConfig:
+    """Per-kind token weights and the head restriction."""
+
+    camera_weight: float = 1.0
+    image_weight: float = 1.0
+    text_weight: float = 1.0
+    restrict_vocab: bool = True  # softmax over the target segment's codes (see module docstring)
+
+    def __post_init__(self) -> None:
+        for name in ("camera_weight", "image_weight", "text_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"LossConfig.{name} must be >= 0, got {getattr(self, name)}")
+
+    def weight(self, kind: HeadKind) -> float:
+        return {HeadKind.CAMERA: self.camera_weight, HeadKind.IMAGE: self.image_weight}.get(
+            kind, self.text_weight
+        )
+
+
+@dataclass
+class GSTLossOutput:
+    """Shapes: loss () with grad; metrics {name: () detached}: ``{task}/{kind}_ce`` (nats per token),
+    ``{task}/{kind}_acc`` (top-1 accuracy), ``{task}/{kind}_tokens``, plus ``tokens``."""
+
+    loss: torch.Tensor
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def head_kinds(layout: TokenLayout, targets: torch.Tensor, restrict_vocab: bool = True) -> torch.Tensor:
+    """The head kind that predicts each target. Shapes: targets (B, T) long -> (B, T) long HeadKind."""
+    kinds = torch.full_like(targets, int(HeadKind.NONE))
+    labelled = targets != IGNORE_INDEX
+    kinds[labelled] = int(HeadKind.FULL)
+    if restrict_vocab:
+        is_img = labelled & (targets >= layout.image_offset) & (targets < layout.camera_offset)
+        is_cam = labelled & (targets >= layout.camera_offset)
+        kinds[is_img] = int(HeadKind.IMAGE)
+        kinds[is_cam] = int(HeadKind.CAMERA)
+    return kinds
+
+
+def compute_loss(model: GSTModel, batch: SequenceBatch, config: LossConfig | None = None) -> GSTLossOutput:
+    """Cross-entropy of ``batch.labels`` given the tokens before them, with per-task/kind metrics.
+
+    The loss is the weighted sum of token cross-entropies over the sum of token weights (a token
+    mean when all weights are 1), so gen rows (camera + image) count more than est rows (camera).
+    """
+    config = config or LossConfig()
+    layout = model.layout if not hasattr(model, "module") else model.module.layout  # DDP-wrapped models
+    # Position t predicts token t + 1; the last position predicts nothing.
+    targets = torch.cat(
+        [batch.labels[:, 1:], torch.full_like(batch.labels[:, :1], IGNORE_INDEX)], 1
+    )  # (B, T)
+    kinds = head_kinds(layout, targets, config.restrict_vocab)  # (B, T)
+    out = model(batch.input_ids, batch.grid_pos, attention_mask=batch.attention_mask, head=kinds)
+    task = batch.task.unsqueeze(1).expand_as(targets)  # (B, T)
+    total = torch.zeros((), device=batch.input_ids.device)
+    weight_sum = torch.zeros((), device=batch.input_ids.device)
+    metrics: dict[str, torch.Tensor] = {}
+    for kind, logits in out.kind_logits.items():
+        sel = kinds == kind  # (B, T)
+        start = layout.kind_rows(kind)[0]
+        tgt = targets[sel] - start  # (N,) rows of this kind
+        ce = F.cross_entropy(logits.float(), tgt, reduction="none")  # (N,)
+        w = config.weight(kind)
+        total = total + w * ce.sum()
+        weight_sum = weight_sum + w * ce.numel()
+        _kind_metrics(metrics, _KIND_NAMES[kind], ce.detach(), logits.detach().argmax(-1) == tgt, task[sel])
+    metrics["tokens"] = torch.as_tensor(float((kinds != HeadKind.NONE).sum()))
+    loss = total / weight_sum.clamp_min(1.0)
+    return GSTLossOutput(loss=loss, metrics=metrics)
+
+
+def _kind_metrics(
+    metrics: dict[str, torch.Tensor], kind: str, ce: torch.Tensor, correct: torch.Tensor, task: torch.Tensor
+) -> None:
+    for t, name in enumerate(TASK_NAMES):
+        sel = task == t
+        n = int(sel.sum())
+        if n == 0:
+            continue
+        metrics[f"{name}/{kind}_ce"] = ce[sel].mean()
+        metrics[f"{name}/{kind}_acc"] = correct[sel].float().mean()
+        metrics[f"{name}/{kind}_tokens"] = torch.as_tensor(float(n))
+
+
+def gst_loss(model: GSTModel, batch: SequenceBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The training-loop entry point: (loss with grad, detached 0-d metrics; ``float(v)`` to log)."""
+    out = compute_loss(model, batch)
+    return out.loss, out.metrics

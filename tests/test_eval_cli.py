@@ -1,0 +1,192 @@
+"""`gst eval pose` / `gst eval nvs` end to end: the procedural world, prediction files, real data."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from gst.cli import main
+
+LEGO = Path(__file__).resolve().parents[2] / "shared" / "data" / "nerf_synthetic_lego"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    """Three tiny procedural scenes (the eval split) and two more with another seed (the prior's)."""
+    root = tmp_path_factory.mktemp("world")
+    for name, seed, n in (("val", 101, 3), ("train", 7, 2)):
+        code = main(
+            [
+                "data",
+                "synth",
+                "--out",
+                str(root / name),
+                "--num-scenes",
+                str(n),
+                "--views-per-scene",
+                "8",
+                "--resolution",
+                "64",
+                "--seed",
+                str(seed),
+            ]
+        )
+        assert code == 0
+    return root
+
+
+@pytest.fixture
+def no_lpips_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.delenv("GST_LPIPS_WEIGHTS", raising=False)
+
+
+def _json_out(capsys) -> dict:
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1, "--json prints exactly one JSON object"
+    return json.loads(out)
+
+
+def test_pose_cli_baselines_report_and_rescoring(world, tmp_path, capsys):
+    args = [
+        "eval",
+        "pose",
+        "--data",
+        str(world / "val"),
+        "--num-pairs",
+        "8",
+        "--seed",
+        "3",
+        "--min-baseline",
+        "5",
+        "--max-baseline",
+        "120",
+        "--min-covisible",
+        "0",
+    ]
+    out = tmp_path / "report"
+    code = main(
+        [
+            *args,
+            "--method",
+            "sift",
+            "--method",
+            "prior",
+            "--train-data",
+            str(world / "train"),
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
+    assert code == 0
+    res = _json_out(capsys)
+    assert res["kind"] == "pose" and res["pairs"]["num_pairs"] == 8 and res["pairs"]["seed"] == 3
+    assert sum(res["pairs"]["baseline_angle_histogram"]["counts"]) == 8
+    assert set(res["methods"]) == {"sift_essential", "prior"}
+    for m in res["methods"].values():
+        s = m["summary"]
+        assert s["num_pairs"] == 8 and len(m["rows"]) == 8
+        assert 0.0 <= s["auc30"] <= 1.0 and s["rra30"] >= s["rra5"]
+        for r in m["rows"]:
+            assert 0.0 <= r["rot_err_deg"] <= 180.0
+            if r["failed"]:  # scored, not skipped
+                assert r["rot_err_deg"] == 180.0 and r["centre_err"] == "inf"
+    assert res["methods"]["sift_essential"]["summary"]["focal_err"].startswith("given")
+    for f in (
+        "report.md",
+        "results.json",
+        "pose_error_cdf.png",
+        "frusta.png",
+        "pose_error_vs_baseline.png",
+        "baseline_angles.png",
+        "predictions_prior.json",
+        "predictions_sift_essential.json",
+    ):
+        assert (out / f).is_file(), f
+    assert "| sift_essential |" in (out / "report.md").read_text()
+    # the saved predictions re-score to the same numbers through --predictions
+    assert main([*args, "--predictions", str(out / "predictions_prior.json"), "--json"]) == 0
+    again = _json_out(capsys)["methods"]["prior"]["summary"]
+    prior = res["methods"]["prior"]["summary"]
+    for key in ("rra5", "rra15", "rra30", "rta30", "auc30", "median_rot_err_deg", "median_centre_err"):
+        assert again[key] == pytest.approx(prior[key]), key
+
+
+def test_nvs_cli_reports_lpips_unavailable(world, tmp_path, capsys, no_lpips_weights):
+    code = main(
+        [
+            "eval",
+            "nvs",
+            "--data",
+            str(world / "val"),
+            "--num-pairs",
+            "4",
+            "--min-covisible",
+            "0",
+            "--max-baseline",
+            "120",
+            "--out",
+            str(tmp_path / "nvs"),
+            "--json",
+        ]
+    )
+    assert code == 0
+    res = _json_out(capsys)
+    s = res["methods"]["copy_observed"]["summary"]
+    assert 0 < s["psnr"] < 60 and -1 <= s["ssim"] <= 1
+    assert s["lpips"].startswith("LPIPS unavailable") and not res["lpips"]["available"]
+    assert all(r["lpips"] is None for r in res["methods"]["copy_observed"]["rows"])
+    report = (tmp_path / "nvs" / "report.md").read_text()
+    assert "LPIPS unavailable" in report and "--lpips-weights" in report
+    assert (tmp_path / "nvs" / "views_grid.png").is_file()
+
+
+def test_checkpoint_is_a_clear_error_until_the_model_lands(world, capsys):
+    code = main(
+        ["eval", "pose", "--data", str(world / "val"), "--checkpoint", str(world), "--num-pairs", "2"]
+    )
+    assert code == 1
+    assert "issue 4" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not LEGO.is_dir(), reason=f"real data not present at {LEGO} (../shared is optional)")
+def test_real_data_lego_pose_and_views(capsys, no_lpips_weights):
+    common = ["--data", str(LEGO), "--split", "val", "--num-pairs", "4", "--resolution", "100", "--seed", "1"]
+    assert (
+        main(
+            [
+                "eval",
+                "pose",
+                *common,
+                "--method",
+                "sift",
+                "--method",
+                "prior",
+                "--train-data",
+                str(LEGO),
+                "--train-split",
+                "train",
+                "--prior-samples",
+                "200",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    res = _json_out(capsys)
+    assert res["data"]["num_scenes"] == 1 and res["pairs"]["num_pairs"] == 4
+    assert all(
+        p["angle_source"] == "scene_centre" and p["num_covisible"] is None for p in res["pairs"]["rows"]
+    )
+    prior = res["methods"]["prior"]
+    assert prior["summary"]["num_failed"] == 0
+    assert all(math.isfinite(r["centre_err_world"]) for r in prior["rows"])
+    sift = res["methods"]["sift_essential"]
+    assert len(sift["rows"]) == 4 and all(0 <= r["rot_err_deg"] <= 180 for r in sift["rows"])
+    assert main(["eval", "nvs", *common, "--json"]) == 0
+    views = _json_out(capsys)["methods"]["copy_observed"]["summary"]
+    assert views["num_pairs"] == 4 and 5 < views["psnr"] < 30
