@@ -30,6 +30,7 @@ import numpy as np
 
 WORLD_UP = (0.0, 0.0, 1.0)  # the procedural world's up axis
 _LEVEL_EPS = 1e-6  # a camera looking straight along the up axis has no heading
+_NEAR_M = 1e-3  # box corners closer to the camera plane than this cannot be projected
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class ObjectInfo:
     size: np.ndarray
     R_obj2world: np.ndarray
     visible: tuple[float, ...]
+    visible_pixels: tuple[int, ...] | None = None  # (V,) visible pixel counts, where the metadata has them
 
     @property
     def label(self) -> str:
@@ -83,6 +85,7 @@ def objects_from_metadata(objects: Sequence[dict[str, Any]], num_views: int, whe
             size = _vec(box["size"], 3, f"{w}.box.size")
             R = np.asarray(box["R_obj2world"], dtype=np.float64)
             visible = tuple(float(v) for v in o["visible"])
+            pixels = None if o.get("visible_pixels") is None else tuple(int(p) for p in o["visible_pixels"])
         except KeyError as err:
             raise ValueError(f"{w}: missing field {err}; QA needs color, shape, box and visible") from None
         if R.shape != (3, 3) or not np.allclose(R.T @ R, np.eye(3), atol=1e-4):
@@ -91,7 +94,9 @@ def objects_from_metadata(objects: Sequence[dict[str, Any]], num_views: int, whe
             raise ValueError(f"{w}.visible: need {num_views} fractions in [0, 1], got {len(visible)} values")
         if not color or not shape or (size < 0).any():
             raise ValueError(f"{w}: empty colour/shape or negative size")
-        out.append(ObjectInfo(i, color, shape, center, size, R, visible))
+        if pixels is not None and len(pixels) != num_views:
+            raise ValueError(f"{w}.visible_pixels: need {num_views} counts, got {len(pixels)}")
+        out.append(ObjectInfo(i, color, shape, center, size, R, visible, pixels))
     return out
 
 
@@ -121,6 +126,29 @@ def camera_aabb(obj: ObjectInfo, w2c: np.ndarray) -> tuple[np.ndarray, np.ndarra
     corners = to_camera(w2c, box_corners(obj.center, obj.size, obj.R_obj2world))  # (8, 3)
     lo, hi = corners.min(axis=0), corners.max(axis=0)
     return 0.5 * (lo + hi), hi - lo
+
+
+def frame_fraction(obj: ObjectInfo, K: np.ndarray, w2c: np.ndarray, image_hw: tuple[int, int]) -> float:
+    """Share of the object's projected box (the 2D bounding rectangle of its 8 projected corners) that
+    lies inside the image, which spans [-0.5, W - 0.5] x [-0.5, H - 0.5] (pixel-centre K).
+
+    The procedural world's ``visible`` fraction counts occlusion inside the frame only (visible /
+    unoccluded in-frame pixels); this adds truncation by the image border. Range: [0, 1]; 0 when the
+    box lies behind the camera, NaN when it straddles the camera plane (undecidable: partly visible).
+    Shapes: K (3, 3), w2c (4, 4).
+    """
+    corners = to_camera(w2c, box_corners(obj.center, obj.size, obj.R_obj2world))  # (8, 3)
+    z = corners[:, 2]
+    if (z <= _NEAR_M).all():
+        return 0.0
+    if (z <= _NEAR_M).any():
+        return float("nan")
+    uv = (corners / z[:, None]) @ K.T  # (8, 3)
+    lo, hi = uv[:, :2].min(axis=0), uv[:, :2].max(axis=0)
+    H, W = image_hw
+    inside = np.clip(np.minimum(hi, [W - 0.5, H - 0.5]) - np.maximum(lo, [-0.5, -0.5]), 0.0, None)
+    area = float(np.prod(hi - lo))
+    return float(np.prod(inside)) / area if area > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -162,8 +190,11 @@ def camera_motion(w2c_obs: np.ndarray, w2c_tgt: np.ndarray, up: Sequence[float] 
     turn = math.degrees(math.atan2(float(f_tgt @ l_obs), float(f_tgt @ f_obs)))
     d = camera_center(w2c_tgt) - camera_center(w2c_obs)
     return CameraMotion(
-        turn_left_deg=turn, tilt_up_deg=el_tgt - el_obs,
-        forward_m=float(d @ f_obs), left_m=float(d @ l_obs), up_m=float(d @ u),
+        turn_left_deg=turn,
+        tilt_up_deg=el_tgt - el_obs,
+        forward_m=float(d @ f_obs),
+        left_m=float(d @ l_obs),
+        up_m=float(d @ u),
     )
 
 
@@ -185,13 +216,22 @@ def describe_motion(motion: CameraMotion, style: str = "camera") -> str:
     rot = []
     if turn:
         side = "left" if turn > 0 else "right"
-        rot.append(f"turns {abs(turn)} degrees to the {side}" if style == "camera" else f"turn {abs(turn)} "
-                   f"degrees {side}")
+        rot.append(
+            f"turns {abs(turn)} degrees to the {side}"
+            if style == "camera"
+            else f"turn {abs(turn)} degrees {side}"
+        )
     if tilt:
-        rot.append(f"{'tilts' if style == 'camera' else 'tilt'} {abs(tilt)} degrees {'up' if tilt > 0 else 'down'}")
+        rot.append(
+            f"{'tilts' if style == 'camera' else 'tilt'} {abs(tilt)} degrees {'up' if tilt > 0 else 'down'}"
+        )
     words = {"camera": ("forward", "back"), "you": ("ahead", "back"), "readout": ("forward", "back")}[style]
     move = []
-    for value, pos, neg in ((motion.forward_m, *words), (motion.left_m, "left", "right"), (motion.up_m, "up", "down")):
+    for value, pos, neg in (
+        (motion.forward_m, *words),
+        (motion.left_m, "left", "right"),
+        (motion.up_m, "up", "down"),
+    ):
         v = round(value, 1)
         if v:
             move.append(f"{abs(v):.1f} m {pos if v > 0 else neg}")

@@ -39,21 +39,43 @@ UNIT_DECIMALS: dict[str, int] = {"m": 2, "deg": 0}
 COORD_DECIMALS = 2  # point and box coordinates, metres
 # Units a parsed number may carry, as (canonical unit, factor to it).
 _UNIT_ALIASES: dict[str, tuple[str, float]] = {
-    "m": ("m", 1.0), "meter": ("m", 1.0), "meters": ("m", 1.0), "metre": ("m", 1.0), "metres": ("m", 1.0),
-    "cm": ("m", 0.01), "centimeter": ("m", 0.01), "centimeters": ("m", 0.01), "centimetre": ("m", 0.01),
+    "m": ("m", 1.0),
+    "meter": ("m", 1.0),
+    "meters": ("m", 1.0),
+    "metre": ("m", 1.0),
+    "metres": ("m", 1.0),
+    "cm": ("m", 0.01),
+    "centimeter": ("m", 0.01),
+    "centimeters": ("m", 0.01),
+    "centimetre": ("m", 0.01),
     "centimetres": ("m", 0.01),
-    "deg": ("deg", 1.0), "degree": ("deg", 1.0), "degrees": ("deg", 1.0), "°": ("deg", 1.0),
+    "deg": ("deg", 1.0),
+    "degree": ("deg", 1.0),
+    "degrees": ("deg", 1.0),
+    "°": ("deg", 1.0),
 }
 _NUMBER_WORDS = (
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
     "sixteen seventeen eighteen nineteen twenty"
 ).split()
 _NUMBER_RE = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)")
-_UNIT_RE = re.compile(r"(?<![a-z])(" + "|".join(sorted(map(re.escape, _UNIT_ALIASES), key=len, reverse=True))
-                      + r")(?![a-z])")
+_UNIT_RE = re.compile(
+    r"(?<![a-z])(" + "|".join(sorted(map(re.escape, _UNIT_ALIASES), key=len, reverse=True)) + r")(?![a-z])"
+)
 RECORD_KEYS: tuple[str, ...] = (
-    "id", "instance", "scene", "views", "target_view", "family", "kind", "phrasing_id", "phrasing_split",
-    "split", "question", "answer", "answer_text",
+    "id",
+    "instance",
+    "scene",
+    "views",
+    "target_view",
+    "family",
+    "kind",
+    "phrasing_id",
+    "phrasing_split",
+    "split",
+    "question",
+    "answer",
+    "answer_text",
 )
 
 
@@ -143,8 +165,13 @@ def point_answer(xyz: Sequence[float]) -> Answer:
 def box_answer(center: Sequence[float], size: Sequence[float]) -> Answer:
     if len(center) != 3 or len(size) != 3 or min(size) < 0:
         raise ValueError(f"a box has a 3D centre and 3 non-negative extents, got {center}, {size}")
-    return Answer(type="box", value={"center": [_fixed(v, COORD_DECIMALS) for v in center],
-                                     "size": [_fixed(v, COORD_DECIMALS) for v in size]})
+    return Answer(
+        type="box",
+        value={
+            "center": [_fixed(v, COORD_DECIMALS) for v in center],
+            "size": [_fixed(v, COORD_DECIMALS) for v in size],
+        },
+    )
 
 
 def _coords(values: Sequence[float]) -> str:
@@ -158,7 +185,9 @@ def format_answer(answer: Answer) -> str:
     if answer.type == "count":
         return str(answer.value)
     if answer.type == "number":
-        return f"{_fixed(answer.value, UNIT_DECIMALS[answer.unit]):.{UNIT_DECIMALS[answer.unit]}f} {answer.unit}"
+        return (
+            f"{_fixed(answer.value, UNIT_DECIMALS[answer.unit]):.{UNIT_DECIMALS[answer.unit]}f} {answer.unit}"
+        )
     if answer.type == "point":
         return f"{_coords(answer.value)} m"
     return f"center {_coords(answer.value['center'])} m, size {_coords(answer.value['size'])} m"
@@ -212,7 +241,7 @@ def _parse_number(text: str, unit: str) -> float:
         raise AnswerParseError("several units", text)
     factor = 1.0
     if units:
-        (canonical, factor), = units
+        ((canonical, factor),) = units
         if canonical != unit:
             raise AnswerParseError(f"wrong unit (expected {unit})", text)
     return nums[0] * factor
@@ -285,10 +314,19 @@ class QARecord:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "id": self.id, "instance": self.instance, "scene": self.scene, "views": list(self.views),
-            "target_view": self.target_view, "family": self.family, "kind": self.kind,
-            "phrasing_id": self.phrasing_id, "phrasing_split": self.phrasing_split, "split": self.split,
-            "question": self.question, "answer": self.answer.to_json(), "answer_text": self.answer_text,
+            "id": self.id,
+            "instance": self.instance,
+            "scene": self.scene,
+            "views": list(self.views),
+            "target_view": self.target_view,
+            "family": self.family,
+            "kind": self.kind,
+            "phrasing_id": self.phrasing_id,
+            "phrasing_split": self.phrasing_split,
+            "split": self.split,
+            "question": self.question,
+            "answer": self.answer.to_json(),
+            "answer_text": self.answer_text,
         }
 
     @classmethod
@@ -297,11 +335,17 @@ class QARecord:
         if missing:
             raise ValueError(f"QA record lacks the field(s) {missing}")
         return cls(
-            id=str(d["id"]), instance=str(d["instance"]), scene=str(d["scene"]),
+            id=str(d["id"]),
+            instance=str(d["instance"]),
+            scene=str(d["scene"]),
             views=tuple(int(v) for v in d["views"]),
             target_view=None if d["target_view"] is None else int(d["target_view"]),
-            family=str(d["family"]), kind=str(d["kind"]), phrasing_id=str(d["phrasing_id"]),
-            phrasing_split=str(d["phrasing_split"]), split=str(d["split"]), question=str(d["question"]),
+            family=str(d["family"]),
+            kind=str(d["kind"]),
+            phrasing_id=str(d["phrasing_id"]),
+            phrasing_split=str(d["phrasing_split"]),
+            split=str(d["split"]),
+            question=str(d["question"]),
             answer=Answer.from_json(d["answer"]),
         )
 

@@ -1,0 +1,178 @@
+"""Answer predictors for spatial QA, scored by ``gst.eval.qa_metrics``: baselines and the model hook.
+
+A predictor maps QA records to answer texts (``QAPredictor.predict``). Implementations:
+
+- ``MostFrequentBaseline``: a constant answer per question kind, fitted on the TRAIN split and applied
+  to val. "Most frequent" per kind rather than per family because one family mixes answer types (the
+  camera_motion family asks for a direction, an angle and a distance). Discrete answers (choice,
+  count) use the mode; for a choice it is the most frequent training answer among the question's own
+  options (ties: alphabetical), so the baseline never answers outside the options. Continuous answers
+  use the median (per coordinate for points and boxes): the constant that a mode cannot give for
+  real-valued answers. A kind without training answers gets an empty answer (scored unparseable).
+- ``OraclePredictor``: the ground-truth text (checks the scorer: every metric is perfect).
+- ``ChatPredictor``: any chat function ``(question, image paths) -> answer`` (the world model once its
+  checkpoint loads, issue 4), given the record's observed views; with ``text_only=True`` it receives
+  no images: the "model with the image tokens removed" baseline.
+- ``PredictionsFile``: answers from a JSONL file of ``{"id": record id, "answer_text": str}`` lines.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from gst.data.qa_types import Answer, QARecord, box_answer, format_answer, number_answer, point_answer
+
+ChatFn = Callable[[str, Sequence[Path]], str]  # (question, observed image paths) -> answer text
+
+
+class QAPredictor(Protocol):
+    name: str
+
+    def predict(self, records: Sequence[QARecord]) -> list[str]:
+        """One answer text per record, in order."""
+        ...
+
+
+class MostFrequentBaseline:
+    """See the module docstring. ``constants``: kind -> the constant answer text (counts, numbers,
+    points, boxes); ``counts``: kind -> training answer counts of choice kinds (the answer depends on
+    each question's options)."""
+
+    name = "most-frequent"
+
+    def __init__(self, train_records: Sequence[QARecord]) -> None:
+        if not train_records:
+            raise ValueError("most-frequent baseline: no training records to fit on (need split == 'train')")
+        self.counts: dict[str, Counter] = defaultdict(Counter)  # kind -> choice answer -> count
+        discrete: dict[str, Counter] = defaultdict(Counter)
+        values: dict[str, list[Answer]] = defaultdict(list)
+        for r in train_records:
+            if r.answer.type == "choice":
+                self.counts[r.kind][r.answer_text] += 1
+            elif r.answer.type == "count":
+                discrete[r.kind][r.answer_text] += 1
+            else:
+                values[r.kind].append(r.answer)
+        self.constants: dict[str, str] = {
+            kind: format_answer(_median_answer(a)) for kind, a in values.items()
+        }
+        for kind, counter in discrete.items():
+            self.constants[kind] = min(counter, key=lambda t: (-counter[t], t))  # mode; ties alphabetical
+
+    def predict(self, records: Sequence[QARecord]) -> list[str]:
+        out = []
+        for r in records:
+            if r.answer.type == "choice":
+                counter = self.counts.get(r.kind, Counter())
+                options = sorted(r.answer.options or ())
+                out.append(min(options, key=lambda o: (-counter[o], o)) if counter else "")
+            else:
+                out.append(self.constants.get(r.kind, ""))
+        return out
+
+    def table(self) -> dict[str, object]:
+        """kind -> constant answer, or the training answer counts for choices (for reports)."""
+        out: dict[str, object] = dict(self.constants)
+        for kind, counter in self.counts.items():
+            if kind not in out:
+                out[kind] = dict(counter.most_common())
+        return dict(sorted(out.items()))
+
+
+def _median_answer(answers: Sequence[Answer]) -> Answer:
+    first = answers[0]
+    if first.type == "number":
+        return number_answer(float(np.median([a.value for a in answers])), first.unit)
+    if first.type == "point":
+        return point_answer(np.median(np.array([a.value for a in answers]), axis=0).tolist())
+    if first.type == "box":
+        centers = np.median(np.array([a.value["center"] for a in answers]), axis=0)
+        sizes = np.median(np.array([a.value["size"] for a in answers]), axis=0)
+        return box_answer(centers.tolist(), sizes.tolist())
+    raise ValueError(f"no median for {first.type} answers")
+
+
+class OraclePredictor:
+    name = "oracle"
+
+    def predict(self, records: Sequence[QARecord]) -> list[str]:
+        return [r.answer_text for r in records]
+
+
+class ChatPredictor:
+    """Ask a chat function each record's question with the record's observed views.
+
+    ``image_paths(scene, view)`` resolves a view to its image file (for scenes on disk:
+    ``scene_image_resolver(root)``). ``text_only=True`` passes no images.
+    """
+
+    def __init__(
+        self,
+        chat: ChatFn,
+        image_paths: Callable[[str, int], Path] | None,
+        *,
+        text_only: bool,
+        name: str = "model",
+    ) -> None:
+        if not text_only and image_paths is None:
+            raise ValueError("ChatPredictor: the model with images needs an image resolver (--scenes DIR)")
+        self.chat, self.image_paths, self.text_only = chat, image_paths, text_only
+        self.name = f"{name}-text-only" if text_only else name
+
+    def predict(self, records: Sequence[QARecord]) -> list[str]:
+        out = []
+        for r in records:
+            images = [] if self.text_only else [self.image_paths(r.scene, v) for v in r.views]
+            out.append(str(self.chat(r.question, images)))
+        return out
+
+
+def scene_image_resolver(root: str | Path) -> Callable[[str, int], Path]:
+    """(scene name, view) -> image path for scene folders under ``root`` (loaded once per scene)."""
+    from gst.data.loaders import load_scene
+
+    root = Path(root)
+    cache: dict[str, tuple[Path, ...]] = {}
+
+    def resolve(scene: str, view: int) -> Path:
+        if scene not in cache:
+            folder = root / scene if (root / scene).is_dir() else root
+            cache[scene] = load_scene(folder).image_paths
+        return cache[scene][view]
+
+    return resolve
+
+
+class PredictionsFile:
+    """Answers read from JSONL ``{"id": ..., "answer_text": ...}``; every record must have one."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.name = f"predictions:{self.path.name}"
+        if not self.path.is_file():
+            raise FileNotFoundError(f"--predictions {self.path}: no such file")
+        self.answers: dict[str, str] = {}
+        with self.path.open(encoding="utf-8") as f:
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    d = json.loads(line)
+                    self.answers[str(d["id"])] = str(d["answer_text"])
+                except (ValueError, KeyError, TypeError):
+                    raise ValueError(f'{self.path}:{i}: expected {{"id": ..., "answer_text": ...}}') from None
+
+    def predict(self, records: Sequence[QARecord]) -> list[str]:
+        missing = [r.id for r in records if r.id not in self.answers]
+        if missing:
+            raise ValueError(
+                f"--predictions {self.path}: no answer for {len(missing)} of {len(records)} records "
+                f"(first: {missing[0]!r}); write one line per record id"
+            )
+        return [self.answers[r.id] for r in records]

@@ -1,0 +1,218 @@
+"""Spatial QA metrics and baselines (gst.eval.qa_metrics, gst.data.qa_baselines), and `gst eval qa`."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from gst.cli import main as gst_main
+from gst.data.qa_baselines import ChatPredictor, MostFrequentBaseline, OraclePredictor, PredictionsFile
+from gst.data.qa_types import (
+    QARecord,
+    box_answer,
+    choice_answer,
+    count_answer,
+    number_answer,
+    point_answer,
+    write_jsonl,
+)
+from gst.eval.qa_metrics import (
+    MRA_TOLERANCES,
+    OrientedBox,
+    box_iou_3d,
+    evaluate_texts,
+    mean_relative_accuracy,
+    score_answer,
+)
+
+
+def rot(axis: np.ndarray, angle: float) -> np.ndarray:
+    axis = axis / np.linalg.norm(axis)
+    K = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + math.sin(angle) * K + (1 - math.cos(angle)) * K @ K
+
+
+def monte_carlo_iou(a: OrientedBox, b: OrientedBox, num: int, seed: int) -> float:
+    rng = np.random.default_rng(seed)
+    pts = np.concatenate([a.corners(), b.corners()])
+    x = rng.uniform(pts.min(0), pts.max(0), size=(num, 3))
+
+    def inside(box: OrientedBox) -> np.ndarray:
+        return np.all(np.abs((x - box.center) @ box.R) <= box.size / 2, axis=1)
+
+    ia, ib = inside(a), inside(b)
+    return float((ia & ib).sum() / (ia | ib).sum())
+
+
+@pytest.mark.parametrize(
+    "pred, gt, expected",
+    [
+        (1.0, 1.0, 1.0),
+        (1.12, 1.0, 0.8),  # 0.12 is below the tolerances 0.50 .. 0.15 (8 of 10)
+        (0.7, 1.0, 0.4),  # 0.30 < 0.50, 0.45, 0.40, 0.35
+        (1.5, 1.0, 0.0),  # 0.50 is not strictly below 0.50
+        (2.049, 2.0, 1.0),  # relative error 0.0245 < 0.05
+        (-3.3, -3.0, 0.9),  # |gt| in the denominator; 0.1 is not strictly below 0.10
+        (float("nan"), 2.0, 0.0),
+    ],
+)
+def test_mean_relative_accuracy(pred: float, gt: float, expected: float) -> None:
+    assert mean_relative_accuracy(pred, gt) == pytest.approx(expected)
+
+
+def test_mra_thresholds_are_vsi_bench() -> None:
+    assert MRA_TOLERANCES == (0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15, 0.1, 0.05)
+    with pytest.raises(ValueError, match="non-zero"):
+        mean_relative_accuracy(1.0, 0.0)
+
+
+def test_box_iou_known_values() -> None:
+    unit = OrientedBox(np.zeros(3), np.ones(3))
+    assert box_iou_3d(unit, unit) == pytest.approx(1.0, abs=1e-12)
+    assert box_iou_3d(unit, OrientedBox(np.array([0.5, 0, 0]), np.ones(3))) == pytest.approx(1 / 3)
+    assert box_iou_3d(unit, OrientedBox(np.array([0.5, 0.5, 0.5]), np.ones(3))) == pytest.approx(1 / 15)
+    assert box_iou_3d(unit, OrientedBox(np.array([2.0, 0, 0]), np.ones(3))) == 0.0
+    assert box_iou_3d(unit, OrientedBox(np.zeros(3), np.full(3, 0.5))) == pytest.approx(0.125)
+    # a cube turned 45 degrees about z: the overlap is a regular octagon prism, area 2 (sqrt 2 - 1)
+    turned = OrientedBox(np.zeros(3), np.ones(3), rot(np.array([0.0, 0, 1]), math.pi / 4))
+    inter = 2 * (math.sqrt(2) - 1)
+    assert box_iou_3d(unit, turned) == pytest.approx(inter / (2 - inter), abs=1e-9)
+    assert box_iou_3d(unit, OrientedBox(np.zeros(3), np.array([1.0, 0.0, 1.0]))) == 0.0
+
+
+def test_box_iou_matches_monte_carlo_for_general_rotations() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        a = OrientedBox(
+            rng.normal(size=3) * 0.3, rng.uniform(0.5, 1.5, 3), rot(rng.normal(size=3), rng.uniform(0, 3))
+        )
+        b = OrientedBox(
+            rng.normal(size=3) * 0.3, rng.uniform(0.5, 1.5, 3), rot(rng.normal(size=3), rng.uniform(0, 3))
+        )
+        exact = box_iou_3d(a, b)
+        assert box_iou_3d(b, a) == pytest.approx(exact, abs=1e-9)
+        # 200k samples: the standard error of the estimate is below 0.002 here
+        assert exact == pytest.approx(monte_carlo_iou(a, b, 200_000, seed=1), abs=0.01)
+
+
+def test_score_answer_per_type() -> None:
+    lr = choice_answer("left", ("left", "right"))
+    assert score_answer("Left.", lr).score == 1.0 and score_answer("right", lr).score == 0.0
+    bad = score_answer("left or right", lr)
+    assert (bad.score, bad.parsed, bad.reason) == (0.0, False, "several options")
+    assert score_answer("three", count_answer(3)).score == 1.0
+    num = score_answer("1.12 m", number_answer(1.0, "m"))
+    assert num.score == pytest.approx(0.8) and num.metrics["abs_err"] == pytest.approx(0.12)
+    pt = score_answer("(0.3, 0.0, 4.0)", point_answer([0.0, 0.0, 4.0]))
+    assert pt.metrics["l2_m"] == pytest.approx(0.3) and pt.score == pytest.approx(0.9)  # 0.075 relative
+    box = box_answer([0.0, 0.0, 3.0], [1.0, 1.0, 1.0])
+    shifted = score_answer("center (0.5, 0, 3) m, size (1, 1, 1) m", box)
+    assert shifted.metrics["iou"] == pytest.approx(1 / 3) and shifted.metrics["acc@0.5"] == 0.0
+    assert shifted.score == 1.0  # Acc@0.25
+    nobox = score_answer("somewhere", box)
+    assert nobox.parsed is False and nobox.metrics == {"iou": 0.0, "acc@0.25": 0.0, "acc@0.5": 0.0}
+
+
+def rec(i: int, kind: str, family: str, answer, split: str = "val", ps: str = "train") -> QARecord:
+    return QARecord(
+        id=f"s{i}/{kind}/{ps[0]}",
+        instance=f"s{i}/{kind}",
+        scene=f"s{i}",
+        views=(0,),
+        family=family,
+        kind=kind,
+        phrasing_id=f"{kind}/{ps[0]}0",
+        phrasing_split=ps,
+        split=split,
+        question="q?",
+        answer=answer,
+    )
+
+
+LR = ("left", "right")
+RECORDS = [
+    rec(0, "rel_lr", "relative_direction", choice_answer("left", LR), "train"),
+    rec(1, "rel_lr", "relative_direction", choice_answer("left", LR), "train"),
+    rec(2, "rel_lr", "relative_direction", choice_answer("right", LR), "train"),
+    rec(3, "count", "counting", count_answer(2), "train"),
+    rec(4, "dist_cam", "distance", number_answer(2.0, "m"), "train"),
+    rec(5, "dist_cam", "distance", number_answer(4.0, "m"), "train"),
+    rec(6, "dist_cam", "distance", number_answer(9.0, "m"), "train"),
+    rec(7, "g3d_point", "grounding_3d", point_answer([0.0, 0.0, 2.0]), "train"),
+    rec(8, "g3d_point", "grounding_3d", point_answer([1.0, 0.0, 4.0]), "train"),
+    rec(9, "rel_lr", "relative_direction", choice_answer("left", LR)),
+    rec(10, "rel_lr", "relative_direction", choice_answer("right", LR), ps="heldout"),
+    rec(11, "count", "counting", count_answer(3)),
+    rec(12, "dist_cam", "distance", number_answer(4.4, "m")),
+    rec(13, "g3d_point", "grounding_3d", point_answer([0.5, 0.0, 3.0])),
+]
+
+
+def test_most_frequent_baseline_and_summary() -> None:
+    base = MostFrequentBaseline([r for r in RECORDS if r.split == "train"])
+    val = [r for r in RECORDS if r.split == "val"]
+    texts = base.predict(val)
+    assert texts == ["left", "left", "2", "4.00 m", "(0.50, 0.00, 3.00) m"]  # medians for numbers and points
+    summary = evaluate_texts(val, texts)
+    fam = summary["families"]
+    assert fam["relative_direction"]["score"] == 0.5 and fam["counting"]["score"] == 0.0
+    assert fam["distance"]["score"] == pytest.approx(0.9)  # |4 - 4.4| / 4.4 = 0.091
+    assert fam["grounding_3d"]["score"] == 1.0 and fam["grounding_3d"]["mean_l2_m"] == 0.0
+    assert summary["overall"]["score_micro"] == pytest.approx((1 + 0 + 0 + 0.9 + 1) / 5)
+    assert summary["overall"]["score_macro"] == pytest.approx((0.5 + 0 + 0.9 + 1) / 4)
+    held = summary["phrasing_splits"]["heldout"]
+    assert held["overall"]["n"] == 1 and held["families"]["relative_direction"]["score"] == 0.0
+    assert evaluate_texts(val, OraclePredictor().predict(val))["overall"]["score_micro"] == 1.0
+    junk = evaluate_texts(val, ["?"] * len(val))["overall"]
+    assert junk["unparseable"] == 5 and junk["score_micro"] == 0.0
+
+
+def test_chat_predictor_text_only_hook() -> None:
+    seen = []
+
+    def chat(question, images):
+        seen.append(list(images))
+        return "left"
+
+    val = [r for r in RECORDS if r.split == "val"][:2]
+    assert ChatPredictor(chat, None, text_only=True).predict(val) == ["left", "left"]
+    assert seen == [[], []]
+    with_images = ChatPredictor(chat, lambda scene, v: f"/{scene}/{v}.png", text_only=False)
+    with_images.predict(val[:1])
+    assert seen[-1] == ["/s9/0.png"] and with_images.name == "model"
+    with pytest.raises(ValueError, match="image resolver"):
+        ChatPredictor(chat, None, text_only=False)
+
+
+def test_cli_eval_qa(tmp_path, capsys) -> None:
+    data = tmp_path / "qa.jsonl"
+    write_jsonl(RECORDS, data)
+    out = tmp_path / "eval"
+    assert (
+        gst_main(
+            ["eval", "qa", "--data", str(data), "--method", "most-frequent", "--json", "--out", str(out)]
+        )
+        == 0
+    )
+    results = json.loads(capsys.readouterr().out)
+    assert results["method"] == "most-frequent" and results["data"]["num_records"] == 5
+    assert results["metrics"]["families"]["distance"]["score"] == pytest.approx(0.9)
+    assert json.loads((out / "results.json").read_text()) == results
+    assert "| **distance** | 1 | 0.900 |" in (out / "report.md").read_text()
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text("".join(json.dumps({"id": r.id, "answer_text": r.answer_text}) + "\n" for r in RECORDS))
+    assert gst_main(["eval", "qa", "--data", str(data), "--predictions", str(preds), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["overall"]["score_micro"] == 1.0
+    preds.write_text(json.dumps({"id": RECORDS[9].id, "answer_text": "left"}) + "\n")
+    with pytest.raises(ValueError, match="no answer for 4 of 5 records"):
+        PredictionsFile(preds).predict([r for r in RECORDS if r.split == "val"])
+    assert gst_main(["eval", "qa", "--data", str(data), "--checkpoint", str(tmp_path)]) == 1
+    assert "lands with issue 4" in capsys.readouterr().err
+    assert gst_main(["eval", "qa", "--data", str(data), "--method", "text-only"]) == 1
+    assert "lands with issue 4" in capsys.readouterr().err
+    write_jsonl([r for r in RECORDS if r.split == "val"], data)
+    assert gst_main(["eval", "qa", "--data", str(data)]) == 1
+    assert "needs training-split records" in capsys.readouterr().err
