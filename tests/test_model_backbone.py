@@ -15,6 +15,7 @@ from gst.model.backbone import (
     build_gst_model,
     load_gst_model,
     load_pretrained_lm,
+    read_gst_meta,
     save_gst_model,
 )
 from gst.model.config import (
@@ -26,6 +27,8 @@ from gst.model.config import (
     get_preset,
     micro,
 )
+from gst.model.sampling import SamplingConfig, generate_camera_and_image
+from gst.model.sequences import SequenceConfig
 
 torch.set_num_threads(1)
 
@@ -122,10 +125,34 @@ def test_save_and_load_round_trip(tmp_path) -> None:
     model = build_gst_model(GSTModelConfig(backbone=micro(), seed=1), VOCAB)
     ids = torch.randint(0, VOCAB.size, (1, 9))
     grid = torch.full((1, 9, 2), 0.5)
-    save_gst_model(model, tmp_path / "ckpt")
+    seq_cfg = SequenceConfig(image_grid=(4, 4), camera_grid=(2, 2), task_mix="alternate")
+    save_gst_model(model, tmp_path / "ckpt", extra={"sequence": seq_cfg.to_dict()})
     loaded = load_gst_model(tmp_path / "ckpt")
     assert loaded.layout == model.layout and loaded.config == model.config
+    assert SequenceConfig.from_dict(read_gst_meta(tmp_path / "ckpt")["extra"]["sequence"]) == seq_cfg
     torch.testing.assert_close(loaded(ids, grid).logits, model(ids, grid).logits, rtol=0, atol=0)
+
+
+def test_real_vocabulary_with_padding_rows() -> None:
+    """The tokenizers' Vocabulary (padded to 64 rows) plugs in; padding rows are never sampled."""
+    vocab_module = pytest.importorskip("gst.tokenizers.vocab")
+    vocab = vocab_module.Vocabulary(num_text=100, num_image_codes=32, num_camera_codes=16, pad_to_multiple=64)
+    model = build_gst_model(GSTModelConfig(backbone=micro()), vocab)
+    layout = model.layout
+    assert (layout.num_used, layout.size) == (vocab.num_used, vocab.size) == (159, 192)
+    assert model.lm.get_input_embeddings().weight.shape[0] == 192
+    seq_cfg = SequenceConfig(image_grid=(2, 2), camera_grid=(2, 2))
+    obs = vocab.image_ids(torch.arange(8).reshape(2, 4))
+    out = generate_camera_and_image(
+        model,
+        obs,
+        seq_cfg=seq_cfg,
+        config=SamplingConfig(temperature=50.0),
+        num_samples=64,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert bool(vocab.is_camera(out.camera_ids).all()) and bool(vocab.is_image(out.image_ids).all())
+    assert int(vocab.camera_codes(out.camera_ids).max()) == 15  # the top camera code is reachable
 
 
 def _greedy_full_vocab(model, ids: torch.Tensor, steps: int) -> list[int]:
@@ -167,6 +194,9 @@ def test_extending_a_pretrained_base_keeps_its_text(tmp_path) -> None:
     logits = model(prompt).logits
     torch.testing.assert_close(logits[..., :100], base_logits, rtol=0, atol=1e-5)
     assert _greedy_full_vocab(model, prompt, 12) == base_continuation
+    save_gst_model(model, tmp_path / "extended")  # rebuilt from its saved config, without the base
+    reloaded = load_gst_model(tmp_path / "extended")
+    torch.testing.assert_close(reloaded(prompt).logits, logits, rtol=0, atol=0)
     # The new rows are near the mean of the old ones: they score well below the winning text logit.
     assert float((logits[0, :, :100].max(-1).values - logits[0, :, 100:].max(-1).values).min()) > 0
     with pytest.raises(ValueError, match="num_text"):

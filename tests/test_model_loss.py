@@ -95,7 +95,7 @@ def test_gst_loss_trains_the_micro_model() -> None:
     first = None
     for step in range(40):
         loss, metrics = gst_loss(model, batch(step))
-        assert not metrics["est/camera_ce"].requires_grad
+        assert isinstance(metrics["est/camera_ce"], float)
         first = float(metrics["est/camera_ce"]) if first is None else first
         opt.zero_grad()
         loss.backward()

@@ -23,6 +23,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -59,16 +60,16 @@ class GridPositionEmbedding(nn.Module):
 
     def __init__(self, hidden_size: int, num_freqs: int, init_std: float = 0.02) -> None:
         super().__init__()
-        # Octaves pi * 2^k: the lowest is monotonic over (0, 1), the highest resolves 2^(num_freqs-1) cells.
-        self.register_buffer(
-            "freqs", math.pi * 2.0 ** torch.arange(num_freqs, dtype=torch.float32), persistent=False
-        )
+        self.num_freqs = num_freqs
         self.proj = nn.Linear(4 * num_freqs, hidden_size, bias=False)
         nn.init.normal_(self.proj.weight, std=init_std)
 
     def forward(self, grid_pos: torch.Tensor) -> torch.Tensor:
         on = (grid_pos[..., 0] >= 0).unsqueeze(-1)  # (B, T, 1)
-        ang = grid_pos.to(self.freqs.dtype).unsqueeze(-1) * self.freqs  # (B, T, 2, F)
+        # Octaves pi * 2^k: the lowest is monotonic over (0, 1), the highest resolves 2^(num_freqs-1) cells.
+        # Always float32 (not a buffer that .to(bfloat16) would round: angles reach ~400 rad).
+        freqs = math.pi * 2.0 ** torch.arange(self.num_freqs, device=grid_pos.device, dtype=torch.float32)
+        ang = grid_pos.float().unsqueeze(-1) * freqs  # (B, T, 2, F)
         feats = torch.cat([ang.sin(), ang.cos()], dim=-1).flatten(-2)  # (B, T, 4F)
         emb = self.proj(feats.to(self.proj.weight.dtype))  # (B, T, D)
         return emb * on.to(emb.dtype)
@@ -294,8 +295,9 @@ def attach_vocabulary(lm: nn.Module, vocab: VocabularyLike | TokenLayout, config
         return GSTModel(lm, layout, config)
 
 
-def save_gst_model(model: GSTModel, out_dir: str | Path) -> Path:
-    """Write ``gst_model.json`` (configs and token layout) and ``model.safetensors`` atomically."""
+def save_gst_model(model: GSTModel, out_dir: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``gst_model.json`` (configs, token layout, and ``extra``: e.g. the SequenceConfig dict under
+    "sequence", read back with ``read_gst_meta``) and ``model.safetensors``, each file atomically."""
     from safetensors.torch import save_model
 
     out_dir = Path(out_dir)
@@ -306,6 +308,7 @@ def save_gst_model(model: GSTModel, out_dir: str | Path) -> Path:
         "config": model.config.to_dict(),
         "layout": model.layout.to_dict(),
         "hf_config": model.lm.config.to_dict(),
+        "extra": extra or {},
     }
     tmp_model, tmp_meta = out_dir / (_MODEL_FILE + ".tmp"), out_dir / (_META_FILE + ".tmp")
     save_model(model, str(tmp_model))
@@ -315,16 +318,21 @@ def save_gst_model(model: GSTModel, out_dir: str | Path) -> Path:
     return out_dir
 
 
+def read_gst_meta(path: str | Path) -> dict[str, Any]:
+    """The metadata written by ``save_gst_model`` (keys: config, layout, hf_config, extra)."""
+    meta_path = Path(path) / _META_FILE
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path} not found: not a directory written by save_gst_model")
+    return json.loads(meta_path.read_text())
+
+
 def load_gst_model(path: str | Path, *, device: str | torch.device = "cpu") -> GSTModel:
     """Rebuild a model saved by ``save_gst_model`` (the pretrained source is not needed again)."""
     from safetensors.torch import load_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
     path = Path(path)
-    meta_path = path / _META_FILE
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{meta_path} not found: not a directory written by save_gst_model")
-    meta = json.loads(meta_path.read_text())
+    meta = read_gst_meta(path)
     hf_dict = dict(meta["hf_config"])
     hf_config = AutoConfig.for_model(hf_dict.pop("model_type"), **hf_dict)
     config = GSTModelConfig.from_dict(meta["config"])

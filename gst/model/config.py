@@ -64,17 +64,19 @@ class VocabularyLike(Protocol):
 class TokenLayout:
     """Where each token family lives in the unified vocabulary, as the model sees it.
 
-    Ids: text [0, num_text), specials [num_text, num_text + S), image codes, then camera codes.
-    Saved inside every checkpoint (``to_dict``) so offsets are never recomputed by convention.
+    Ids: text [0, num_text), specials [num_text, num_text + S), image codes, camera codes, then padding
+    rows up to a multiple of ``pad_to_multiple`` (never produced; GPU-friendly matmul sizes). Saved
+    inside every checkpoint (``to_dict``) so offsets are never recomputed by convention.
     """
 
     num_text: int  # text tokenizer vocabulary size (for a pretrained base: its embedding rows)
     special_tokens: tuple[str, ...]
     num_image_codes: int  # image VQ codebook size
     num_camera_codes: int  # camera VQ codebook size
+    pad_to_multiple: int = 1  # embedding rows are num_used rounded up to this (Vocabulary's padding)
 
     def __post_init__(self) -> None:
-        if self.num_text < 0 or self.num_image_codes < 1 or self.num_camera_codes < 1:
+        if self.num_text < 0 or min(self.num_image_codes, self.num_camera_codes, self.pad_to_multiple) < 1:
             raise ValueError(f"TokenLayout: sizes must be positive, got {self}")
         missing = [t for t in REQUIRED_SPECIAL_TOKENS if t not in self.special_tokens]
         if missing:
@@ -95,12 +97,18 @@ class TokenLayout:
         return self.image_offset + self.num_image_codes
 
     @property
-    def size(self) -> int:
+    def num_used(self) -> int:
+        """Ids that carry a token (all but the padding rows)."""
         return self.camera_offset + self.num_camera_codes
+
+    @property
+    def size(self) -> int:
+        """Embedding rows: ``num_used`` rounded up to ``pad_to_multiple``."""
+        return -(-self.num_used // self.pad_to_multiple) * self.pad_to_multiple
 
     def special_id(self, name: str) -> int:
         if name not in self.special_tokens:
-            raise KeyError(f"unknown special token {name!r}; known: {self.special_tokens}")
+            raise ValueError(f"unknown special token {name!r}; known: {self.special_tokens}")
         return self.num_text + self.special_tokens.index(name)
 
     def kind_rows(self, kind: HeadKind) -> tuple[int, int]:
@@ -108,7 +116,7 @@ class TokenLayout:
         if kind == HeadKind.IMAGE:
             return self.image_offset, self.camera_offset
         if kind == HeadKind.CAMERA:
-            return self.camera_offset, self.size
+            return self.camera_offset, self.num_used
         if kind == HeadKind.FULL:
             return 0, self.size
         raise ValueError(f"head kind {kind!r} has no rows")
@@ -123,6 +131,7 @@ class TokenLayout:
             special_tokens=tuple(vocab.special_tokens),
             num_image_codes=int(vocab.num_image_codes),
             num_camera_codes=int(vocab.num_camera_codes),
+            pad_to_multiple=int(getattr(vocab, "pad_to_multiple", 1)),
         )
         got = (int(vocab.image_offset), int(vocab.camera_offset), int(vocab.size))
         want = (layout.image_offset, layout.camera_offset, layout.size)

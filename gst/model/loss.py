@@ -59,7 +59,7 @@ def head_kinds(layout: TokenLayout, targets: torch.Tensor, restrict_vocab: bool 
     kinds[labelled] = int(HeadKind.FULL)
     if restrict_vocab:
         is_img = labelled & (targets >= layout.image_offset) & (targets < layout.camera_offset)
-        is_cam = labelled & (targets >= layout.camera_offset)
+        is_cam = labelled & (targets >= layout.camera_offset) & (targets < layout.num_used)
         kinds[is_img] = int(HeadKind.IMAGE)
         kinds[is_cam] = int(HeadKind.CAMERA)
     return kinds
@@ -110,7 +110,9 @@ def _kind_metrics(
         metrics[f"{name}/{kind}_tokens"] = torch.as_tensor(float(n))
 
 
-def gst_loss(model: GSTModel, batch: SequenceBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The training-loop entry point: (loss with grad, detached 0-d metrics; ``float(v)`` to log)."""
+def gst_loss(model: GSTModel, batch: SequenceBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    """The training-loop entry point: (loss with grad, float metrics for logging; one device sync)."""
     out = compute_loss(model, batch)
-    return out.loss, out.metrics
+    names = list(out.metrics)
+    values = torch.stack([out.metrics[k].float().to(out.loss.device) for k in names]).tolist()
+    return out.loss, dict(zip(names, values, strict=True))

@@ -66,6 +66,17 @@ class SequenceConfig:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"SequenceConfig.{name} must lie in [0, 1], got {getattr(self, name)}")
 
+    def to_dict(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> SequenceConfig:
+        d = dict(d)
+        for name in ("image_grid", "camera_grid"):
+            if name in d:
+                d[name] = tuple(d[name])  # JSON gives lists
+        return cls(**d)
+
     @property
     def num_image_tokens(self) -> int:
         return self.image_grid[0] * self.image_grid[1]
@@ -160,7 +171,7 @@ def assemble_pose(
     batch = obs_ids.shape[0]
     _check_ids(obs_ids, (batch, n_img), layout.image_offset, layout.camera_offset, "obs_ids (image)")
     _check_ids(tgt_ids, (batch, n_img), layout.image_offset, layout.camera_offset, "tgt_ids (image)")
-    _check_ids(cam_ids, (batch, n_cam), layout.camera_offset, layout.size, "cam_ids (camera)")
+    _check_ids(cam_ids, (batch, n_cam), layout.camera_offset, layout.num_used, "cam_ids (camera)")
     sid = layout.special_id
     ids = torch.full((batch, off.length), sid("<|pad|>"), dtype=torch.long, device=obs_ids.device)
     grid = torch.full((off.length, 2), NO_GRID, dtype=torch.float32)
@@ -196,7 +207,12 @@ def _check_ids(ids: torch.Tensor, shape: tuple[int, int], lo: int, hi: int, name
 
 
 def choose_tasks(cfg: SequenceConfig, batch_size: int, step: int, generator: torch.Generator) -> torch.Tensor:
-    """The task of each row. ``step`` counts batches (micro-batches under gradient accumulation).
+    """The task of each row.
+
+    ``step`` is the optimiser update index: in ``alternate`` mode every micro-batch and process of one
+    update must share a task, or the update mixes gen and est and the comparison with ``joint``
+    is lost. (With the training loop's micro-batch index i, A accumulation steps and P processes,
+    pass ``i // (A * P)``.)
 
     Shapes: -> (B,) long in {TASK_GEN, TASK_EST}.
     """
