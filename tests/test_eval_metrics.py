@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import lpips  # noqa: F401  imported at collection: triton (via torchvision) segfaults if first loaded after EGL
 import numpy as np
 import pytest
 import torch

@@ -14,7 +14,7 @@ from PIL import Image
 from gst.data.pairs import PairConfig, sample_pairs
 from gst.data.scene import Scene
 from gst.eval.baselines import PriorPose, SiftEssentialPose
-from gst.eval.data import EvalSet, resized_hw, scale_intrinsics
+from gst.eval.data import EvalSet, resized_hw
 from gst.eval.pose_eval import evaluate_pose, pose_errors, summarize_pose
 from gst.eval.predictors import FilePosePredictor, PosePrediction, write_pose_predictions
 from gst.geometry.conventions import intrinsics_matrix, project_points, relative_w2c
@@ -165,8 +165,10 @@ def test_prior_draws_training_poses_deterministically_without_the_target(tmp_pat
     assert len({r["info"]["training_pair"] for r in rows}) > 1
 
 
-def test_resize_scales_intrinsics_in_the_pixel_centre_convention():
-    K = intrinsics_matrix(100.0, 100.0, 399.5, 399.5)  # exact centre of an 800 x 800 image
-    K2 = scale_intrinsics(K, 0.25, 0.25)
-    assert float(K2[0, 0]) == 25.0 and float(K2[0, 2]) == pytest.approx(99.5)  # centre of 200 x 200
-    assert resized_hw((600, 800), 200) == (150, 200)
+def test_evalset_resizes_images_and_intrinsics_together(tmp_path):
+    scene = ring_scene_on_disk(tmp_path, "big", num_views=4, hw=(60, 80))
+    evalset = EvalSet(scenes=[scene], pairs=[], resolution=20)
+    assert evalset.image(0, 1).shape == (3, 15, 20) and resized_hw((600, 800), 200) == (150, 200)
+    K = evalset.K(0, 1)  # the exact image centre (39.5, 29.5) of 80 x 60 maps to that of 20 x 15
+    assert float(K[0, 0]) == pytest.approx(10.0) and float(K[0, 2]) == pytest.approx(9.5)
+    assert float(K[1, 2]) == pytest.approx(7.0)

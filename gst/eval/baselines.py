@@ -66,7 +66,8 @@ class SiftEssentialPose:
         self,
         *,
         num_features: int = 0,
-        ratio: float = 0.8,
+        ratio: float = 0.85,
+        contrast_threshold: float = 0.01,
         ransac_threshold_px: float = 1.0,
         confidence: float = 0.999,
         min_inliers: int = 8,
@@ -76,19 +77,24 @@ class SiftEssentialPose:
             raise ValueError(
                 "SiftEssentialPose: need 0 < ratio < 1, ransac_threshold_px > 0, min_inliers >= 5"
             )
-        self.num_features = num_features  # 0 = OpenCV default (keep all)
-        self.ratio = ratio  # Lowe's ratio test (Lowe 2004 uses 0.8)
+        # ratio and contrast_threshold were chosen on TRAINING scenes of the procedural world (see
+        # /work/notes/eval.md: OpenCV's default contrast 0.04 finds few keypoints at 128 px); Lowe 2004
+        # uses ratio 0.8.
+        self.num_features = num_features  # 0 = keep all
+        self.ratio = ratio
+        self.contrast_threshold = contrast_threshold
         self.ransac_threshold_px = ransac_threshold_px
         self.confidence = confidence
         self.min_inliers = min_inliers
         self.seed = seed
-        self._sift = cv2.SIFT_create(nfeatures=num_features)
+        self._sift = cv2.SIFT_create(nfeatures=num_features, contrastThreshold=contrast_threshold)
         self._matcher = cv2.BFMatcher(cv2.NORM_L2)
 
     def config(self) -> dict:
         return {
             "num_features": self.num_features,
             "ratio": self.ratio,
+            "contrast_threshold": self.contrast_threshold,
             "min_inliers": self.min_inliers,
             "ransac_threshold_px": self.ransac_threshold_px,
             "confidence": self.confidence,
@@ -224,20 +230,31 @@ class CopyView:
 
 
 class ReconstructionCeilingView:
-    """decode(encode(target)): an upper bound for any model that emits this tokenizer's codes."""
+    """decode(encode(target)): an upper bound for any model that emits this tokenizer's codes.
+
+    A tokenizer works at one resolution (``input_hw``); other targets are resized to it and the
+    reconstruction back, so the ceiling then also includes that resampling, as a model would.
+    """
 
     uses_target_image = True
 
-    def __init__(self, reconstruct: Callable[[torch.Tensor], torch.Tensor], name: str = "tokenizer_ceiling"):
-        """``reconstruct``: (B, 3, H, W) in [0, 1] -> (B, 3, H, W) in [0, 1]."""
+    def __init__(
+        self,
+        reconstruct: Callable[[torch.Tensor], torch.Tensor],
+        name: str = "tokenizer_ceiling",
+        input_hw: tuple[int, int] | None = None,
+    ):
+        """``reconstruct``: (B, 3, h, w) in [0, 1] -> (B, 3, h, w) in [0, 1], (h, w) = ``input_hw``."""
         self.reconstruct = reconstruct
         self.name = name
+        self.input_hw = input_hw
 
     def predict_view(
         self, observed, K_obs, K_tgt, w2c_rel, *, target_hw, target=None, pair=None
     ) -> torch.Tensor:
         if target is None:
             raise ValueError("the reconstruction ceiling needs the target image")
+        x = target if self.input_hw is None else resize_image(target, self.input_hw)
         with torch.no_grad():
-            out = self.reconstruct(target[None].float())[0]  # (3, H, W)
+            out = self.reconstruct(x[None].float())[0]  # (3, h, w)
         return resize_image(out.clamp(0, 1), target_hw)

@@ -34,6 +34,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="pair-sampling seed (default 0)")
     p.add_argument("--resolution", type=int, default=None, help="resize images to this width (K scaled)")
     p.add_argument(
+        "--scenes",
+        choices=("all", "train", "val"),
+        default="all",
+        help="keep the scene folders of this hash split of --data (gst.data.pairs.scene_split; default all)",
+    )
+    p.add_argument(
+        "--val-fraction", type=float, default=0.1, help="val share of the hash split (default 0.1)"
+    )
+    p.add_argument(
         "--max-scenes", type=int, default=None, help="use only the first N scenes (sorted by name)"
     )
     p.add_argument(
@@ -72,7 +81,13 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     pose.add_argument("--train-data", default=None, help="training scenes the prior draws its poses from")
     pose.add_argument("--train-split", default=None, help="split of --train-data (e.g. train)")
     pose.add_argument("--prior-samples", type=int, default=2000, help="training pairs the prior draws from")
-    pose.add_argument("--sift-ratio", type=float, default=0.8, help="Lowe ratio for SIFT matching")
+    pose.add_argument("--sift-ratio", type=float, default=0.85, help="Lowe ratio for SIFT matching (0.85)")
+    pose.add_argument(
+        "--sift-contrast",
+        type=float,
+        default=0.01,
+        help="SIFT contrastThreshold (default 0.01; OpenCV's 0.04)",
+    )
     pose.add_argument("--ransac-px", type=float, default=1.0, help="RANSAC epipolar threshold, pixels")
     pose.set_defaults(func=run_pose)
 
@@ -154,7 +169,10 @@ def _pose_predictors(args: argparse.Namespace, config) -> list[tuple[object, dic
     for m in dict.fromkeys(methods):
         if m == "sift":
             sift = SiftEssentialPose(
-                ratio=args.sift_ratio, ransac_threshold_px=args.ransac_px, seed=args.seed
+                ratio=args.sift_ratio,
+                contrast_threshold=args.sift_contrast,
+                ransac_threshold_px=args.ransac_px,
+                seed=args.seed,
             )
             out.append((sift, {"source": "baseline", "config": sift.config()}))
         elif m == "prior":

@@ -4,9 +4,9 @@
 e.g. NeRF-synthetic lego) or a folder of scene folders (the procedural world: ``DIR/scene_XXXXX``).
 Pairs are drawn within scenes by ``gst.data.pairs.sample_pairs``.
 
-``--resolution R`` resizes every image to width R (height keeps the aspect ratio, rounded), with
-antialiasing, and scales K to match: with pixel (0, 0) at the centre of the top-left pixel, a pixel
-coordinate u maps to (u + 0.5) * s - 0.5 for a scale s, so fx' = s fx and cx' = (cx + 0.5) s - 0.5.
+``--resolution R`` resizes every image to width R (height keeps the aspect ratio, rounded) with
+``gst.data.views.crop_resize(mode="stretch")``, which scales K exactly (pixel-centre convention:
+fx' = s fx, cx' = (cx + 0.5) s - 0.5).
 
 Glossary: H/W pixels, V views.
 """
@@ -20,7 +20,7 @@ import torch
 
 from gst.data.pairs import Pair, PairConfig, sample_pairs, scene_split
 from gst.data.scene import Scene
-from gst.eval.baselines import resize_image
+from gst.data.views import crop_resize, crop_resize_intrinsics
 from gst.geometry.conventions import relative_w2c
 
 
@@ -72,17 +72,6 @@ def load_scenes(
     return [load_scene(d, split=split) for d in dirs]
 
 
-def scale_intrinsics(K: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
-    """K after resizing the image by (sx, sy), pixel-centre convention. Shapes: (..., 3, 3)."""
-    out = K.clone()
-    out[..., 0, 0] = K[..., 0, 0] * sx
-    out[..., 1, 1] = K[..., 1, 1] * sy
-    out[..., 0, 1] = K[..., 0, 1] * sx
-    out[..., 0, 2] = (K[..., 0, 2] + 0.5) * sx - 0.5
-    out[..., 1, 2] = (K[..., 1, 2] + 0.5) * sy - 0.5
-    return out
-
-
 def resized_hw(image_hw: tuple[int, int], resolution: int | None) -> tuple[int, int]:
     """(H, W) after resizing to width ``resolution`` with the aspect ratio kept."""
     H, W = image_hw
@@ -109,16 +98,16 @@ class EvalSet:
         """Shapes: (3, H, W) float32 at the evaluated resolution. Range: [0, 1]."""
         key = (scene_index, view)
         if key not in self._cache:
-            img = self.scenes[scene_index].load_image(view)
-            self._cache[key] = resize_image(img, self.image_hw(scene_index))
+            img = self.scenes[scene_index].load_image(view)  # (3, H, W)
+            self._cache[key] = crop_resize(img, torch.eye(3), self.image_hw(scene_index), mode="stretch")[0]
         return self._cache[key]
 
     def K(self, scene_index: int, view: int) -> torch.Tensor:
         """Shapes: (3, 3) float64 pixels at the evaluated resolution."""
         scene = self.scenes[scene_index]
-        H, W = scene.image_hw
-        h, w = self.image_hw(scene_index)
-        return scale_intrinsics(scene.K[view].double(), w / W, h / H)
+        return crop_resize_intrinsics(
+            scene.K[view].double(), scene.image_hw, self.image_hw(scene_index), "stretch"
+        )
 
     def w2c_rel(self, pair: Pair) -> torch.Tensor:
         """True target camera in the observed camera's frame. Shapes: (4, 4) float64."""

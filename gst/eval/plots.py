@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from gst.geometry.conventions import invert_rigid  # noqa: E402
 
@@ -147,21 +148,22 @@ def frusta(
                 w2c = rescale_to_baseline(w2c, baseline)
             K = torch.tensor(r["K_tgt_pred"]) if r["K_tgt_pred"] is not None else K_tgt
             cams.append((name, w2c, K, _COLOURS[m % len(_COLOURS)]))
-        for name, w2c, K, colour in cams:
-            for i, seg in enumerate(_frustum_lines(w2c, K, hw, depth)):
+        for _name, w2c, K, colour in cams:
+            for seg in _frustum_lines(w2c, K, hw, depth):
                 # plotted as (x, z, -y): the observed camera's up (-y in OpenCV) is the plot's vertical
-                ax.plot(
-                    seg[:, 0], seg[:, 2], -seg[:, 1], color=colour, lw=1.2, label=name if i == 0 else None
-                )
+                ax.plot(seg[:, 0], seg[:, 2], -seg[:, 1], color=colour, lw=1.2)
         failed = [n for n, rows in method_rows.items() if rows[k]["failed"]]
         title = f"{p['scene']} {p['obs']}->{p['tgt']} ({p['baseline_angle_deg']:.0f} deg)"
         ax.set_title(title + (f"\nfailed: {', '.join(failed)}" if failed else ""), fontsize=9)
         ax.set(xlabel="x (right)", ylabel="z (forward)", zlabel="-y (up)")
         ax.view_init(elev=25, azim=-65)
         _equal_axes(ax)
-        if k == 0:
-            ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
+    # one legend for the figure: a method that failed on the first pair still gets its colour listed
+    names = [("observed", "black"), ("true", "tab:green")]
+    names += [(n, _COLOURS[m % len(_COLOURS)]) for m, n in enumerate(method_rows)]
+    handles = [Line2D([0], [0], color=c, lw=1.5, label=n) for n, c in names]
+    fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

@@ -58,23 +58,9 @@ def _dist_version(name: str) -> str:
 
 
 def library_versions() -> dict[str, str]:
-    import cv2
-    import matplotlib
-    import torch
-    import torchmetrics
-
-    import gst
-
-    return {
-        "python": platform.python_version(),
-        "gst": getattr(gst, "__version__", "unknown"),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "torchmetrics": torchmetrics.__version__,
-        "opencv": cv2.__version__,
-        "lpips": _dist_version("lpips"),
-        "matplotlib": matplotlib.__version__,
-    }
+    """Versions of the libraries behind the numbers, read from package metadata (imports nothing)."""
+    names = ("gst", "torch", "numpy", "torchmetrics", "opencv-python-headless", "lpips", "matplotlib")
+    return {"python": platform.python_version(), **{n: _dist_version(n) for n in names}}
 
 
 def jsonable(x: Any) -> Any:

@@ -13,20 +13,22 @@ from gst.eval.baselines import ReconstructionCeilingView
 
 
 def load_reconstruction_ceiling(path: str | Path) -> tuple[ReconstructionCeilingView, dict]:
-    """A ceiling view predictor from an image-tokenizer checkpoint folder, and its metadata."""
+    """A ceiling view predictor from an image-tokenizer export / checkpoint, and its metadata."""
     from gst.eval.report import sha256_of
 
     path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"--tokenizer {path}: no such folder; train one with `gst train tokenizer`")
-    try:
-        from gst.tokenizers.image import load_image_tokenizer  # lands with the tokenizer issue (8)
-    except ImportError:
-        raise RuntimeError(
-            f"--tokenizer {path}: gst.tokenizers.image.load_image_tokenizer is not available in this "
-            "build (the image tokenizer lands with issue 8); meanwhile score its reconstructions with "
-            "--predictions FILE.npz (format in gst/eval/predictors.py)"
-        ) from None
-    tokenizer = load_image_tokenizer(path)
-    ceiling = ReconstructionCeilingView(tokenizer.reconstruct, name="tokenizer_ceiling")
-    return ceiling, {"checkpoint": str(path.resolve()), "sha256": sha256_of(path)}
+    if not path.exists():
+        raise FileNotFoundError(f"--tokenizer {path}: no such file or folder; train an image tokenizer first")
+    from gst.tokenizers.image import load_image_tokenizer
+
+    tokenizer = load_image_tokenizer(path).eval()
+    hw = tuple(tokenizer.config.image_hw)
+    ceiling = ReconstructionCeilingView(tokenizer.reconstruct, name="tokenizer_ceiling", input_hw=hw)
+    meta = {
+        "checkpoint": str(path.resolve()),
+        "sha256": sha256_of(path),
+        "tokenizer_image_hw": list(hw),
+        "num_codes": int(tokenizer.num_codes),
+        "grid_hw": list(tokenizer.grid_hw),
+    }
+    return ceiling, meta

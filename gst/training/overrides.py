@@ -12,30 +12,17 @@ str, Literal choices, ``X | None`` ("none"), and tuples (comma-separated, e.g. `
 from __future__ import annotations
 
 import dataclasses
-import types
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_args, get_origin
+
+from gst.tokenizers.config import config_from_dict, config_to_dict, field_types, optional_inner
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
 
-def _field_types(cls: type) -> dict[str, Any]:
-    hints = get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def _is_optional(tp: Any) -> tuple[bool, Any]:
-    origin = get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        if len(args) == 1 and len(get_args(tp)) == 2:
-            return True, args[0]
-    return False, tp
-
-
 def parse_value(text: str, tp: Any, key: str) -> Any:
     """Parse ``text`` as a value of annotation ``tp``; ``key`` names the field in errors."""
-    optional, tp = _is_optional(tp)
+    optional, tp = optional_inner(tp)
     if optional and text.strip().lower() in ("none", "null"):
         return None
     origin = get_origin(tp)
@@ -85,7 +72,7 @@ def apply_overrides(config: Any, assignments: list[str] | tuple[str, ...]) -> An
 def _set_path(obj: Any, path: list[str], text: str, full_key: str) -> Any:
     if not dataclasses.is_dataclass(obj):
         raise ValueError(f"--set {full_key}: {'.'.join(path)} does not name a config field")
-    types_by_name = _field_types(type(obj))
+    types_by_name = field_types(type(obj))
     name = path[0]
     if name not in types_by_name:
         raise ValueError(
@@ -104,51 +91,12 @@ def _set_path(obj: Any, path: list[str], text: str, full_key: str) -> Any:
 
 def to_dict(config: Any) -> dict[str, Any]:
     """JSON-able dict of a (nested) config dataclass; tuples become lists."""
-    return json_ready(dataclasses.asdict(config))
-
-
-def json_ready(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    return value
+    return config_to_dict(config)
 
 
 def from_dict(cls: type, d: dict[str, Any], where: str = "config") -> Any:
-    """Rebuild ``cls`` from ``to_dict`` output; unknown or missing keys raise ``ValueError``."""
-    if not isinstance(d, dict):
-        raise ValueError(f"{where}: expected an object, got {type(d).__name__}")
-    types_by_name = _field_types(cls)
-    unknown = sorted(set(d) - set(types_by_name))
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown}; {cls.__name__} has {sorted(types_by_name)}")
-    kwargs = {}
-    for name, tp in types_by_name.items():
-        if name not in d:
-            continue  # the field's default applies
-        kwargs[name] = _coerce(d[name], tp, f"{where}.{name}")
-    return cls(**kwargs)
+    """Rebuild ``cls`` from ``to_dict`` output; unknown keys raise ``ValueError``."""
+    return config_from_dict(cls, d, where)
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    optional, inner = _is_optional(tp)
-    if value is None and optional:
-        return None
-    if isinstance(inner, type) and dataclasses.is_dataclass(inner):
-        return from_dict(inner, value, where)
-    if get_origin(inner) is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where}: expected a list, got {value!r}")
-        args = get_args(inner)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], where) for v in value)
-        if len(args) != len(value):
-            raise ValueError(f"{where}: expected {len(args)} values, got {value!r}")
-        return tuple(_coerce(v, a, where) for v, a in zip(value, args, strict=True))
-    if inner is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
-
-
-__all__ = ["apply_overrides", "from_dict", "json_ready", "parse_value", "to_dict"]
+__all__ = ["apply_overrides", "from_dict", "parse_value", "to_dict"]

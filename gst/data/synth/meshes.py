@@ -23,6 +23,7 @@ class Mesh:
 
     positions: np.ndarray
     normals: np.ndarray
+    closed: bool = True  # watertight: the renderer may cull back faces
 
     @property
     def extent(self) -> np.ndarray:
@@ -36,7 +37,7 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 def _centred(mesh: Mesh) -> Mesh:
     mid = 0.5 * (mesh.positions.max(axis=0) + mesh.positions.min(axis=0))
-    return Mesh(mesh.positions - mid, mesh.normals)
+    return Mesh(mesh.positions - mid, mesh.normals, mesh.closed)
 
 
 def revolve(profile: np.ndarray, segments: int) -> Mesh:
@@ -61,11 +62,14 @@ def revolve(profile: np.ndarray, segments: int) -> Mesh:
 
 
 def _concat(*meshes: Mesh) -> Mesh:
-    return Mesh(np.concatenate([m.positions for m in meshes]), np.concatenate([m.normals for m in meshes]))
+    positions = np.concatenate([m.positions for m in meshes])
+    return Mesh(positions, np.concatenate([m.normals for m in meshes]), all(m.closed for m in meshes))
 
 
 def _disc(radius: float, z: float, up: bool, segments: int) -> Mesh:
-    return revolve(np.array([[0.0, z, 0.0, 1.0 if up else -1.0], [radius, z, 0.0, 1.0 if up else -1.0]]), segments)
+    return revolve(
+        np.array([[0.0, z, 0.0, 1.0 if up else -1.0], [radius, z, 0.0, 1.0 if up else -1.0]]), segments
+    )
 
 
 def _arc(radius: float, z0: float, a0: float, a1: float, n: int) -> np.ndarray:
@@ -79,8 +83,12 @@ def box(sx: float, sy: float, sz: float) -> Mesh:
     corners = np.array([[x, y, z] for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)])
     corners = corners * np.array([sx, sy, sz])  # (8, 3), index = 4 ix + 2 iy + iz
     faces = {  # outward normal -> quad corner indices
-        (1, 0, 0): (4, 6, 7, 5), (-1, 0, 0): (0, 1, 3, 2), (0, 1, 0): (2, 3, 7, 6),
-        (0, -1, 0): (0, 4, 5, 1), (0, 0, 1): (1, 5, 7, 3), (0, 0, -1): (0, 2, 6, 4),
+        (1, 0, 0): (4, 6, 7, 5),
+        (-1, 0, 0): (0, 1, 3, 2),
+        (0, 1, 0): (2, 3, 7, 6),
+        (0, -1, 0): (0, 4, 5, 1),
+        (0, 0, 1): (1, 5, 7, 3),
+        (0, 0, -1): (0, 2, 6, 4),
     }
     pos, nrm = [], []
     for normal, (a, b, c, d) in faces.items():
@@ -89,31 +97,33 @@ def box(sx: float, sy: float, sz: float) -> Mesh:
     return Mesh(np.concatenate(pos), np.concatenate(nrm))
 
 
-def sphere(diameter: float, segments: int = 24) -> Mesh:
+def sphere(diameter: float, segments: int = 20) -> Mesh:
     return revolve(_arc(diameter / 2, 0.0, -math.pi / 2, math.pi / 2, segments // 2 + 1), segments)
 
 
-def cylinder(diameter: float, height: float, segments: int = 24) -> Mesh:
+def cylinder(diameter: float, height: float, segments: int = 20) -> Mesh:
     r, h = diameter / 2, height / 2
     side = revolve(np.array([[r, -h, 1.0, 0.0], [r, h, 1.0, 0.0]]), segments)
     return _concat(side, _disc(r, h, True, segments), _disc(r, -h, False, segments))
 
 
-def cone(diameter: float, height: float, segments: int = 24) -> Mesh:
+def cone(diameter: float, height: float, segments: int = 20) -> Mesh:
     r, h = diameter / 2, height
     n = np.array([h, r]) / math.hypot(h, r)  # side normal in the (r, z) plane
     side = revolve(np.array([[r, 0.0, n[0], n[1]], [0.0, h, n[0], n[1]]]), segments)
     return _centred(_concat(side, _disc(r, 0.0, False, segments)))
 
 
-def torus(major_radius: float, tube_radius: float, segments: int = 32, tube_segments: int = 16) -> Mesh:
+def torus(major_radius: float, tube_radius: float, segments: int = 24, tube_segments: int = 12) -> Mesh:
     """Torus lying flat on its side (axis = z): extents (2(R + r), 2(R + r), 2 r)."""
     a = np.linspace(-math.pi, math.pi, tube_segments + 1)
-    profile = np.stack([major_radius + tube_radius * np.cos(a), tube_radius * np.sin(a), np.cos(a), np.sin(a)], -1)
+    profile = np.stack(
+        [major_radius + tube_radius * np.cos(a), tube_radius * np.sin(a), np.cos(a), np.sin(a)], -1
+    )
     return revolve(profile, segments)
 
 
-def capsule(diameter: float, height: float, segments: int = 24) -> Mesh:
+def capsule(diameter: float, height: float, segments: int = 20) -> Mesh:
     """Upright capsule of total height ``height`` >= ``diameter``: a cylinder with hemispherical ends."""
     r = diameter / 2
     h = max(height / 2 - r, 0.0)  # half length of the straight part
@@ -139,7 +149,7 @@ def pyramid(base: float, height: float) -> Mesh:
 
 def transform(mesh: Mesh, R_obj2world: np.ndarray, center: np.ndarray, scale: float = 1.0) -> Mesh:
     """Scale uniformly, rotate and translate a mesh into the world. Shapes: R (3, 3), center (3,)."""
-    return Mesh(scale * mesh.positions @ R_obj2world.T + center, mesh.normals @ R_obj2world.T)
+    return Mesh(scale * mesh.positions @ R_obj2world.T + center, mesh.normals @ R_obj2world.T, mesh.closed)
 
 
 # --- OBJ meshes -------------------------------------------------------------------------------------
@@ -188,7 +198,10 @@ def load_obj_mesh(path: str) -> Mesh:
     vert_n = np.zeros_like(v)
     for k in range(3):  # area-weighted vertex normals
         np.add.at(vert_n, f[:, k], face_n)
-    return Mesh(tri.reshape(-1, 3), _unit(vert_n[f].reshape(-1, 3)))
+    edges = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
+    _, uses = np.unique(edges, axis=0, return_counts=True)
+    closed = bool((uses == 2).all())  # every edge shared by exactly two triangles: no holes to see into
+    return Mesh(tri.reshape(-1, 3), _unit(vert_n[f].reshape(-1, 3)), closed)
 
 
 def find_obj_meshes(folder: Path) -> dict[str, Path]:

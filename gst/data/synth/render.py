@@ -24,12 +24,14 @@ Glossary: V views, N objects, H/W pixels.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from gst.data.synth.scenes import GROUND_PATTERNS, SceneSpec
+from gst.data.synth.scenes import GROUND_PATTERNS, PALETTE, SceneSpec
 from gst.data.synth.shaders import (
     COVERAGE_FRAG,
     MAIN_FRAG,
@@ -69,41 +71,70 @@ class RenderedViews:
     """Renders of V views of one scene.
 
     Shapes: rgb (V, H, W, 3) uint8; depth (V, H, W) float32 metres (0 = no surface);
-    mask (V, H, W) uint8 (0 ground/sky, i + 1 object i); unoccluded_pixels (V, N) int64 (pixels
-    object i would cover with nothing in front); visible_fraction (V, N) float64 in [0, 1].
+    mask (V, H, W) uint8 (0 ground/sky, i + 1 object i); visible_pixels (V, N) int64 (mask pixels
+    of object i); unoccluded_pixels (V, N) int64 (pixels object i would cover with nothing in front);
+    visible_fraction (V, N) float64 in [0, 1] (visible / unoccluded; 0 where unoccluded is 0).
     """
 
     rgb: np.ndarray
     depth: np.ndarray
     mask: np.ndarray
+    visible_pixels: np.ndarray
     unoccluded_pixels: np.ndarray
     visible_fraction: np.ndarray
 
 
-def scene_vertices(scene: SceneSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Indexed world-space triangles of a scene: the ground quad's 6 indices first, then the objects.
+@dataclass(frozen=True)
+class SceneBuffers:
+    """Indexed world-space triangles of a scene, in draw order: closed objects, open objects, ground.
 
-    Vertices shared by neighbouring triangles are stored once, so the GL vertex cache shades them
-    once (llvmpipe's vertex stage is the bottleneck at small image sizes).
+    Closed meshes are drawn with back-face culling (half the triangle setup, llvmpipe's bottleneck);
+    open ones (OBJ meshes with holes) two-sided. Objects come before the ground so early depth
+    rejection skips ground fragments hidden behind them.
 
-    Shapes: -> vertices (U, 7) float32 rows (x, y, z, nx, ny, nz, id), indices (I,) int32.
+    Shapes: vertices (U, 7) float32 rows (x, y, z, nx, ny, nz, id; id 0 = ground), indices (I,) int32.
     """
+
+    vertices: np.ndarray
+    indices: np.ndarray
+    num_closed: int  # indices of closed objects, from 0
+    num_objects: int  # indices of all objects, from 0; the ground's 6 follow
+
+
+def _outward(positions: np.ndarray, normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reorder each triangle's corners so that it winds counter-clockwise seen from outside."""
+    tri_p, tri_n = positions.reshape(-1, 3, 3), normals.reshape(-1, 3, 3)
+    geometric = np.cross(tri_p[:, 1] - tri_p[:, 0], tri_p[:, 2] - tri_p[:, 0])  # (F, 3)
+    flip = (geometric * tri_n.sum(axis=1)).sum(-1) < 0.0
+    order = np.where(flip[:, None], [0, 2, 1], [0, 1, 2])  # (F, 3)
+    rows = np.arange(len(tri_p))[:, None]
+    return tri_p[rows, order].reshape(-1, 3), tri_n[rows, order].reshape(-1, 3)
+
+
+def scene_buffers(scene: SceneSpec) -> SceneBuffers:
+    """Vertices shared by neighbouring triangles are stored once, so the vertex cache shades them once."""
     from gst.data.synth.meshes import transform
 
-    e = scene.ground.half_extent_m
-    ground = np.array([[-e, -e, 0, 0, 0, 1, 0], [e, -e, 0, 0, 0, 1, 0], [e, e, 0, 0, 0, 1, 0], [-e, e, 0, 0, 0, 1, 0]])
-    rows = []
+    parts: dict[bool, list[np.ndarray]] = {True: [], False: []}
     for i, obj in enumerate(scene.objects):
         mesh = transform(obj.mesh, obj.R_obj2world, np.asarray(obj.center))
-        ids = np.full((len(mesh.positions), 1), float(i + 1))
-        rows.append(np.concatenate([mesh.positions, mesh.normals, ids], axis=1))
+        pos, nrm = _outward(mesh.positions, mesh.normals)
+        ids = np.full((len(pos), 1), float(i + 1))
+        parts[obj.mesh.closed].append(np.concatenate([pos, nrm, ids], axis=1))
+    rows = parts[True] + parts[False]
+    num_closed = sum(len(r) for r in parts[True])
+    e = scene.ground.half_extent_m
+    ground = np.array(
+        [[-e, -e, 0, 0, 0, 1, 0], [e, -e, 0, 0, 0, 1, 0], [e, e, 0, 0, 0, 1, 0], [-e, e, 0, 0, 0, 1, 0]]
+    )
     if not rows:
-        return ground.astype(np.float32), np.array([0, 1, 2, 0, 2, 3], dtype=np.int32)
-    # Deduplicate in float32, the precision the GPU sees; np.unique sorts, so the order is deterministic.
+        return SceneBuffers(ground.astype(np.float32), np.array([0, 1, 2, 0, 2, 3], np.int32), 0, 0)
+    # Deduplicate in float32, the precision the GL sees; np.unique sorts, so the order is deterministic.
     unique, inverse = np.unique(np.concatenate(rows).astype(np.float32), axis=0, return_inverse=True)
-    vertices = np.concatenate([ground.astype(np.float32), unique])
-    indices = np.concatenate([[0, 1, 2, 0, 2, 3], 4 + inverse.reshape(-1)]).astype(np.int32)
-    return vertices, indices
+    vertices = np.concatenate([unique, ground.astype(np.float32)])
+    g = len(unique)
+    indices = np.concatenate([inverse.reshape(-1), [g, g + 1, g + 2, g, g + 2, g + 3]]).astype(np.int32)
+    return SceneBuffers(vertices, indices, num_closed, len(inverse.reshape(-1)))
 
 
 def _light_matrix(direction: np.ndarray, half_extent: float) -> np.ndarray:
@@ -120,6 +151,22 @@ def _light_matrix(direction: np.ndarray, half_extent: float) -> np.ndarray:
     return ortho @ view
 
 
+def _preload_triton() -> None:
+    """Load triton's bundled LLVM before Mesa's llvmpipe loads its own.
+
+    Loading triton (``import torch._dynamo``, which transformers and torchvision may do) after an
+    llvmpipe EGL context exists crashes the process with a segmentation fault: two LLVM copies
+    register the same global options. In the other order both work (checked with Mesa 22.3 /
+    LLVM 15 and triton 3.8), so the renderer loads triton first when it is installed.
+    """
+    if importlib.util.find_spec("triton") is None:
+        return
+    try:
+        importlib.import_module("triton._C.libtriton")
+    except Exception:  # triton is installed but unusable here: then nothing can load its LLVM later
+        return
+
+
 class Renderer:
     """A headless GL context with compiled programs, reused across scenes (creating one costs ~0.1 s).
 
@@ -127,6 +174,7 @@ class Renderer:
     """
 
     def __init__(self, *, near: float = 0.05, far: float = 100.0, backend: str | None = "egl") -> None:
+        _preload_triton()
         import moderngl
 
         self._mgl = moderngl
@@ -136,7 +184,7 @@ class Renderer:
         except Exception as err:  # the message names the missing piece (libEGL, a display, ...)
             raise RuntimeError(
                 f"could not create a headless OpenGL context (moderngl, backend={backend!r}): {err}. "
-                "Install Mesa's EGL (e.g. apt install libegl1 libgl1-mesa-dri) or run on a machine with a GPU."
+                "Install Mesa's EGL (e.g. apt install libegl1 libgl1-mesa-dri) or use a machine with a GPU."
             ) from None
         self.near, self.far = near, far
         self.main_prog = self.ctx.program(vertex_shader=MAIN_VERT, fragment_shader=MAIN_FRAG)
@@ -155,8 +203,8 @@ class Renderer:
 
     # --- resources -------------------------------------------------------------------------------
 
-    def _upload(self, vertices: np.ndarray, indices: np.ndarray) -> None:
-        vdata, idata = vertices.tobytes(), indices.tobytes()
+    def _upload(self, buffers: SceneBuffers) -> None:
+        vdata, idata = buffers.vertices.tobytes(), buffers.indices.tobytes()
         if len(vdata) > self._capacity or len(idata) > self._index_capacity:
             for buf in (self._vbo, self._ibo):
                 if buf is not None:
@@ -170,11 +218,13 @@ class Renderer:
                 self.main_prog, [(vbo, "3f 3f 1f", "in_pos", "in_normal", "in_id")], ibo, 4
             )
             # The coverage program ignores normals, so the linker drops that attribute.
-            self._cov_vao = self.ctx.vertex_array(self.cov_prog, [(vbo, "3f 12x 1f", "in_pos", "in_id")], ibo, 4)
+            self._cov_vao = self.ctx.vertex_array(
+                self.cov_prog, [(vbo, "3f 12x 1f", "in_pos", "in_id")], ibo, 4
+            )
             self._shadow_vao = self.ctx.vertex_array(self.shadow_prog, [(vbo, "3f 16x", "in_pos")], ibo, 4)
         self._vbo.write(vdata)
         self._ibo.write(idata)
-        self._num_vertices = len(indices)  # vertices drawn = indices
+        self._buffers = buffers
 
     def _atlas(self, image_hw: tuple[int, int], num_views: int) -> tuple[int, int]:
         """(Re)create the atlas framebuffers for V tiles of H x W; returns (rows, cols)."""
@@ -185,11 +235,26 @@ class Renderer:
             raise ValueError(f"{num_views} views of {H}x{W} do not fit one 16384-pixel atlas; render fewer")
         key = (H, W, rows, cols)
         if key != self._atlas_key:
+            if self._atlas_key is not None:  # a new size: free the old atlas
+                for obj in (
+                    self.fbo,
+                    self.color_fbo,
+                    self.geom_fbo,
+                    self.cov_fbo,
+                    self.color_tex,
+                    self.geom_tex,
+                    self.depth_rb,
+                    *self.cov_tex,
+                ):
+                    obj.release()
             size = (cols * W, rows * H)
             self.color_tex = self.ctx.texture(size, 4)
             self.geom_tex = self.ctx.texture(size, 2, dtype="f4")  # (z-depth, object id)
             self.depth_rb = self.ctx.depth_renderbuffer(size)
             self.fbo = self.ctx.framebuffer([self.color_tex, self.geom_tex], self.depth_rb)
+            # Cleared separately: RGB to the sky colour, (depth, id) to zeros.
+            self.color_fbo = self.ctx.framebuffer([self.color_tex])
+            self.geom_fbo = self.ctx.framebuffer([self.geom_tex], self.depth_rb)
             self.cov_tex = [self.ctx.texture(size, 4) for _ in range(2)]
             self.cov_fbo = self.ctx.framebuffer(self.cov_tex)
             self._atlas_key = key
@@ -200,8 +265,6 @@ class Renderer:
     def _set_scene_uniforms(self, scene: SceneSpec, light_mvp: np.ndarray) -> None:
         p = self.main_prog
         colors = np.zeros((MAX_OBJECTS + 1, 3), dtype=np.float32)
-        from gst.data.synth.scenes import PALETTE
-
         for i, obj in enumerate(scene.objects):
             colors[i + 1] = PALETTE[obj.color]
         p["u_colors"].write(colors.tobytes())
@@ -225,29 +288,34 @@ class Renderer:
         self.shadow_fbo.clear(depth=1.0)
         self.ctx.enable_only(self._mgl.DEPTH_TEST)
         self.shadow_prog["u_mvp"].write(light_mvp.T.astype(np.float32).tobytes())
-        if self._num_vertices > 6:  # objects only: the ground casts no shadow
-            self._shadow_vao.render(first=6, vertices=self._num_vertices - 6)
+        if self._buffers.num_objects:  # objects only: the ground casts no shadow
+            self._shadow_vao.render(vertices=self._buffers.num_objects)
         return light_mvp
 
-    def render(self, scene: SceneSpec, K: np.ndarray, w2c: np.ndarray, image_hw: tuple[int, int]) -> RenderedViews:
+    def render(
+        self, scene: SceneSpec, K: np.ndarray, w2c: np.ndarray, image_hw: tuple[int, int]
+    ) -> RenderedViews:
         """Render V views of ``scene``. Shapes: K (V, 3, 3), w2c (V, 4, 4) float64 -> RenderedViews."""
         K, w2c = np.asarray(K, dtype=np.float64), np.asarray(w2c, dtype=np.float64)
         V, N = len(K), len(scene.objects)
         if N > MAX_OBJECTS:
             raise ValueError(f"scene has {N} objects; the renderer supports at most {MAX_OBJECTS}")
         H, W = image_hw
-        self._upload(*scene_vertices(scene))
+        self._upload(scene_buffers(scene))
         light_mvp = self._shadow_pass(scene)
         rows, cols = self._atlas(image_hw, V)
         self._set_scene_uniforms(scene, light_mvp)
         self.shadow_tex.use(location=0)
         per_view = self._per_view_uniforms(K, w2c, image_hw, rows, cols)
 
+        # The sky colour quantised to 8 bits first, so the clear stores exactly round(255 c) anywhere.
+        sky = np.rint(np.asarray(scene.background_rgb) * 255.0) / 255.0
+        self.color_fbo.clear(*sky, 1.0)
+        self.geom_fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
         self.fbo.use()
         self.fbo.viewport = (0, 0, cols * W, rows * H)
-        self.fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
         self.ctx.enable_only(self._mgl.DEPTH_TEST)
-        self._draw_views(self.main_prog, self._main_vao, per_view, first=0)
+        self._draw_views(self.main_prog, self._main_vao, per_view, with_ground=True)
 
         self.cov_fbo.use()
         self.cov_fbo.viewport = (0, 0, cols * W, rows * H)
@@ -255,7 +323,7 @@ class Renderer:
         self.ctx.enable_only(self._mgl.BLEND)
         self.ctx.blend_equation = self._mgl.MAX
         self.ctx.blend_func = self._mgl.ONE, self._mgl.ONE
-        self._draw_views(self.cov_prog, self._cov_vao, per_view, first=6)  # objects only
+        self._draw_views(self.cov_prog, self._cov_vao, per_view, with_ground=False)
         self.ctx.blend_equation = self._mgl.FUNC_ADD
         return self._read_back(scene, rows, cols, image_hw, V, N)
 
@@ -270,18 +338,27 @@ class Renderer:
         x0 = (np.arange(V) % cols) * W  # tile origin, pixels from the bottom-left of the atlas
         y0 = (np.arange(V) // cols) * H
         AW, AH = cols * W, rows * H
-        tile = np.stack([np.full(V, W / AW), np.full(V, H / AH), (W + 2 * x0) / AW - 1, (H + 2 * y0) / AH - 1], -1)
-        cam = np.concatenate([-(w2c[:, :3, :3].transpose(0, 2, 1) @ w2c[:, :3, 3:])[..., 0], np.ones((V, 1))], -1)
+        tile = np.stack(
+            [np.full(V, W / AW), np.full(V, H / AH), (W + 2 * x0) / AW - 1, (H + 2 * y0) / AH - 1], -1
+        )
+        cam = np.concatenate(
+            [-(w2c[:, :3, :3].transpose(0, 2, 1) @ w2c[:, :3, 3:])[..., 0], np.ones((V, 1))], -1
+        )
         as32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
         return {
             "u_mvp": as32(mvp.transpose(0, 2, 1).reshape(V, 16)),  # GL matrices are column-major
-            "u_tile": as32(tile), "u_zrow": as32(w2c[:, 2, :]), "u_cam": as32(cam),
+            "u_tile": as32(tile),
+            "u_zrow": as32(w2c[:, 2, :]),
+            "u_cam": as32(cam),
         }
 
-    def _draw_views(self, prog, vao, per_view: dict[str, np.ndarray], first: int) -> None:
-        """One instanced draw per chunk of MAX_VIEWS_PER_DRAW views, vertices from ``first`` on."""
-        if self._num_vertices <= first:
-            return
+    def _draw_views(self, prog, vao, per_view: dict[str, np.ndarray], with_ground: bool) -> None:
+        """Instanced draws, MAX_VIEWS_PER_DRAW views at a time: closed objects culled, the rest not."""
+        b = self._buffers
+        ranges = [
+            (0, b.num_closed, True),
+            (b.num_closed, b.num_objects + 6 * with_ground - b.num_closed, False),
+        ]
         V = len(per_view["u_mvp"])
         for start in range(0, V, MAX_VIEWS_PER_DRAW):
             stop = min(V, start + MAX_VIEWS_PER_DRAW)
@@ -290,7 +367,15 @@ class Renderer:
                     chunk = np.zeros((MAX_VIEWS_PER_DRAW, arr.shape[1]), np.float32)  # moderngl: whole array
                     chunk[: stop - start] = arr[start:stop]
                     prog[name].write(chunk.tobytes())
-            vao.render(first=first, vertices=self._num_vertices - first, instances=stop - start)
+            for first, count, cull in ranges:
+                if count > 0:
+                    self.ctx.cull_face = "back"
+                    if cull:
+                        self.ctx.enable(self._mgl.CULL_FACE)
+                    else:
+                        self.ctx.disable(self._mgl.CULL_FACE)
+                    vao.render(first=first, vertices=count, instances=stop - start)
+        self.ctx.disable(self._mgl.CULL_FACE)
 
     def _read_back(self, scene: SceneSpec, rows: int, cols: int, image_hw, V: int, N: int) -> RenderedViews:
         H, W = image_hw
@@ -301,22 +386,24 @@ class Renderer:
             arr = arr[::-1].reshape(rows, H, cols, W, -1)[::-1]  # flip rows; tile row 0 at the bottom
             return np.ascontiguousarray(arr.transpose(0, 2, 1, 3, 4).reshape(rows * cols, H, W, -1)[:V])
 
-        rgb = tiles(np.frombuffer(self.color_tex.read(), np.uint8).reshape(*shape, 4))[..., :3]
-        geom = tiles(np.frombuffer(self.geom_tex.read(), np.float32).reshape(*shape, 2))
-        depth = geom[..., 0]
-        mask = np.rint(geom[..., 1]).astype(np.uint8)
-        sky = np.rint(np.asarray(scene.background_rgb) * 255.0).astype(np.uint8)
-        rgb = np.ascontiguousarray(rgb)
-        rgb[depth <= 0.0] = sky
-        cov = np.concatenate(
-            [tiles(np.frombuffer(t.read(), np.uint8).reshape(*shape, 4)) for t in self.cov_tex], axis=-1
-        )[..., :N]  # (V, H, W, N)
-        unoccluded = (cov > 127).sum(axis=(1, 2)).astype(np.int64)  # (V, N)
-        visible = np.stack(
-            [np.bincount(m.ravel(), minlength=N + 1)[1 : N + 1] for m in mask]
-        ).reshape(V, N).astype(np.int64)
+        rgb_bytes = self.fbo.read(components=3, attachment=0)
+        geom_bytes = self.fbo.read(components=2, attachment=1, dtype="f4")
+        rgb = tiles(np.frombuffer(rgb_bytes, np.uint8).reshape(*shape, 3))  # (V, H, W, 3)
+        geom = tiles(np.frombuffer(geom_bytes, np.float32).reshape(*shape, 2))  # (V, H, W, 2)
+        depth = np.ascontiguousarray(geom[..., 0])  # (V, H, W)
+        mask = geom[..., 1].astype(np.uint8)  # ids are written as exact small integers
+        # Unoccluded coverage: count per tile straight on the atlas (bottom-up rows: tile row r is block r).
+        unoccluded = np.zeros((V, N), np.int64)
+        for k, tex in enumerate(self.cov_tex[: (N + 3) // 4]):
+            cov = np.frombuffer(tex.read(), np.uint8)
+            # Sum the rows of each tile, then its columns per channel (contiguous, fast); texels are 0 or 255.
+            counts = cov.reshape(rows, H, cols * W * 4).sum(axis=1, dtype=np.int64)  # (rows, cols W 4)
+            counts = (counts.reshape(rows, cols, W, 4).sum(axis=2) // 255).reshape(rows * cols, 4)[:V]
+            unoccluded[:, 4 * k : min(N, 4 * k + 4)] = counts[:, : min(4, N - 4 * k)]
+        flat = (np.arange(V, dtype=np.int64)[:, None] * (N + 1) + mask.reshape(V, -1)).ravel()
+        visible = np.bincount(flat, minlength=V * (N + 1)).reshape(V, N + 1)[:, 1:]  # (V, N)
         fraction = np.where(unoccluded > 0, visible / np.maximum(unoccluded, 1), 0.0)
-        return RenderedViews(rgb, depth, mask, unoccluded, np.clip(fraction, 0.0, 1.0))
+        return RenderedViews(rgb, depth, mask, visible, unoccluded, np.clip(fraction, 0.0, 1.0))
 
     def release(self) -> None:
         self.ctx.release()

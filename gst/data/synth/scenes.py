@@ -39,10 +39,20 @@ PRIMITIVE_SHAPES: tuple[str, ...] = ("box", "sphere", "cylinder", "cone", "torus
 GROUND_PATTERNS: tuple[str, ...] = ("checker", "stripes", "noise", "grid")
 
 # Muted ground colours; two are drawn per scene and jittered in brightness.
-_GROUND_COLORS = np.array([
-    [0.55, 0.55, 0.55], [0.30, 0.30, 0.32], [0.76, 0.70, 0.55], [0.45, 0.33, 0.22], [0.34, 0.45, 0.27],
-    [0.36, 0.42, 0.52], [0.66, 0.42, 0.32], [0.85, 0.82, 0.74], [0.20, 0.24, 0.20], [0.60, 0.58, 0.66],
-])
+_GROUND_COLORS = np.array(
+    [
+        [0.55, 0.55, 0.55],
+        [0.30, 0.30, 0.32],
+        [0.76, 0.70, 0.55],
+        [0.45, 0.33, 0.22],
+        [0.34, 0.45, 0.27],
+        [0.36, 0.42, 0.52],
+        [0.66, 0.42, 0.32],
+        [0.85, 0.82, 0.74],
+        [0.20, 0.24, 0.20],
+        [0.60, 0.58, 0.66],
+    ]
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,12 +74,18 @@ class SceneSamplingConfig:
     def __post_init__(self) -> None:
         lo, hi = self.num_objects
         if not 1 <= lo <= hi <= 8:
-            raise ValueError(f"SceneSamplingConfig.num_objects must satisfy 1 <= low <= high <= 8, got {lo, hi}")
+            raise ValueError(
+                f"SceneSamplingConfig.num_objects must satisfy 1 <= low <= high <= 8, got {lo, hi}"
+            )
         unknown = set(self.shapes) - set(PRIMITIVE_SHAPES)
         if unknown or not self.shapes:
-            raise ValueError(f"SceneSamplingConfig.shapes: unknown {sorted(unknown)}; choose from {PRIMITIVE_SHAPES}")
+            raise ValueError(
+                f"SceneSamplingConfig.shapes: unknown {sorted(unknown)}; choose from {PRIMITIVE_SHAPES}"
+            )
         if not 0.0 <= self.mesh_probability <= 1.0:
-            raise ValueError(f"SceneSamplingConfig.mesh_probability must be in [0, 1], got {self.mesh_probability}")
+            raise ValueError(
+                f"SceneSamplingConfig.mesh_probability must be in [0, 1], got {self.mesh_probability}"
+            )
         if self.placement_radius_m <= 0.0 or self.ground_half_extent_m <= 2 * self.placement_radius_m:
             raise ValueError("SceneSamplingConfig: need 0 < placement_radius_m < ground_half_extent_m / 2")
 
@@ -168,7 +184,9 @@ def _place(radius_xy: float, placed: list[tuple[float, float, float]], cfg: Scen
     return None
 
 
-def _sample_objects(d: _Draw, cfg: SceneSamplingConfig, mesh_paths: dict[str, Path]) -> tuple[ObjectSpec, ...]:
+def _sample_objects(
+    d: _Draw, cfg: SceneSamplingConfig, mesh_paths: dict[str, Path]
+) -> tuple[ObjectSpec, ...]:
     count = d.integer(*cfg.num_objects)
     objects: list[ObjectSpec] = []
     placed: list[tuple[float, float, float]] = []
@@ -179,7 +197,7 @@ def _sample_objects(d: _Draw, cfg: SceneSamplingConfig, mesh_paths: dict[str, Pa
         if use_mesh:
             shape = d.choice(tuple(mesh_paths))
             mesh = M.load_obj_mesh(str(mesh_paths[shape]))
-            mesh = M.Mesh(mesh.positions * d.uniform(*cfg.mesh_size_m), mesh.normals)
+            mesh = M.Mesh(mesh.positions * d.uniform(*cfg.mesh_size_m), mesh.normals, mesh.closed)
         else:
             shape = d.choice(cfg.shapes)
             mesh = _primitive(shape, d)
@@ -208,8 +226,12 @@ def _sample_ground(d: _Draw, cfg: SceneSamplingConfig) -> GroundSpec:
     lo, hi = cfg.pattern_period_m
     period = math.exp(d.uniform(math.log(lo), math.log(hi)))  # log-uniform: fine and coarse equally often
     return GroundSpec(
-        pattern=d.choice(GROUND_PATTERNS), color_a=tuple(ca.tolist()), color_b=tuple(cb.tolist()),
-        period_m=period, angle_rad=d.uniform(0.0, math.pi), half_extent_m=cfg.ground_half_extent_m,
+        pattern=d.choice(GROUND_PATTERNS),
+        color_a=tuple(ca.tolist()),
+        color_b=tuple(cb.tolist()),
+        period_m=period,
+        angle_rad=d.uniform(0.0, math.pi),
+        half_extent_m=cfg.ground_half_extent_m,
     )
 
 
@@ -224,7 +246,9 @@ def _sample_light(d: _Draw, cfg: SceneSamplingConfig) -> LightSpec:
 
 
 def sample_scene(
-    generator: torch.Generator, *, config: SceneSamplingConfig | None = None,
+    generator: torch.Generator,
+    *,
+    config: SceneSamplingConfig | None = None,
     mesh_paths: dict[str, Path] | None = None,
 ) -> SceneSpec:
     """Draw one scene: objects (primitives, or OBJ meshes named after ``mesh_paths`` keys), ground, light.
