@@ -23,6 +23,7 @@ _MODULES: tuple[str, ...] = (
     "gst.data.qa_commands",
     "gst.tokenizers.commands",
     "gst.training.commands",
+    "gst.training.gst_commands",
     "gst.eval.commands",
 )
 
