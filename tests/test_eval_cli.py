@@ -235,3 +235,41 @@ def test_essential_matrix_recovers_a_rendered_pair_from_depth_correspondences(wo
         # exact correspondences (quantised depth only moves the 3D points): the pose comes back exactly
         assert float(rotation_error_deg(pred.w2c_rel[:3, :3], true[:3, :3])) < 1e-4
         assert float(translation_direction_error_deg(pred.w2c_rel[:3, 3], true[:3, 3])) < 1e-4
+
+
+def test_tokenizer_ceiling_from_an_exported_tokenizer(world, tmp_path, capsys, no_lpips_weights):
+    """`--tokenizer DIR` scores decode(encode(target)) (an untrained FSQ tokenizer: wiring, not quality)."""
+    import torch
+
+    from gst.data.pairs import PairConfig
+    from gst.eval.data import build_evalset
+    from gst.eval.metrics import psnr
+    from gst.tokenizers.config import ImageTokenizerConfig, QuantizerConfig
+    from gst.tokenizers.image import ImageTokenizer
+    from gst.tokenizers.io import save_tokenizer
+
+    torch.manual_seed(0)
+    config = ImageTokenizerConfig(
+        image_hw=(64, 64),
+        channels=8,
+        channel_mult=(1, 2),
+        z_channels=8,
+        quantizer=QuantizerConfig(kind="fsq"),
+    )
+    tokenizer = ImageTokenizer(config).eval()
+    save_tokenizer(tokenizer, tmp_path / "tok")
+    args = ["--data", str(world / "val"), "--num-pairs", "3", "--min-covisible", "0", "--max-baseline", "120"]
+    assert main(["eval", "nvs", *args, "--tokenizer", str(tmp_path / "tok"), "--json"]) == 0
+    res = _json_out(capsys)
+    ceiling = res["methods"]["tokenizer_ceiling"]
+    assert ceiling["summary"]["uses_target_image"] and ceiling["tokenizer_image_hw"] == [64, 64]
+    assert len(ceiling["sha256"]) == 64 and "copy_observed" in res["methods"]
+    evalset = build_evalset(
+        world / "val",
+        num_pairs=3,
+        seed=0,
+        pair_config=PairConfig(min_covisible_objects=0, max_baseline_deg=120),
+    )
+    for row, pair in zip(ceiling["rows"], evalset.pairs, strict=True):
+        target = evalset.image(pair.scene_index, pair.tgt)[None]
+        assert row["psnr"] == pytest.approx(float(psnr(tokenizer.reconstruct(target), target)[0]), abs=1e-4)

@@ -142,4 +142,22 @@ def summarize_pose(rows: list[dict], predictor: PosePredictor) -> dict:
         out["median_focal_err"] = float(np.median(focal))
     out["scale_known"] = bool(predictor.scale_known)
     out["seconds_per_pair"] = float(np.mean([r["seconds"] for r in rows]))
+    out["by_baseline"] = by_baseline(rows)
+    return out
+
+
+BASELINE_BINS_DEG = (0.0, 30.0, 60.0, 90.0, 180.0)  # harder as the camera moves further around
+
+
+def by_baseline(rows: list[dict], edges: tuple[float, ...] = BASELINE_BINS_DEG) -> dict[str, dict]:
+    """RRA@15, RTA@15, AUC@30 and failures per baseline-angle bin [lo, hi) (empty bins left out)."""
+    out = {}
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        sel = [r for r in rows if lo <= r["baseline_angle_deg"] < hi]
+        if not sel:
+            continue
+        s = pose_summary(
+            [r["rot_err_deg"] for r in sel], [r["trans_err_deg"] for r in sel], [r["failed"] for r in sel]
+        )
+        out[f"{lo:g}-{hi:g}"] = {k: s[k] for k in ("num_pairs", "num_failed", "rra15", "rta15", "auc30")}
     return out

@@ -207,9 +207,23 @@ def pose_markdown(results: dict, figures: list[str]) -> str:
                 focal,
             ]
         )
+    bins = []
+    for name, m in results["methods"].items():
+        for b, v in m["summary"].get("by_baseline", {}).items():
+            bins.append(
+                [
+                    name,
+                    b,
+                    str(v["num_pairs"]),
+                    str(v["num_failed"]),
+                    _fmt(v["rra15"]),
+                    _fmt(v["rta15"]),
+                    _fmt(v["auc30"]),
+                ]
+            )
+    cols_bins = ["method", "baseline angle (deg)", "pairs", "failed", "RRA@15", "RTA@15", "AUC@30"]
+    lines += [_table(cols, rows), "", "By baseline angle:", "", _table(cols_bins, bins), ""]
     lines += [
-        _table(cols, rows),
-        "",
         "Notes:",
         "",
         "- Errors are those of the target camera relative to the observed one (observed = identity). "
