@@ -273,3 +273,11 @@ def test_tokenizer_ceiling_from_an_exported_tokenizer(world, tmp_path, capsys, n
     for row, pair in zip(ceiling["rows"], evalset.pairs, strict=True):
         target = evalset.image(pair.scene_index, pair.tgt)[None]
         assert row["psnr"] == pytest.approx(float(psnr(tokenizer.reconstruct(target), target)[0]), abs=1e-4)
+
+
+def test_prior_refuses_to_draw_from_the_evaluated_views(world, capsys):
+    args = ["eval", "pose", "--data", str(world / "val"), "--num-pairs", "2", "--method", "prior"]
+    assert main([*args, "--train-data", str(world / "val")]) == 1
+    assert "the prior must come from other views" in capsys.readouterr().err
+    assert main(args) == 1
+    assert "--method prior needs --train-data" in capsys.readouterr().err

@@ -129,7 +129,8 @@ def test_prediction_file_round_trip_scores_an_oracle_perfectly(tmp_path):
     assert summary["rra5"] == pytest.approx(0.9) and summary["auc30"] == pytest.approx(0.9)
     assert summary["median_focal_err"] == pytest.approx(0.0)
     bins = summary["by_baseline"]
-    assert sum(b["num_pairs"] for b in bins.values()) == 10 and sum(b["num_failed"] for b in bins.values()) == 1
+    assert sum(b["num_pairs"] for b in bins.values()) == 10
+    assert sum(b["num_failed"] for b in bins.values()) == 1
 
 
 def test_prediction_file_npz_and_malformed(tmp_path):

@@ -77,9 +77,9 @@ class SiftEssentialPose:
             raise ValueError(
                 "SiftEssentialPose: need 0 < ratio < 1, ransac_threshold_px > 0, min_inliers >= 5"
             )
-        # ratio and contrast_threshold were chosen on TRAINING scenes of the procedural world (see
-        # /work/notes/eval.md: OpenCV's default contrast 0.04 finds few keypoints at 128 px); Lowe 2004
-        # uses ratio 0.8.
+        # ratio and contrast_threshold were chosen by a sweep on TRAINING scenes of the procedural world
+        # (BENCHMARKS.md, evaluation): OpenCV's default contrast 0.04 finds few keypoints at 128 px.
+        # Lowe (2004) uses ratio 0.8.
         self.num_features = num_features  # 0 = keep all
         self.ratio = ratio
         self.contrast_threshold = contrast_threshold

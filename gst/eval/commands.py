@@ -148,7 +148,7 @@ def _setup(args: argparse.Namespace):
     data = {
         "path": str(Path(args.data).resolve()),
         "split": args.split,
-        "scenes": args.scenes,
+        "scene_split": args.scenes,
         "val_fraction": args.val_fraction,
     }
     return config, evalset, data
@@ -181,11 +181,9 @@ def _pose_predictors(args: argparse.Namespace, config) -> list[tuple[object, dic
                     "--method prior needs --train-data DIR (the scenes whose pair distribution it "
                     "samples; for NeRF-synthetic the same folder with --train-split train)"
                 )
+            train_scenes = _prior_scenes(args)
             train = load_scenes(
-                args.train_data,
-                split=args.train_split,
-                scenes=_prior_scenes(args),
-                val_fraction=args.val_fraction,
+                args.train_data, split=args.train_split, scenes=train_scenes, val_fraction=args.val_fraction
             )
             prior = PriorPose.from_scenes(train, args.prior_samples, seed=args.seed + 1, config=config)
             out.append(
@@ -197,6 +195,7 @@ def _pose_predictors(args: argparse.Namespace, config) -> list[tuple[object, dic
                             **prior.config(),
                             "train_data": str(Path(args.train_data).resolve()),
                             "train_split": args.train_split,
+                            "train_scene_split": train_scenes,
                         },
                     },
                 )
