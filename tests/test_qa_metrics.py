@@ -1,4 +1,4 @@
-"""Spatial QA metrics and baselines (gst.eval.qa_metrics, gst.data.qa_baselines), and `gst eval qa`."""
+"""Spatial QA metrics and baselines (gst.eval.qa_metrics, gst.eval.qa_baselines), and `gst eval qa`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gst.cli import main as gst_main
-from gst.data.qa_baselines import ChatPredictor, MostFrequentBaseline, OraclePredictor, PredictionsFile
+from gst.eval.qa_baselines import ChatPredictor, MostFrequentBaseline, OraclePredictor, PredictionsFile
 from gst.data.qa_types import (
     QARecord,
     box_answer,
