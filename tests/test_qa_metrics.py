@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from gst.cli import main as gst_main
-from gst.eval.qa_baselines import ChatPredictor, MostFrequentBaseline, OraclePredictor, PredictionsFile
 from gst.data.qa_types import (
     QARecord,
     box_answer,
@@ -19,6 +18,7 @@ from gst.data.qa_types import (
     point_answer,
     write_jsonl,
 )
+from gst.eval.qa_baselines import ChatPredictor, MostFrequentBaseline, OraclePredictor, PredictionsFile
 from gst.eval.qa_metrics import (
     MRA_TOLERANCES,
     OrientedBox,
