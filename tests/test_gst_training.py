@@ -1,0 +1,152 @@
+"""GSTTask through the one training loop: learning, exact resume, the update-index task schedule, the CLI.
+
+A micro backbone on a tiny cache of hand-written scenes tokenized by small random tokenizers (see
+tests/test_token_cache.py, whose helpers this module imports).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from test_token_cache import make_scenes, make_tokenizers  # tests/ is on sys.path (pytest rootdir import)
+
+from gst.cli import main as cli_main
+from gst.data.token_cache import CacheConfig, build_token_cache
+from gst.model import load_gst_model, read_gst_meta
+from gst.model.sequences import TASK_EST, TASK_GEN
+from gst.training import checkpoint as ckpt
+from gst.training.gst_task import GSTTask, get_run_preset, with_cache_grids
+from gst.training.loop import train
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _reset_accelerate():
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+    yield
+    AcceleratorState._reset_state(True)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("gst")
+    scenes, toks = make_scenes(tmp / "scenes"), make_tokenizers(tmp / "tok")
+    build_token_cache(scenes, toks, tmp / "cache", CacheConfig(pairs_per_scene=4, seed=0, val_fraction=0.5))
+    return {"cache": tmp / "cache", "tok": toks}
+
+
+def _task(data: dict, **train_kw) -> GSTTask:
+    from gst.data.token_cache import open_token_cache
+
+    run = with_cache_grids(get_run_preset("micro"), open_token_cache(data["cache"]))
+    train_cfg = dataclasses.replace(run.train, tensorboard=False, progress=False, **train_kw)
+    return GSTTask(dataclasses.replace(run, train=train_cfg), data["cache"], data["tok"])
+
+
+def test_loss_decreases_on_a_fixed_batch(data: dict, tmp_path: Path) -> None:
+    task = _task(data, max_steps=25, checkpoint_every=25, warmup_steps=2)
+    fixed = task.batch(0, torch.Generator().manual_seed(0), 8)
+    model = task.build_model()
+    before = float(task.loss(model, fixed, 0)[0].detach())
+    result = train(task, task.run.train, tmp_path / "run")
+    after_model = load_gst_model(result.checkpoint / "export")  # the exported artefact, reloaded
+    after = float(task.loss(after_model, fixed, 0)[0].detach())
+    assert before > 3.0  # ~ log(32) for image codes and log(27) for camera codes at initialisation
+    assert after < 0.75 * before
+    assert sum(result.losses[-5:]) / 5 < sum(result.losses[:5]) / 5
+    meta = read_gst_meta(result.checkpoint / "export")
+    extra = meta["extra"]
+    assert extra["sequence"]["image_grid"] == [4, 4] and extra["vocabulary"]["num_text"] == 384
+    assert extra["tokenizers"]["camera"]["sha256"] == task.cache.manifest["tokenizers"]["camera"]["sha256"]
+    assert {"loss", "est/camera_acc", "gen/image_acc", "pose/rotation_err_median_deg"} <= set(
+        result.eval_metrics
+    )
+    assert 0.0 <= result.eval_metrics["est/camera_acc"] <= 1.0
+
+
+def test_resume_equals_uninterrupted_run(data: dict, tmp_path: Path) -> None:
+    kw = dict(max_steps=6, checkpoint_every=2, grad_accum_steps=2, batch_size=4)
+    task = _task(data, **kw)
+    full = train(task, task.run.train, tmp_path / "full")
+    task = _task(data, **kw)
+    first = train(task, task.run.train, tmp_path / "cut", stop_at_step=3)
+    task = _task(data, **kw)
+    second = train(task, task.run.train, tmp_path / "cut", resume=True)
+    assert second.resumed_from == 3
+    assert first.losses + second.losses == full.losses  # bit-exact on CPU
+    a, _, _ = ckpt.read_checkpoint(full.checkpoint)
+    b, _, _ = ckpt.read_checkpoint(second.checkpoint)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_alternate_follows_the_update_index(data: dict) -> None:
+    task = _task(data, grad_accum_steps=2)
+    task.run = dataclasses.replace(
+        task.run, sequence=dataclasses.replace(task.run.sequence, task_mix="alternate")
+    )
+    g = torch.Generator().manual_seed(0)
+    tasks = [set(task.batch(i, g, 4).task.tolist()) for i in range(6)]
+    # micro-batches 0-1 form update 0 (gen), 2-3 update 1 (est), 4-5 update 2 (gen)
+    assert tasks == [{TASK_GEN}, {TASK_GEN}, {TASK_EST}, {TASK_EST}, {TASK_GEN}, {TASK_GEN}]
+    joint = _task(data)
+    assert set(joint.batch(0, g, 8).task.tolist()) == {TASK_GEN, TASK_EST}
+
+
+def test_every_pair_once_per_epoch(data: dict) -> None:
+    task = _task(data)
+    n = len(task.train_split)  # 16 pairs
+    rows = [task.train_rows(i, 4) for i in range(2 * n // 4)]
+    first, second = sorted(sum((r.tolist() for r in rows[: n // 4]), [])), rows[n // 4 :]
+    assert first == list(range(n))
+    assert sorted(sum((r.tolist() for r in second), [])) == list(range(n))
+
+
+def test_cli_train_resume_and_curves(data: dict, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+
+    def gst(out: Path, *extra: str, tok: Path = data["tok"]) -> int:
+        return cli_main(
+            [
+                "train",
+                "gst",
+                "--preset",
+                "micro",
+                "--data",
+                str(data["cache"]),
+                "--tokenizers",
+                str(tok),
+                "--out",
+                str(out),
+                "--set",
+                "eval.num_pose_pairs=2",
+                *extra,
+            ]
+        )
+
+    assert gst(out, "--set", "sequence.task_mix=alternate", "--max-steps", "2") == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 2
+    assert gst(out, "--set", "sequence.task_mix=alternate", "--max-steps", "4", "--resume") == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["step"] == 4 and summary["resumed_from"] == 2
+    config = json.loads((out / "config.json").read_text())
+    assert config["task"]["run"]["sequence"]["task_mix"] == "alternate"
+    # A different task mix cannot resume the same run.
+    assert gst(out, "--set", "sequence.task_mix=joint", "--max-steps", "6", "--resume") == 1
+    assert "task.run.sequence.task_mix" in capsys.readouterr().err
+    # Grids come from the cache; overriding them is an error, as is a tokenizer folder it was not built with.
+    assert gst(tmp_path / "x", "--set", "sequence.image_grid=8,8") == 1
+    assert "differ from the cache" in capsys.readouterr().err
+    assert gst(tmp_path / "y", tok=make_tokenizers(tmp_path / "other", seed=3)) == 1
+    assert "rebuild the cache" in capsys.readouterr().err
+    assert cli_main(["train", "gst-curves", str(out), "--json", "--plot", str(tmp_path / "c.png")]) == 0
+    table = json.loads(capsys.readouterr().out)["run"]
+    assert [row["step"] for row in table] == [2, 4]
+    assert all(row["val_loss"] > 0 and 0 <= row["val_est_cam_acc"] <= 1 for row in table)
+    assert (tmp_path / "c.png").stat().st_size > 1000
