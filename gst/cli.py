@@ -26,6 +26,7 @@ _MODULES: tuple[str, ...] = (
     "gst.training.gst_commands",
     "gst.eval.commands",
     "gst.eval.qa_commands",
+    "gst.api_commands",
 )
 
 
