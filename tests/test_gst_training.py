@@ -150,3 +150,29 @@ def test_cli_train_resume_and_curves(data: dict, tmp_path: Path, capsys) -> None
     assert [row["step"] for row in table] == [2, 4]
     assert all(row["val_loss"] > 0 and 0 <= row["val_est_cam_acc"] <= 1 for row in table)
     assert (tmp_path / "c.png").stat().st_size > 1000
+    score = ["eval", "cache-score", "--model", str(out), "--data", str(data["cache"]), "--tokenizers"]
+    preds = tmp_path / "preds.json"
+    assert (
+        cli_main(
+            [
+                *score,
+                str(data["tok"]),
+                "--num-pairs",
+                "4",
+                "--num-pose-pairs",
+                "3",
+                "--predictions",
+                str(preds),
+            ]
+        )
+        == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"].endswith("step_00000004/export") and result["num_pose_pairs"] == 3
+    assert result["task_mix"] == "alternate" and 0 <= result["metrics"]["pose/rotation_acc_15deg"] <= 1
+    # The evaluator reads the predictions file (gst eval pose --predictions): 3 val pairs, metric scale.
+    from gst.eval.predictors import FilePosePredictor
+
+    replay = FilePosePredictor(preds)
+    assert replay.scale_known and len(replay._by_key) == 3
+    assert all(key[0] in ("scene_00002", "scene_00004") for key in replay._by_key)

@@ -142,7 +142,7 @@ def test_codes_written_equal_codes_read(built: dict) -> None:
 
     assert cache.image_grid == (4, 4) and cache.camera_grid == (4, 4)
     for split in cache.splits.values():
-        assert len(split) == 3 * len(split.scenes)  # 12 valid ordered pairs per scene (neighbours, 51 deg), 3 taken
+        assert len(split) == 3 * len(split.scenes)  # of 12 valid pairs per scene (51 deg apart)
         for row in range(len(split)):
             name, obs, tgt = split.pair_keys([row])[0]
             scene = load_scene(built["scenes"] / name)
@@ -164,6 +164,12 @@ def test_codes_written_equal_codes_read(built: dict) -> None:
     # fx = 0.8 (20 + view), cx = (11.5 - 2 + 0.5) 0.8 - 0.5 = 7.5, cy = (9.5 + 0.5) 0.8 - 0.5 = 7.5.
     np.testing.assert_allclose(train.K_obs[:, 0, 0], 0.8 * (20.0 + train.views[:, 0]), rtol=1e-6)
     np.testing.assert_allclose(train.K_tgt[:, :2, 2], 7.5, atol=1e-5)
+    # ... and back to the scenes' 20x24 pixels (fx = 20 + view, cx = 11.5, cy = 9.5).
+    rows = np.arange(len(train))
+    K_back = train.original_intrinsics(rows, torch.tensor(np.array(train.K_obs)).double(), (16, 16))
+    np.testing.assert_allclose(K_back[:, 0, 0].numpy(), 20.0 + train.views[:, 0], rtol=1e-6)
+    np.testing.assert_allclose(K_back[:, 0, 2].numpy(), 11.5, atol=1e-5)
+    np.testing.assert_allclose(K_back[:, 1, 2].numpy(), 9.5, atol=1e-5)
 
 
 def test_split_by_scene(built: dict) -> None:

@@ -98,7 +98,7 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     assert '"ray_channels"' in info and '"pose_scale": 2.0' in info
 
 
-@pytest.mark.skipif(not (ASSET / "model.safetensors").exists(), reason="tiny camera tokenizer asset not built")
+@pytest.mark.skipif(not (ASSET / "model.safetensors").exists(), reason="no tiny camera tokenizer asset")
 def test_shipped_tiny_checkpoint_meets_the_targets() -> None:
     from gst.training.tokenizer_eval import evaluate_camera_tokenizer
 

@@ -19,7 +19,8 @@ torch.set_num_threads(1)
 
 def _config(kind: str = "vq", mult=(1, 1, 2, 2), **kw) -> ImageTokenizerConfig:
     q = QuantizerConfig(kind=kind, codebook_size=32, code_dim=4, kmeans_init=False, levels=(5, 5, 3))
-    return ImageTokenizerConfig(image_hw=(32, 32), channels=8, channel_mult=mult, z_channels=16, quantizer=q, **kw)
+    return ImageTokenizerConfig(image_hw=(32, 32), channels=8, channel_mult=mult, z_channels=16, quantizer=q,
+                                **kw)
 
 
 def _images(n: int = 2, hw=(32, 32)) -> torch.Tensor:
@@ -105,7 +106,8 @@ def test_adversarial_gradients_go_where_they_belong() -> None:
         module.tokenizer.quantizer.load_state_dict(codebook)  # the same codebook as the first pass (EMA)
         module.zero_grad()
         loss_fn().backward()
-        return {n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p)) for n, p in module.named_parameters()}
+        return {n: p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+                for n, p in module.named_parameters()}
 
     def tokenizer_terms():
         out = module.tokenizer(x)

@@ -178,7 +178,7 @@ def test_two_gloo_processes_match_one_process_with_accumulation(tmp_path: Path) 
     mp.spawn(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
     r0, r1 = (torch.load(out / f"rank{r}.pt") for r in (0, 1))
     # Process r reads micro-batch index s * 2 + r: the data one process reads with 2 accumulation steps.
-    single = train(ToyTask(dropout=0.0), _config(grad_accum_steps=2, max_steps=4), tmp_path / "single")
+    train(ToyTask(dropout=0.0), _config(grad_accum_steps=2, max_steps=4), tmp_path / "single")
     weights = torch.cat([p.detach().flatten() for p in _load_model(tmp_path / "single").parameters()])
     torch.testing.assert_close(r0["weights"], weights, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(r0["weights"], r1["weights"], rtol=0, atol=0)

@@ -48,7 +48,7 @@ import torch
 
 from gst.data.pairs import SPLIT_SALT, Pair, PairConfig, baseline_histogram, sample_pairs, scene_split
 from gst.data.scene import Scene
-from gst.data.views import crop_resize
+from gst.data.views import crop_box, crop_resize
 from gst.geometry.conventions import relative_w2c
 
 CACHE_FORMAT = "gst-token-cache"
@@ -326,6 +326,9 @@ def _write_split(
         "num_pairs": len(pairs),
         "num_scenes": len(scenes),
         "scenes": [s.name for s in scenes],
+        "scene_hw": [
+            list(s.image_hw) for s in scenes
+        ],  # original (H, W), to map K back (original_intrinsics)
         "scenes_with_fewer_pairs": int((per_scene < config.pairs_per_scene).sum()),
         "angle_sources": sorted({p.angle_source for p in pairs}),
         "baseline_deg": baseline_summary(angles),
@@ -401,6 +404,8 @@ class CacheSplit:
 
     name: str
     scenes: list[str]
+    scene_hw: list[tuple[int, int]]  # original (H, W) of each scene's images
+    crop: str  # how they were brought to the tokenizer resolution
     obs_codes: np.ndarray
     tgt_codes: np.ndarray
     cam_codes: np.ndarray
@@ -421,6 +426,22 @@ class CacheSplit:
             torch.from_numpy(a[rows].astype(np.int64))
             for a in (self.obs_codes, self.tgt_codes, self.cam_codes)
         )  # type: ignore[return-value]
+
+    def original_intrinsics(
+        self, rows: Sequence[int], K: torch.Tensor, image_hw: tuple[int, int]
+    ) -> torch.Tensor:
+        """K at the tokenizer resolution ``image_hw`` -> K at each pair's original image size (the inverse
+        of the cache's crop/resize, pixel-centre convention). Shapes: (n, 3, 3) -> (n, 3, 3)."""
+        out = K.clone()
+        for i, r in enumerate(rows):
+            scene_hw = self.scene_hw[int(self.scene_index[r])]
+            y0, x0, crop_h, crop_w = crop_box(scene_hw, image_hw, self.crop)  # type: ignore[arg-type]
+            sy, sx = image_hw[0] / crop_h, image_hw[1] / crop_w
+            out[i, 0, 0], out[i, 0, 1] = K[i, 0, 0] / sx, K[i, 0, 1] / sx
+            out[i, 0, 2] = (K[i, 0, 2] + 0.5) / sx - 0.5 + x0
+            out[i, 1, 1] = K[i, 1, 1] / sy
+            out[i, 1, 2] = (K[i, 1, 2] + 0.5) / sy - 0.5 + y0
+        return out
 
     def pair_keys(self, rows: Sequence[int]) -> list[tuple[str, int, int]]:
         """(scene name, obs view, tgt view) of some pairs."""
@@ -489,7 +510,13 @@ def open_token_cache(cache_dir: str | Path, *, tokenizers_dir: str | Path | None
                     f"{spec['dtype']} {spec['shape']}; the cache is damaged, rebuild it"
                 )
             arrays[key] = array
-        splits[name] = CacheSplit(name=name, scenes=list(entry["scenes"]), **arrays)
+        splits[name] = CacheSplit(
+            name=name,
+            scenes=list(entry["scenes"]),
+            scene_hw=[tuple(hw) for hw in entry["scene_hw"]],
+            crop=manifest["config"]["crop"],
+            **arrays,
+        )
     return TokenCache(root=root, manifest=manifest, splits=splits)
 
 

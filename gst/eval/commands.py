@@ -3,9 +3,12 @@
 Methods per run (each scored by the same code on the same pairs):
 - pose: ``--method sift`` (OpenCV SIFT + essential matrix, given intrinsics), ``--method prior``
   (a random training pair's relative pose; needs ``--train-data``), ``--predictions FILE`` (any
-  method, format in gst.eval.predictors), ``--checkpoint DIR`` (the world model, issue 4);
+  method, format in gst.eval.predictors), ``--checkpoint DIR`` (the world model, through gst.api:
+  greedy camera decoding, metric translation);
 - nvs: ``--method copy`` (the observed image), ``--tokenizer DIR`` (decode(encode(target)) ceiling),
-  ``--predictions FILE.npz``, ``--checkpoint DIR``.
+  ``--predictions FILE.npz``, ``--checkpoint DIR`` (the world model's view from the true target camera).
+
+With ``--checkpoint`` and no ``--method``, only the model runs; add ``--method`` for baselines beside it.
 
 ``--json`` prints the results object (as results.json) on stdout; ``--out DIR`` writes report.md,
 results.json and the figures.
@@ -57,7 +60,12 @@ def _common(p: argparse.ArgumentParser) -> None:
         default=1,
         help="objects visible in both views, where metadata exists (default 1)",
     )
-    p.add_argument("--checkpoint", default=None, help="world-model checkpoint folder (lands with issue 4)")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="world-model checkpoint folder, e.g. assets/gst-tiny (or a `gst train gst` run)",
+    )
+    p.add_argument("--device", default="cpu", help="torch device of the world model (default cpu)")
     p.add_argument("--predictions", action="append", default=[], help="score a prediction file (repeatable)")
     p.add_argument("--json", action="store_true", help="print the results JSON object on stdout")
     p.add_argument("--out", default=None, help="write report.md, results.json and figures here")
@@ -116,19 +124,30 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     nvs.set_defaults(func=run_nvs)
 
 
-def _checkpoint_unavailable(path: str) -> RuntimeError:
-    return RuntimeError(
-        f"--checkpoint {path}: the world-model checkpoint loader lands with issue 4 (model); until then "
-        "score a model's outputs with --predictions FILE (the format is documented in gst/eval/predictors.py)"
-    )
+def _model_predictor(args: argparse.Namespace, kind: str) -> tuple[object, dict]:
+    """The world model of --checkpoint as a pose or view predictor (gst.api), with its provenance."""
+    from tqdm.auto import tqdm
+
+    from gst.api import GST, GSTPosePredictor, GSTViewPredictor
+    from gst.eval.report import sha256_of
+
+    gst = GST.from_pretrained(args.checkpoint, device=args.device)
+    bar = tqdm(total=args.num_pairs, desc=f"gst {kind}", unit="pair", disable=args.json, file=sys.stderr)
+    cls = GSTPosePredictor if kind == "pose" else GSTViewPredictor
+    predictor = cls(gst, seed=args.seed, progress=bar)
+    meta = {
+        "source": "world model checkpoint",
+        "checkpoint": str(Path(args.checkpoint).resolve()),
+        "sha256": sha256_of(gst.checkpoint),
+        "decoding": "greedy camera tokens" if kind == "pose" else "sampled image tokens (temperature 1)",
+    }
+    return predictor, meta
 
 
 def _setup(args: argparse.Namespace):
     from gst.data.pairs import PairConfig
     from gst.eval.data import build_evalset
 
-    if args.checkpoint is not None:
-        raise _checkpoint_unavailable(args.checkpoint)
     config = PairConfig(
         min_baseline_deg=args.min_baseline,
         max_baseline_deg=args.max_baseline,
@@ -162,8 +181,8 @@ def _pose_predictors(args: argparse.Namespace, config) -> list[tuple[object, dic
 
     methods = args.method
     if methods is None:
-        methods = [] if args.predictions else ["sift"]
-        if args.train_data is not None and not args.predictions:
+        methods = [] if args.predictions or args.checkpoint else ["sift"]
+        if args.train_data is not None and not (args.predictions or args.checkpoint):
             methods.append("prior")
     out = []
     for m in dict.fromkeys(methods):
@@ -200,6 +219,8 @@ def _pose_predictors(args: argparse.Namespace, config) -> list[tuple[object, dic
                     },
                 )
             )
+    if args.checkpoint is not None:
+        out.append(_model_predictor(args, "pose"))
     for f in args.predictions:
         pred = FilePosePredictor(f)
         out.append(
@@ -312,7 +333,9 @@ def _view_predictors(args: argparse.Namespace) -> list[tuple[object, dict]]:
     from gst.eval.predictors import FileViewPredictor
     from gst.eval.report import sha256_of
 
-    methods = args.method if args.method is not None else ([] if args.predictions else ["copy"])
+    methods = args.method
+    if methods is None:
+        methods = [] if args.predictions or args.checkpoint else ["copy"]
     out: list[tuple[object, dict]] = []
     for m in dict.fromkeys(methods):
         if m == "copy":
@@ -322,6 +345,8 @@ def _view_predictors(args: argparse.Namespace) -> list[tuple[object, dict]]:
 
         ceiling, meta = load_reconstruction_ceiling(args.tokenizer)
         out.append((ceiling, {"source": "tokenizer checkpoint (looks at the target: a ceiling)", **meta}))
+    if args.checkpoint is not None:
+        out.append(_model_predictor(args, "nvs"))
     for f in args.predictions:
         out.append(
             (

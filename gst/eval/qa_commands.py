@@ -2,8 +2,9 @@
 
 - ``gst eval qa --data FILE.jsonl --method most-frequent|oracle [--json] [--out DIR]``: scores a method
   on the ``--eval-split`` (default val) records, per family, kind and phrasing split
-  (gst.eval.qa_metrics). ``--predictions FILE`` scores any method's answers; ``--checkpoint DIR``
-  (methods ``model`` and ``text-only``) lands with issue 4.
+  (gst.eval.qa_metrics). ``--predictions FILE`` scores any method's answers.
+- ``--checkpoint DIR --method model --scenes DIR``: the world model answers with the record's observed views
+  (gst.api chat, greedy, no segments); ``--method text-only``: the same model with the image tokens removed.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--phrasings", choices=("train", "heldout", "all"), default="all", help="phrasings to score"
     )
-    p.add_argument("--checkpoint", default=None, help="world-model checkpoint folder (lands with issue 4)")
+    p.add_argument("--checkpoint", default=None, help="world-model checkpoint (methods model, text-only)")
+    p.add_argument("--device", default="cpu", help="torch device of the world model (default cpu)")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="longest model answer, tokens (default 64)")
     p.add_argument(
         "--scenes", default=None, help="scene folders, for the model's input images (with --checkpoint)"
     )
@@ -55,11 +58,7 @@ def _predictor(args: argparse.Namespace, records: list, all_records: list):
     from gst.eval.qa_baselines import MostFrequentBaseline, OraclePredictor, PredictionsFile
 
     if args.checkpoint is not None or args.method in ("model", "text-only"):
-        raise RuntimeError(
-            f"--checkpoint {args.checkpoint}: the world model (and its chat function) lands with issue 4; "
-            'until then score a model\'s answers with --predictions FILE (JSONL of {"id", "answer_text"}), '
-            "or run --method most-frequent"
-        )
+        return _model_predictor(args, len(records))
     if args.predictions is not None:
         if args.method is not None:
             raise ValueError("give either --method or --predictions, not both")
@@ -74,6 +73,29 @@ def _predictor(args: argparse.Namespace, records: list, all_records: list):
             f"{args.train_data or args.data} has none: generate with --split all (or pass --train-data FILE)"
         )
     return MostFrequentBaseline(train)
+
+
+def _model_predictor(args: argparse.Namespace, num_records: int):
+    """The world model's chat (gst.api) as a QA predictor: with the record's views, or text only."""
+    from tqdm.auto import tqdm
+
+    from gst.api import GST
+    from gst.eval.qa_baselines import ChatPredictor, scene_image_resolver
+
+    if args.checkpoint is None or args.method not in ("model", "text-only") or args.predictions is not None:
+        raise ValueError("the world model needs --checkpoint DIR with --method model or --method text-only")
+    text_only = args.method == "text-only"
+    if not text_only and args.scenes is None:
+        raise ValueError("--method model needs --scenes DIR (the scene folders the questions were made from)")
+    gst = GST.from_pretrained(args.checkpoint, device=args.device)
+    resolver = None if text_only else scene_image_resolver(args.scenes)
+    chat, bar = gst.chat_fn(args.max_new_tokens), tqdm(total=num_records, desc="gst qa", disable=args.json)
+
+    def answer(question, paths):
+        bar.update(1)
+        return chat(question, paths)
+
+    return ChatPredictor(answer, resolver, text_only=text_only, name="gst")
 
 
 def run_eval_qa(args: argparse.Namespace) -> int:

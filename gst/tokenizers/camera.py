@@ -160,7 +160,9 @@ class CameraTokenizer(nn.Module):
         K_ray = scale_intrinsics(K, self.config.image_hw, self.config.ray_hw)
         return plucker_rays(K_ray, w2c_rel_norm, self.config.ray_hw)
 
-    def relative_rays(self, K_tgt: torch.Tensor, w2c_obs: torch.Tensor, w2c_tgt: torch.Tensor) -> torch.Tensor:
+    def relative_rays(
+        self, K_tgt: torch.Tensor, w2c_obs: torch.Tensor, w2c_tgt: torch.Tensor
+    ) -> torch.Tensor:
         """Shapes: K_tgt (B, 3, 3), w2c_obs (B, 4, 4), w2c_tgt (B, 4, 4) -> (B, 6, Hr, Wr)."""
         w2c_rel = normalized_relative_pose(w2c_obs, w2c_tgt, self.config.pose_scale)
         return self.rays_from_cameras(K_tgt, w2c_rel)
@@ -268,7 +270,9 @@ class CameraTokenizer(nn.Module):
         return self.render(self.decode_params(codes))
 
     @torch.no_grad()
-    def encode_cameras(self, K_tgt: torch.Tensor, w2c_obs: torch.Tensor, w2c_tgt: torch.Tensor) -> torch.Tensor:
+    def encode_cameras(
+        self, K_tgt: torch.Tensor, w2c_obs: torch.Tensor, w2c_tgt: torch.Tensor
+    ) -> torch.Tensor:
         """A pair's target camera -> codes. Shapes: (B, 3, 3), (B, 4, 4), (B, 4, 4) -> (B, h, w)."""
         return self.encode(self.relative_rays(K_tgt.double(), w2c_obs.double(), w2c_tgt.double()))
 

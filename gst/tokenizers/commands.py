@@ -33,7 +33,7 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         "camera pairs and needs no --data.",
     )
     p.add_argument("--kind", choices=("image", "camera"), required=True, help="which tokenizer")
-    p.add_argument("--preset", default="tiny", help="tiny (64x64, 8x8 grid, CPU) or base (256x256, 16x16, GPU)")
+    p.add_argument("--preset", default="tiny", help="tiny (64x64, 8x8 grid, CPU) or base (256x256, 16x16)")
     p.add_argument("--data", type=Path, help="folder of scenes (transforms.json family); required for images")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, logs, config.json)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
@@ -56,11 +56,11 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
         "perplexity. Camera: rotation, translation-direction, centre and focal errors (median, p95) on "
         "held-out random pairs (--seed), or on pairs of the validation scenes of --data.",
     )
-    p.add_argument("--checkpoint", type=Path, required=True, help="tokenizer export, checkpoint or run folder")
+    p.add_argument("--checkpoint", type=Path, required=True, help="tokenizer export, checkpoint or run")
     p.add_argument("--data", type=Path, help="folder of scenes (required for image tokenizers)")
     p.add_argument("--split", choices=("val", "train", "all"), default="val", help="which scenes of --data")
     p.add_argument("--max-images", type=int, default=0, help="cap on evaluated images (0 = all)")
-    p.add_argument("--num-pairs", type=int, help="camera pairs (default: the training config's num_val_pairs)")
+    p.add_argument("--num-pairs", type=int, help="camera pairs (default: the config's num_val_pairs)")
     p.add_argument("--seed", type=int, help="seed of random camera pairs (default: the config's val_seed)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")

@@ -34,7 +34,7 @@ class QuantizerConfig:
     ema_decay: float = 0.99  # VQ: codebook EMA decay
     dead_code_threshold: float = 0.0  # VQ: restart codes whose EMA cluster size (per batch) falls below
     commitment_beta: float = 0.25  # VQ: weight of |z_e - sg(q)|^2; the gradient goes to the ENCODER only
-    rotation_trick: bool = False  # VQ: rotation-trick gradients (Fifty et al. 2024) instead of straight-through
+    rotation_trick: bool = False  # VQ: rotation-trick gradients (Fifty et al. 2024), not straight-through
     levels: tuple[int, ...] = (8, 5, 5, 5)  # FSQ levels per channel (1000 codes)
 
     def __post_init__(self) -> None:
@@ -45,7 +45,7 @@ class QuantizerConfig:
         if not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"quantizer.ema_decay must be in (0, 1), got {self.ema_decay}")
         if self.commitment_beta < 0 or self.dead_code_threshold < 0 or self.kmeans_iters < 1:
-            raise ValueError("quantizer: commitment_beta and dead_code_threshold must be >= 0, kmeans_iters >= 1")
+            raise ValueError("quantizer: commitment_beta, dead_code_threshold >= 0, kmeans_iters >= 1 needed")
         if len(self.levels) < 1 or any(level < 3 for level in self.levels):
             raise ValueError(f"quantizer.levels must be >= 3 each (FSQ), got {self.levels}")
 
@@ -84,10 +84,10 @@ class ImageTokenizerConfig:
         if len(self.image_hw) != 2 or min(self.image_hw) < 1:
             raise ValueError(f"image.image_hw must be (H, W) > 0, got {self.image_hw}")
         if len(self.channel_mult) < 2:
-            raise ValueError(f"image.channel_mult needs >= 2 entries (one downsampling), got {self.channel_mult}")
+            raise ValueError(f"image.channel_mult needs >= 2 entries, got {self.channel_mult}")
         widths = [self.channels * m for m in self.channel_mult] + [self.z_channels]
         if any(w < 8 or w % 8 for w in widths):
-            raise ValueError(f"image: stage widths {widths} must be positive multiples of 8 (GroupNorm groups)")
+            raise ValueError(f"image: stage widths {widths} must be positive multiples of 8 (GroupNorm)")
         if self.num_res_blocks < 1:
             raise ValueError(f"image.num_res_blocks must be >= 1, got {self.num_res_blocks}")
         d = self.downsample
@@ -134,7 +134,8 @@ class CameraTokenizerConfig:
             raise ValueError(f"camera.pose_scale must be > 0 (world units), got {self.pose_scale}")
         if self.num_stages < 1 or self.grid_hw[0] % self.num_stages:
             raise ValueError(
-                f"camera.num_stages ({self.num_stages}) must be >= 1 and divide the grid rows {self.grid_hw[0]}"
+                f"camera.num_stages ({self.num_stages}) must be >= 1 and divide the grid rows "
+                f"{self.grid_hw[0]}"
             )
         if not self.stage_gain >= 1.0:
             raise ValueError(f"camera.stage_gain must be >= 1, got {self.stage_gain}")
@@ -182,7 +183,7 @@ def config_from_dict(cls: type, d: dict[str, Any], where: str = "config") -> Any
     unknown = sorted(set(d) - set(types_by_name))
     if unknown:
         raise ValueError(f"{where}: unknown keys {unknown}; {cls.__name__} has {sorted(types_by_name)}")
-    kwargs = {name: _coerce(d[name], tp, f"{where}.{name}") for name, tp in types_by_name.items() if name in d}
+    kwargs = {n: _coerce(d[n], tp, f"{where}.{n}") for n, tp in types_by_name.items() if n in d}
     return cls(**kwargs)
 
 

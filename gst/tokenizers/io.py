@@ -34,7 +34,9 @@ POSE_NORMALISATION = (
 )
 
 
-def save_tokenizer(model: torch.nn.Module, out_dir: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+def save_tokenizer(
+    model: torch.nn.Module, out_dir: str | Path, metadata: dict[str, Any] | None = None
+) -> Path:
     """Write ``model`` (an ``ImageTokenizer`` or ``CameraTokenizer``) into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -96,11 +98,13 @@ def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> torc
         )
     kind = info.get("kind")
     if kind == "image":
-        model: torch.nn.Module = ImageTokenizer(config_from_dict(ImageTokenizerConfig, info["config"], "image"))
+        config = config_from_dict(ImageTokenizerConfig, info["config"], "image")
+        model: torch.nn.Module = ImageTokenizer(config)
     elif kind == "camera":
         if tuple(info.get("ray_channels", ())) != RAY_CHANNELS:
             raise ValueError(
-                f"{config_path}: ray channels {info.get('ray_channels')} differ from this build's {RAY_CHANNELS}"
+                f"{config_path}: ray channels {info.get('ray_channels')} differ from this build's "
+                f"{RAY_CHANNELS}"
             )
         model = CameraTokenizer(config_from_dict(CameraTokenizerConfig, info["config"], "camera"))
     else:

@@ -75,7 +75,8 @@ class Quantizer(nn.Module):
         if codes.dtype.is_floating_point:
             raise ValueError(f"codes must be integers, got {codes.dtype}")
         if bool(((codes < 0) | (codes >= self.num_codes)).any()):
-            raise ValueError(f"codes must lie in [0, {self.num_codes}), got [{int(codes.min())}, {int(codes.max())}]")
+            lo, hi = int(codes.min()), int(codes.max())
+            raise ValueError(f"codes must lie in [0, {self.num_codes}), got [{lo}, {hi}]")
         if codes.ndim != 3:
             raise ValueError(f"codes must be a (B, h, w) grid, got {tuple(codes.shape)}")
         if self.config.kind == "vq":

@@ -84,7 +84,7 @@ class TextTokenizer:
         """Ids -> text; ``decode(encode(s)) == s`` for byte-level and SmolLM2's byte-level BPE."""
         bad = [i for i in ids if not 0 <= int(i) < self.vocab_size]
         if bad:
-            raise ValueError(f"text ids {bad[:5]} lie outside [0, {self.vocab_size}); they are not text tokens")
+            raise ValueError(f"text ids {bad[:5]} lie outside [0, {self.vocab_size}): not text tokens")
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
 
     def __repr__(self) -> str:

@@ -63,9 +63,21 @@ class Vocabulary:
         if not isinstance(self.special_tokens, tuple) or not all(
             isinstance(t, str) and t for t in self.special_tokens
         ):
-            raise ValueError(f"Vocabulary.special_tokens must be a tuple of non-empty strings, got {self.special_tokens!r}")
+            raise ValueError(
+                f"Vocabulary.special_tokens must be a tuple of non-empty strings, got {self.special_tokens!r}"
+            )
         if len(set(self.special_tokens)) != len(self.special_tokens):
             raise ValueError(f"Vocabulary.special_tokens has duplicates: {self.special_tokens}")
+
+    @classmethod
+    def for_tokenizers(
+        cls, text: Any, image: Any, camera: Any, *, special_tokens: tuple[str, ...] = DEFAULT_SPECIAL_TOKENS,
+        pad_to_multiple: int = 1,
+    ) -> Vocabulary:
+        """The vocabulary of a text tokenizer (``vocab_size``) and image/camera tokenizers (``num_codes``)."""
+        return cls(num_text=int(text.vocab_size), special_tokens=tuple(special_tokens),
+                   num_image_codes=int(image.num_codes), num_camera_codes=int(camera.num_codes),
+                   pad_to_multiple=pad_to_multiple)
 
     # ---- offsets ----
     @property
@@ -99,7 +111,9 @@ class Vocabulary:
 
     def special_name(self, token_id: int) -> str:
         if not self.special_offset <= token_id < self.image_offset:
-            raise ValueError(f"id {token_id} is not a special-token id [{self.special_offset}, {self.image_offset})")
+            raise ValueError(
+                f"id {token_id} is not a special-token id [{self.special_offset}, {self.image_offset})"
+            )
         return self.special_tokens[token_id - self.special_offset]
 
     def image_ids(self, codes: torch.Tensor) -> torch.Tensor:

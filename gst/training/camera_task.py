@@ -56,7 +56,8 @@ class CameraTokenizerTask(Task):
         return CameraTokenizer(self.run.model)
 
     def batch(self, index: int, generator: torch.Generator, batch_size: int) -> dict[str, torch.Tensor]:
-        K, w2c_rel = sample_relative_cameras(generator, batch_size, self.run.model.image_hw, self.run.data.sampling)
+        run = self.run
+        K, w2c_rel = sample_relative_cameras(generator, batch_size, run.model.image_hw, run.data.sampling)
         return {"K": K, "w2c": normalize_relative_pose(w2c_rel, self.run.model.pose_scale)}
 
     def loss(self, model: nn.Module, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:

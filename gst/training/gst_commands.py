@@ -232,6 +232,149 @@ def _curves(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- gst eval cache-score ----
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """The ``save_gst_model`` folder of an export, a checkpoint (its export/) or a run (latest checkpoint)."""
+    path = Path(path)
+    if (path / "gst_model.json").is_file():
+        return path
+    if (path / "export" / "gst_model.json").is_file():
+        return path / "export"
+    pointer = path / "checkpoints" / "latest"
+    if pointer.is_file():
+        step_dir = path / "checkpoints" / json.loads(pointer.read_text())["dir"]
+        if (step_dir / "export" / "gst_model.json").is_file():
+            return step_dir / "export"
+    raise FileNotFoundError(
+        f"--model {path}: neither a GST model export, a checkpoint nor a `gst train gst` run"
+    )
+
+
+def score_on_cache(
+    model_dir: str | Path,
+    cache_dir: str | Path,
+    tokenizers_dir: str | Path,
+    *,
+    split: str = "val",
+    num_pairs: int = 1024,
+    num_pose_pairs: int = 256,
+    batch_size: int = 64,
+    seed: int = 0,
+    predictions: Path | None = None,
+) -> dict[str, Any]:
+    """Teacher-forced and greedy-pose metrics of a trained model on a cache split (see gst_task); with
+    ``predictions``, also write the greedy poses in the evaluator's pose-prediction format."""
+    from gst.data.token_cache import open_token_cache
+    from gst.model import SequenceConfig, load_gst_model, read_gst_meta
+    from gst.tokenizers.io import load_tokenizer
+    from gst.training.gst_task import eval_rows, predict_poses, score_poses, teacher_forced_metrics
+
+    folder = resolve_model_dir(model_dir)
+    cache = open_token_cache(cache_dir, tokenizers_dir=tokenizers_dir)
+    extra = read_gst_meta(folder)["extra"]
+    for kind, entry in cache.manifest["tokenizers"].items():
+        if extra["tokenizers"][kind]["sha256"] != entry["sha256"]:
+            raise ValueError(
+                f"--model {folder} was trained with another {kind} tokenizer than the one "
+                f"--data {cache_dir} was built with; use a cache built with the model's tokenizers"
+            )
+    model = load_gst_model(folder).eval()
+    seq = SequenceConfig.from_dict(extra["sequence"])
+    data = cache.split(split)
+    if len(data) == 0:
+        raise ValueError(f"--data {cache_dir}: split {split!r} is empty")
+    rows = eval_rows(len(data), num_pairs, seed)
+    metrics = teacher_forced_metrics(model, model.layout, seq, data, rows, batch_size=batch_size)
+    rows = eval_rows(len(data), num_pose_pairs, seed)
+    if len(rows):
+        camera = load_tokenizer(cache.manifest["tokenizers"]["camera"]["path"])
+        poses = predict_poses(model, model.layout, seq, data, rows, camera, batch_size=batch_size)
+        metrics.update(score_poses(poses, data))
+        if predictions is not None:
+            K_orig = data.original_intrinsics(rows, poses.K_pred, tuple(cache.manifest["image_hw"]))
+            write_pose_predictions(predictions, f"gst ({folder})", data, rows, poses.w2c_pred, K_orig)
+    return {
+        "model": str(folder.resolve()),
+        "cache": str(Path(cache_dir).resolve()),
+        "split": split,
+        "num_pairs": min(num_pairs, len(data)),
+        "num_pose_pairs": len(rows),
+        "task_mix": seq.task_mix,
+        "metrics": metrics,
+    }
+
+
+def write_pose_predictions(path: Path, method: str, split: Any, rows: Any, w2c_rel: Any, K_tgt: Any) -> None:
+    """The evaluator's JSON pose-prediction format (``gst.eval.predictors``: "gst.pose_predictions.v1"),
+    so `gst eval pose --predictions FILE` scores the model next to the baselines. Translations are in
+    world units (the camera tokenizer's pose_scale is metric), so ``scale_known`` is true.
+
+    Shapes: ``split`` a CacheSplit, rows (n,), w2c_rel (n, 4, 4), K_tgt (n, 3, 3) at the scenes' sizes."""
+    keys = split.pair_keys(rows)
+    entries = [
+        {
+            "scene": scene,
+            "obs": obs,
+            "tgt": tgt,
+            "w2c_rel": w2c_rel[i].tolist(),
+            "K_tgt": K_tgt[i].tolist(),
+            "failed": False,
+        }
+        for i, (scene, obs, tgt) in enumerate(keys)
+    ]
+    doc = {"format": "gst.pose_predictions.v1", "method": method, "scale_known": True, "predictions": entries}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc) + "\n")
+
+
+def _cache_score(args: argparse.Namespace) -> int:
+    result = score_on_cache(
+        args.model,
+        args.data,
+        args.tokenizers,
+        split=args.split,
+        num_pairs=args.num_pairs,
+        num_pose_pairs=args.num_pose_pairs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        predictions=args.predictions,
+    )
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    return 0
+
+
+def register_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "cache-score",
+        help="score a `gst train gst` model on a token cache (teacher-forced CE/accuracy, greedy pose error)",
+        description="Teacher-forced loss, cross-entropy and top-1 accuracy of gen and est rows, and the "
+        "rotation / translation-direction error of greedy est decoding decoded by the camera tokenizer, "
+        "on a fixed random subset of a cache split (e.g. a held-out cache built with --val-fraction 1).",
+    )
+    p.add_argument("--model", required=True, type=Path, help="run folder, checkpoint folder or model export")
+    p.add_argument("--data", required=True, type=Path, help="token cache folder")
+    p.add_argument("--tokenizers", required=True, type=Path, help="folder with image/ and camera/ tokenizers")
+    p.add_argument("--split", default="val", choices=("train", "val"), help="cache split (default val)")
+    p.add_argument("--num-pairs", type=int, default=1024, help="pairs scored teacher-forced (default 1024)")
+    p.add_argument("--num-pose-pairs", type=int, default=256, help="pairs decoded greedily (default 256)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0, help="which random subset of pairs (default 0)")
+    p.add_argument("--json", type=Path, default=None, help="also write the result to this file")
+    p.add_argument(
+        "--predictions",
+        type=Path,
+        default=None,
+        help="write the greedy poses as a `gst eval pose --predictions` file (K at the scenes' size)",
+    )
+    p.set_defaults(func=_cache_score)
+
+
 def register_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "gst",

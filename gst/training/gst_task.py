@@ -287,9 +287,34 @@ class GSTTask(Task):
         ]
 
     def evaluate(self, model: nn.Module, step: int) -> dict[str, float]:
-        metrics = self.teacher_forced_metrics(model)
-        if self.run.eval.num_pose_pairs > 0:
-            metrics.update(self.pose_metrics(model))
+        cfg = self.run.eval
+        rows = eval_rows(len(self.val_split), cfg.num_eval_pairs, cfg.subset_seed)
+        metrics = teacher_forced_metrics(
+            model,
+            self.layout,
+            self.run.sequence,
+            self.val_split,
+            rows,
+            loss_config=self.run.loss,
+            batch_size=cfg.batch_size,
+        )
+        if cfg.num_pose_pairs > 0:
+            if self._camera_tokenizer is None:
+                from gst.tokenizers.io import load_tokenizer
+
+                self._camera_tokenizer = load_tokenizer(self.cache.manifest["tokenizers"]["camera"]["path"])
+            rows = eval_rows(len(self.val_split), cfg.num_pose_pairs, cfg.subset_seed)
+            metrics.update(
+                pose_metrics(
+                    model,
+                    self.layout,
+                    self.run.sequence,
+                    self.val_split,
+                    rows,
+                    self._camera_tokenizer,
+                    batch_size=cfg.batch_size,
+                )
+            )
         return metrics
 
     def export(self, model: nn.Module, out_dir: Path) -> None:
@@ -312,12 +337,6 @@ class GSTTask(Task):
             [self._perms[int(e)][o] for e, o in zip(epochs, offsets, strict=True)], dtype=np.int64
         )
 
-    def eval_rows(self, count: int) -> np.ndarray:
-        """A fixed subset of val rows (sorted). Shapes: -> (min(count, N),) int64."""
-        n = len(self.val_split)
-        rng = np.random.default_rng(self.run.eval.subset_seed)
-        return np.sort(rng.choice(n, size=min(count, n), replace=False)).astype(np.int64)
-
     def export_extra(self) -> dict[str, Any]:
         manifest = self.cache.manifest
         return {
@@ -332,82 +351,135 @@ class GSTTask(Task):
             "cache": str(self.cache.root.resolve()),
         }
 
-    # ---- evaluation ----
-    @torch.no_grad()
-    def teacher_forced_metrics(self, model: nn.Module, split: CacheSplit | None = None) -> dict[str, float]:
-        """Val loss (token mean over gen and est rows of every pair), and CE / top-1 accuracy per task and
-        token kind, teacher-forced, without conditioning dropout."""
-        split = split or self.val_split
-        rows = self.eval_rows(self.run.eval.num_eval_pairs)
-        seq = dataclasses.replace(self.run.sequence, cond_dropout=0.0, cond_dropout_est=0.0)
-        sums: dict[str, float] = {}
-        device = next(model.parameters()).device
-        generator = torch.Generator().manual_seed(0)  # unused with no dropout and fixed tasks
-        for start in range(0, len(rows), self.run.eval.batch_size):
-            chunk = rows[start : start + self.run.eval.batch_size]
-            obs, tgt, cam = split.codes(chunk)
-            for task in (TASK_GEN, TASK_EST):
-                tasks = torch.full((len(chunk),), task, dtype=torch.long)
-                batch = collate_pose_batch(
-                    self.layout, seq, obs, tgt, cam, step=0, generator=generator, tasks=tasks
-                )
-                out = compute_loss(model, batch.to(device), self.run.loss)
-                tokens = float(out.metrics["tokens"])
-                sums["loss"] = sums.get("loss", 0.0) + float(out.loss) * tokens
-                sums["tokens"] = sums.get("tokens", 0.0) + tokens
-                for key, value in out.metrics.items():
-                    if key.endswith(("_ce", "_acc")):
-                        n = float(out.metrics[key.rsplit("_", 1)[0] + "_tokens"])
-                        sums[key] = sums.get(key, 0.0) + float(value) * n
-                        sums[key + "#n"] = sums.get(key + "#n", 0.0) + n
-        metrics = {"loss": sums["loss"] / sums["tokens"]}
-        for key in sums:
-            if key.endswith(("_ce", "_acc")):
-                metrics[key] = sums[key] / sums[key + "#n"]
-        return metrics
 
-    def camera_tokenizer(self) -> nn.Module:
-        if self._camera_tokenizer is None:
-            from gst.tokenizers.io import load_tokenizer
+# ---- evaluation (also used by `gst eval cache-score` on a loaded model) ----
 
-            self._camera_tokenizer = load_tokenizer(self.cache.manifest["tokenizers"]["camera"]["path"])
-        return self._camera_tokenizer
 
-    @torch.no_grad()
-    def pose_metrics(self, model: nn.Module, split: CacheSplit | None = None) -> dict[str, float]:
-        """Greedy est decoding -> camera tokenizer -> relative pose, scored against the cache's truth.
+def eval_rows(num_pairs: int, count: int, seed: int = 0) -> np.ndarray:
+    """A fixed random subset of ``count`` of ``num_pairs`` rows (spread over scenes), sorted.
+    Shapes: -> (min(count, num_pairs),) int64."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(num_pairs, size=min(count, num_pairs), replace=False)).astype(np.int64)
 
-        Also scores the true camera codes decoded the same way (``ceiling_*``: the tokenizer's own error).
-        """
-        from gst.geometry import rotation_error_deg, translation_direction_error_deg
 
-        split = split or self.val_split
-        rows = self.eval_rows(self.run.eval.num_pose_pairs)
-        cam_tok = self.camera_tokenizer()
-        hc, wc = self.run.sequence.camera_grid
-        device = next(model.parameters()).device
-        preds, truths = [], []
-        for start in range(0, len(rows), self.run.eval.batch_size):
-            chunk = rows[start : start + self.run.eval.batch_size]
-            obs, tgt, cam = split.codes(chunk)
-            obs_ids = (obs.reshape(len(chunk), -1) + self.layout.image_offset).to(device)  # (b, h*w)
-            tgt_ids = (tgt.reshape(len(chunk), -1) + self.layout.image_offset).to(device)  # (b, h*w)
-            out = estimate_camera_tokens(model, obs_ids, tgt_ids, seq_cfg=self.run.sequence)
-            codes = (
-                (out.camera_ids[:, 0] - self.layout.camera_offset).reshape(-1, hc, wc).cpu()
-            )  # (b, hc, wc)
-            preds.append(cam_tok.decode_cameras(codes)[1])
-            truths.append(cam_tok.decode_cameras(cam)[1])
-        w2c_pred, w2c_ceiling = torch.cat(preds), torch.cat(truths)  # (n, 4, 4) float64
-        w2c_true = torch.from_numpy(np.asarray(split.w2c_rel[rows])).double()  # (n, 4, 4)
-        metrics = {}
-        for prefix, w2c in (("pose", w2c_pred), ("ceiling", w2c_ceiling)):
-            rot = rotation_error_deg(w2c[:, :3, :3], w2c_true[:, :3, :3])
-            trans = translation_direction_error_deg(w2c[:, :3, 3], w2c_true[:, :3, 3])
-            metrics[f"{prefix}/rotation_err_median_deg"] = float(rot.median())
-            metrics[f"{prefix}/rotation_acc_15deg"] = float((rot < 15.0).double().mean())
-            metrics[f"{prefix}/translation_dir_err_median_deg"] = float(trans.median())
-        return metrics
+@torch.no_grad()
+def teacher_forced_metrics(
+    model: nn.Module,
+    layout: TokenLayout,
+    seq: SequenceConfig,
+    split: CacheSplit,
+    rows: np.ndarray,
+    *,
+    loss_config: LossConfig | None = None,
+    batch_size: int = 64,
+) -> dict[str, float]:
+    """Every pair scored as a gen row and as an est row, teacher-forced, without conditioning dropout:
+    ``loss`` (token mean over both), and ``{gen,est}/{camera,image}_{ce,acc}`` (CE in nats per token,
+    top-1 accuracy), each a token-weighted mean over ``rows``."""
+    seq = dataclasses.replace(seq, cond_dropout=0.0, cond_dropout_est=0.0)
+    sums: dict[str, float] = {}
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(0)  # draws nothing: no dropout, tasks given
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        obs, tgt, cam = split.codes(chunk)
+        for task in (TASK_GEN, TASK_EST):
+            tasks = torch.full((len(chunk),), task, dtype=torch.long)
+            batch = collate_pose_batch(layout, seq, obs, tgt, cam, step=0, generator=generator, tasks=tasks)
+            out = compute_loss(model, batch.to(device), loss_config)
+            tokens = float(out.metrics["tokens"])
+            sums["loss"] = sums.get("loss", 0.0) + float(out.loss) * tokens
+            sums["tokens"] = sums.get("tokens", 0.0) + tokens
+            for key, value in out.metrics.items():
+                if key.endswith(("_ce", "_acc")):
+                    n = float(out.metrics[key.rsplit("_", 1)[0] + "_tokens"])
+                    sums[key] = sums.get(key, 0.0) + float(value) * n
+                    sums[key + "#n"] = sums.get(key + "#n", 0.0) + n
+    metrics = {"loss": sums["loss"] / sums["tokens"]}
+    for key in sums:
+        if key.endswith(("_ce", "_acc")):
+            metrics[key] = sums[key] / sums[key + "#n"]
+    return metrics
+
+
+@dataclass
+class PosePredictions:
+    """Greedy est predictions decoded by the camera tokenizer, and the true codes decoded the same way.
+
+    Shapes: K_* (n, 3, 3) at the tokenizer's image_hw; w2c_* (n, 4, 4) relative, world units; float64.
+    """
+
+    rows: np.ndarray
+    K_pred: torch.Tensor
+    w2c_pred: torch.Tensor
+    K_ceiling: torch.Tensor
+    w2c_ceiling: torch.Tensor
+
+
+@torch.no_grad()
+def predict_poses(
+    model: nn.Module,
+    layout: TokenLayout,
+    seq: SequenceConfig,
+    split: CacheSplit,
+    rows: np.ndarray,
+    camera_tokenizer: nn.Module,
+    *,
+    batch_size: int = 64,
+) -> PosePredictions:
+    """Greedy est decoding (KV cache) of the camera codes of ``rows``, decoded to cameras."""
+    hc, wc = seq.camera_grid
+    device = next(model.parameters()).device
+    preds, ceilings = [], []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        obs, tgt, cam = split.codes(chunk)
+        obs_ids = (obs.reshape(len(chunk), -1) + layout.image_offset).to(device)  # (b, h*w)
+        tgt_ids = (tgt.reshape(len(chunk), -1) + layout.image_offset).to(device)  # (b, h*w)
+        out = estimate_camera_tokens(model, obs_ids, tgt_ids, seq_cfg=seq)
+        codes = (out.camera_ids[:, 0] - layout.camera_offset).reshape(-1, hc, wc).cpu()  # (b, hc, wc)
+        preds.append(camera_tokenizer.decode_cameras(codes))
+        ceilings.append(camera_tokenizer.decode_cameras(cam))
+    return PosePredictions(
+        rows=rows,
+        K_pred=torch.cat([p[0] for p in preds]),
+        w2c_pred=torch.cat([p[1] for p in preds]),
+        K_ceiling=torch.cat([c[0] for c in ceilings]),
+        w2c_ceiling=torch.cat([c[1] for c in ceilings]),
+    )
+
+
+def score_poses(predictions: PosePredictions, split: CacheSplit) -> dict[str, float]:
+    """``pose/*``: the model; ``ceiling/*``: the true camera codes decoded the same way (the tokenizer's own
+    error, the best a perfect token predictor could reach). Rotation: geodesic error (degrees), median
+    and the fraction under 15 degrees; translation: direction error (degrees), median."""
+    from gst.geometry import rotation_error_deg, translation_direction_error_deg
+
+    w2c_true = torch.from_numpy(np.asarray(split.w2c_rel[predictions.rows])).double()  # (n, 4, 4)
+    metrics = {}
+    for prefix, w2c in (("pose", predictions.w2c_pred), ("ceiling", predictions.w2c_ceiling)):
+        rot = rotation_error_deg(w2c[:, :3, :3], w2c_true[:, :3, :3])  # (n,)
+        trans = translation_direction_error_deg(w2c[:, :3, 3], w2c_true[:, :3, 3])  # (n,)
+        metrics[f"{prefix}/rotation_err_median_deg"] = float(rot.median())
+        metrics[f"{prefix}/rotation_acc_15deg"] = float((rot < 15.0).double().mean())
+        metrics[f"{prefix}/translation_dir_err_median_deg"] = float(trans.median())
+    return metrics
+
+
+def pose_metrics(
+    model: nn.Module,
+    layout: TokenLayout,
+    seq: SequenceConfig,
+    split: CacheSplit,
+    rows: np.ndarray,
+    camera_tokenizer: nn.Module,
+    *,
+    batch_size: int = 64,
+) -> dict[str, float]:
+    """``score_poses(predict_poses(...))``: greedy est pose error against the cache's true pose."""
+    return score_poses(
+        predict_poses(model, layout, seq, split, rows, camera_tokenizer, batch_size=batch_size), split
+    )
 
 
 __all__ = [
@@ -416,6 +488,12 @@ __all__ = [
     "GSTTask",
     "RUN_PRESETS",
     "build_vocabulary",
+    "eval_rows",
+    "PosePredictions",
+    "pose_metrics",
+    "predict_poses",
+    "score_poses",
+    "teacher_forced_metrics",
     "get_run_preset",
     "text_vocab_size",
     "with_cache_grids",

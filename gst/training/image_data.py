@@ -79,7 +79,8 @@ def load_image_splits(
     if config.max_images:
         train_t, val_t = train_t[: config.max_images], val_t[: config.max_images]
     if train_t.shape[0] == 0:
-        raise ValueError(f"--data {root}: no training images after the split; add scenes or lower data.val_fraction")
+        raise ValueError(f"--data {root}: no training images after the split; add scenes or lower "
+                         "data.val_fraction")
     info = {"root": str(Path(root).resolve()), "num_scenes": len(scenes), "num_train": int(train_t.shape[0]),
             "num_val": int(val_t.shape[0]), "split": "per-view" if single else "gst.data.pairs.scene_split",
             "val_fraction": config.val_fraction}

@@ -30,7 +30,8 @@ def train_tokenizer(args: argparse.Namespace) -> int:
         from gst.training.image_task import ImageTokenizerTask, load_perceptual
 
         if args.data is None:
-            raise ValueError("--data DIR is required for --kind image (a folder of scenes, e.g. from `gst data synth`)")
+            raise ValueError("--data DIR is required for --kind image (a folder of scenes, e.g. from "
+                             "`gst data synth`)")
         perceptual, source = load_perceptual(run.loss.perceptual_weight, args.lpips_weights)
         task = ImageTokenizerTask(run, args.data, perceptual=perceptual, perceptual_source=source)
     else:
@@ -62,11 +63,12 @@ def _image_report(model, args: argparse.Namespace) -> dict[str, Any]:
     from gst.training.tokenizer_eval import evaluate_image_tokenizer
 
     if args.data is None:
-        raise ValueError("--data DIR is required to evaluate an image tokenizer (the scenes it was trained on)")
+        raise ValueError("--data DIR is required to evaluate an image tokenizer (a folder of scenes)")
     val_fraction = float(model.metadata.get("data", {}).get("val_fraction", 0.1))
     train_images, val_images, info = load_image_splits(args.data, model.config.image_hw,
                                                        ImageDataConfig(val_fraction=val_fraction))
-    images = {"val": val_images, "train": train_images, "all": torch.cat([train_images, val_images])}[args.split]
+    splits = {"val": val_images, "train": train_images, "all": torch.cat([train_images, val_images])}
+    images = splits[args.split]
     if images.shape[0] == 0:
         raise ValueError(f"--data {args.data}: the {args.split} split holds no images; try --split all")
     if args.max_images:
@@ -94,8 +96,9 @@ def _scene_pairs(model, args: argparse.Namespace, num_pairs: int, seed: int):
                                             model.config.image_hw) for p in pairs])
     w2c = torch.stack([relative_w2c(scenes[p.scene_index].w2c[p.obs], scenes[p.scene_index].w2c[p.tgt])
                        for p in pairs])
-    return K.double(), w2c.double(), {"root": str(Path(args.data).resolve()), "num_scenes": len(scenes),
-                                      "split": args.split, "pairs": "gst.data.pairs.sample_pairs (default PairConfig)"}
+    info = {"root": str(Path(args.data).resolve()), "num_scenes": len(scenes), "split": args.split,
+            "pairs": "gst.data.pairs.sample_pairs (default PairConfig)"}
+    return K.double(), w2c.double(), info
 
 
 def _camera_report(model, args: argparse.Namespace) -> dict[str, Any]:
@@ -105,7 +108,8 @@ def _camera_report(model, args: argparse.Namespace) -> dict[str, Any]:
     from gst.training.tokenizer_eval import evaluate_camera_tokenizer
 
     data_meta = model.metadata.get("data", {})
-    data_cfg = config_from_dict(CameraDataConfig, data_meta, "metadata.data") if data_meta else CameraDataConfig()
+    data_cfg = config_from_dict(CameraDataConfig, data_meta, "metadata.data") if data_meta else None
+    data_cfg = data_cfg or CameraDataConfig()
     num_pairs = args.num_pairs or data_cfg.num_val_pairs
     seed = data_cfg.val_seed if args.seed is None else args.seed
     if args.data is not None:

@@ -29,7 +29,8 @@ from gst.geometry import (
 
 METRIC_IMPLEMENTATIONS = {
     "psnr": "torchmetrics.functional.image.peak_signal_noise_ratio(data_range=1.0), per image, mean",
-    "ssim": "torchmetrics.functional.image.structural_similarity_index_measure(data_range=1.0), per image, mean",
+    "ssim": "torchmetrics.functional.image.structural_similarity_index_measure(data_range=1.0), per image, "
+    "mean",
     "baseline": "F.interpolate bilinear antialias down to the token grid, bilinear up (align_corners=False)",
 }
 
@@ -113,7 +114,8 @@ def evaluate_camera_tokenizer(
     scale = model.config.pose_scale
     K_hat, w2c_hat, codes = [], [], []
     for sl in _batches(K.shape[0], batch_size):
-        rays = model.rays_from_cameras(K[sl].double().to(device), normalize_relative_pose(w2c_rel[sl].double(), scale).to(device))
+        w2c_norm = normalize_relative_pose(w2c_rel[sl].double(), scale).to(device)
+        rays = model.rays_from_cameras(K[sl].double().to(device), w2c_norm)  # (B, 6, Hr, Wr)
         c = model.encode(rays)
         Kp, wp = model.decode_cameras(c)  # via rays -> cameras_from_rays
         K_hat.append(Kp.cpu()), w2c_hat.append(wp.cpu()), codes.append(c.cpu())
@@ -131,7 +133,7 @@ def evaluate_camera_tokenizer(
     out["principal_point_error_px_median"], out["principal_point_error_px_p95"] = _median_p95(pp)
     out.update(code_statistics(torch.cat(codes), model.num_codes))
     out["num_pairs"] = int(K.shape[0])
-    out["center_error_unit"] = "world units (pose_scale = %g)" % scale
+    out["center_error_unit"] = f"world units (pose_scale = {scale:g})"
     return out
 
 

@@ -1,0 +1,441 @@
+"""The Python API: load a GST checkpoint, estimate poses, synthesize views, sample, chat.
+
+```python
+from gst.api import GST, orbit_camera
+gst = GST.from_pretrained("assets/gst-tiny")                   # the default checkpoint
+a, b = "assets/examples/view_a.png", "assets/examples/view_b.png"
+pose = gst.estimate_pose(a, b)                                 # where was b taken, seen from a?
+print(pose.summary)                                            # "turned 25 degrees right, moved ..."
+view = gst.synthesize_view(a, orbit_camera(30, 10), seed=0)    # what would I see from there?
+samples = gst.sample(a, num_samples=4, seed=0)                 # cameras and views, drawn jointly
+print(gst.chat("How many objects are there in the image?", images=[a]).text)
+```
+
+Inputs: image paths, PIL images, numpy arrays (H, W[, 3|4]) or tensors (3, H, W), of any size, uint8 or
+float in [0, 1]. Every image is brought to the tokenizers' resolution ``image_hw`` (e.g. 64x64) by
+``gst.data.views.crop_resize``: "center_crop" (default) cuts the largest centred window with the model's
+aspect ratio and resizes it; "stretch" resizes the whole image. Intrinsics follow exactly (pixel-centre
+convention): per axis ``f' = f s`` and ``c' = (c - offset + 0.5) s - 0.5`` with ``offset`` the crop start
+and ``s`` the resize factor. Returned intrinsics are mapped back through the inverse of the same map,
+so every ``K`` the API returns is in pixels of the image it describes: the target image as given
+(``estimate_pose``), or the model's ``image_hw`` (generated views, samples, chat).
+
+The observed camera's ``K``: given (``K_obs``, pixels of the observed image as given), or assumed: a
+pinhole with a horizontal field of view of ``DEFAULT_FOV_DEG`` (52.5 degrees, the middle of the procedural
+world's 30-75 degree range), square pixels, principal point at the image centre. The model never sees it
+(GST conditions on the observed image alone); it is the default target ``K`` of ``synthesize_view`` and
+the pixel frame in which a user's target ``K`` is read.
+
+Cameras: OpenCV axes (+x right, +y down, +z forward); ``w2c`` is the target camera in the observed
+camera's frame (the observed camera is the identity), translation in world units = the camera
+tokenizer's normalised translation times its ``pose_scale`` (1 m for the procedural world), which the
+checkpoint stores. Summaries read the motion in the observed camera's level frame, taking its up axis
+(-y) as the world's up (``gst.data.qa_geometry.camera_motion``).
+
+Checkpoints: a folder with the backbone and both tokenizers (layout and checks in ``gst.api_checkpoint``;
+written by ``gst train export``), or a ``gst train gst`` export / checkpoint / run folder. Every random
+draw comes from one ``torch.Generator`` seeded by the ``seed`` argument. Modules: ``gst.api_types`` (inputs,
+cameras, results), ``gst.api_checkpoint`` (loading, exporting), ``gst.api_chat`` (chat decoding).
+
+Glossary: S samples, h/w image token grid, hc/wc camera token grid, H/W pixels, T tokens.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gst.api_chat import ChatSession
+from gst.api_checkpoint import (
+    CheckpointFiles,
+    export_checkpoint,
+    load_components,
+    resolve_checkpoint,
+    verify_manifest_files,
+)
+from gst.api_types import (
+    CAMERA_FORMAT,
+    DEFAULT_FOV_DEG,
+    ChatReply,
+    ImageInput,
+    PoseEstimate,
+    SampleResult,
+    ViewResult,
+    as_matrix,
+    as_rigid,
+    default_intrinsics,
+    describe_camera,
+    load_image,
+    look_at,
+    orbit_camera,
+    read_camera_json,
+    uncrop_intrinsics,
+)
+from gst.data.views import CropMode, crop_resize, crop_resize_intrinsics
+from gst.model import (
+    GSTModel,
+    SamplingConfig,
+    SequenceConfig,
+    estimate_camera_tokens,
+    generate_camera_and_image,
+    generate_image_given_camera,
+)
+from gst.model.sampling import GREEDY
+from gst.tokenizers.image import to_signed, to_unit
+from gst.tokenizers.vocab import Vocabulary
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "gst-tiny"
+# Views: plain sampling. Greedy image decoding of an auto-regressive model collapses into repeated codes.
+DEFAULT_VIEW_SAMPLING = SamplingConfig(temperature=1.0, top_k=0)
+DEFAULT_CAMERA_SAMPLING = SamplingConfig(temperature=1.0)  # joint samples: draw from p(camera | obs)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """An input image at the model's resolution. Shapes: image (3, h_px, w_px) in [0, 1]; K_model,
+    K_input (3, 3) float64; ids (1, h*w) image-code vocabulary ids on the model's device."""
+
+    image: torch.Tensor
+    K_model: torch.Tensor
+    K_input: torch.Tensor
+    input_hw: tuple[int, int]
+    ids: torch.Tensor
+
+
+class GST:
+    """A loaded GST world model: backbone, image and camera tokenizers, text tokenizer (module docstring).
+
+    ``crop``: how inputs reach the model's ``image_hw`` ("center_crop" or "stretch", gst.data.views).
+    """
+
+    def __init__(
+        self,
+        *,
+        model: GSTModel,
+        image_tokenizer: torch.nn.Module,
+        camera_tokenizer: torch.nn.Module,
+        text_tokenizer: Any,
+        vocab: Vocabulary,
+        sequence: SequenceConfig,
+        checkpoint: Path | None = None,
+        crop: CropMode = "center_crop",
+    ) -> None:
+        if crop not in ("center_crop", "stretch"):
+            raise ValueError(f"crop must be center_crop or stretch, got {crop!r}")
+        self.model = model.eval()
+        self.image_tokenizer = image_tokenizer.eval()
+        self.camera_tokenizer = camera_tokenizer.eval()
+        self.text_tokenizer = text_tokenizer
+        self.vocab, self.sequence, self.layout = vocab, sequence, model.layout
+        self.checkpoint, self.crop = checkpoint, crop
+        self.image_hw: tuple[int, int] = tuple(image_tokenizer.config.image_hw)  # type: ignore[assignment]
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path = DEFAULT_CHECKPOINT,
+        *,
+        device: str | torch.device = "cpu",
+        crop: CropMode = "center_crop",
+    ) -> GST:
+        """Load a checkpoint folder (module docstring), checking versions, hashes, vocabulary offsets and
+        token grids. Errors name the missing or damaged file."""
+        files = resolve_checkpoint(path)
+        verify_manifest_files(files)
+        return cls._from_files(files, device, crop)
+
+    @classmethod
+    def _from_files(cls, files: CheckpointFiles, device: str | torch.device, crop: CropMode) -> GST:
+        parts = load_components(files, device)
+        return cls(
+            model=parts.model,
+            image_tokenizer=parts.image_tokenizer,
+            camera_tokenizer=parts.camera_tokenizer,
+            text_tokenizer=parts.text_tokenizer,
+            vocab=parts.vocab,
+            sequence=parts.sequence,
+            checkpoint=files.root,
+            crop=crop,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def generator(self, seed: int) -> torch.Generator:
+        return torch.Generator(device=self.device).manual_seed(int(seed))
+
+    # ---- encoding and decoding ----
+    @torch.no_grad()
+    def prepare(self, image: ImageInput, K: Any = None, fov_deg: float | None = None) -> _Prepared:
+        """Load, crop/resize (K follows) and tokenize one image."""
+        img = load_image(image)
+        hw = (int(img.shape[-2]), int(img.shape[-1]))
+        K_in = default_intrinsics(hw, fov_deg or DEFAULT_FOV_DEG) if K is None else as_matrix(K, (3, 3), "K")
+        img_m, K_m = crop_resize(img, K_in, self.image_hw, mode=self.crop)  # (3, h_px, w_px), (3, 3)
+        img_m = img_m.clamp(0.0, 1.0)
+        codes = self.image_tokenizer.encode(to_signed(img_m[None].to(self.device)))  # (1, h, w)
+        return _Prepared(img_m, K_m, K_in, hw, codes.reshape(1, -1) + self.layout.image_offset)
+
+    @torch.no_grad()
+    def decode_images(self, image_ids: torch.Tensor) -> torch.Tensor:
+        """Image-code ids -> pixels. Shapes: (N, h*w) -> (N, 3, h_px, w_px) float32 on CPU. Range: [0, 1]."""
+        codes = (image_ids - self.layout.image_offset).reshape(-1, *self.sequence.image_grid)
+        return to_unit(self.image_tokenizer.decode(codes.to(self.device))).float().cpu()
+
+    @torch.no_grad()
+    def decode_cameras(
+        self, camera_ids: torch.Tensor, target_hw: tuple[int, int] | None = None
+    ) -> list[PoseEstimate]:
+        """Camera-code ids -> cameras; K mapped to pixels of a ``target_hw`` image (default the model's).
+        Shapes: (N, hc*wc) -> N PoseEstimates."""
+        codes = (camera_ids.cpu() - self.layout.camera_offset).reshape(-1, *self.sequence.camera_grid)
+        K_m, w2c = self.camera_tokenizer.decode_cameras(codes.to(self.device))  # (N, 3, 3), (N, 4, 4) f64
+        out = []
+        for i in range(codes.shape[0]):
+            K, hw = K_m[i].cpu(), self.image_hw
+            if target_hw is not None:
+                K, hw = uncrop_intrinsics(K, target_hw, self.image_hw, self.crop), tuple(target_hw)
+            motion, summary = describe_camera(w2c[i].cpu(), K, hw)
+            out.append(PoseEstimate(K, w2c[i].cpu(), hw, codes[i], motion, summary))
+        return out
+
+    @torch.no_grad()
+    def encode_camera(self, w2c: torch.Tensor, K_model: torch.Tensor) -> torch.Tensor:
+        """A relative camera (K in model pixels) -> camera-code ids. Shapes: (4, 4), (3, 3) -> (1, hc*wc)."""
+        eye = torch.eye(4, dtype=torch.float64)
+        codes = self.camera_tokenizer.encode_cameras(
+            K_model[None].double().to(self.device),
+            eye[None].to(self.device),
+            w2c[None].double().to(self.device),
+        )  # (1, hc, wc)
+        return codes.reshape(1, -1) + self.layout.camera_offset
+
+    # ---- tasks ----
+    def estimate_pose(
+        self,
+        observed: ImageInput,
+        target: ImageInput,
+        *,
+        sampling: SamplingConfig | None = None,
+        seed: int = 0,
+    ) -> PoseEstimate:
+        """Where the target image's camera is, relative to the observed one (est layout, greedy by default).
+
+        ``K_tgt`` is in pixels of the target image as given; ``w2c`` in world units (module docstring).
+        """
+        obs, tgt = self.prepare(observed), self.prepare(target)
+        out = estimate_camera_tokens(
+            self.model,
+            obs.ids,
+            tgt.ids,
+            seq_cfg=self.sequence,
+            config=sampling or GREEDY,
+            generator=self.generator(seed),
+        )
+        return self.decode_cameras(out.camera_ids[0], tgt.input_hw)[0]
+
+    def synthesize_view(
+        self,
+        observed: ImageInput,
+        camera: torch.Tensor | PoseEstimate,
+        *,
+        K: Any = None,
+        K_hw: tuple[int, int] | None = None,
+        K_obs: Any = None,
+        fov_deg: float | None = None,
+        sampling: SamplingConfig | None = None,
+        num_samples: int = 1,
+        seed: int = 0,
+    ) -> ViewResult:
+        """The view from ``camera`` (a w2c (4, 4) in the observed frame, world units, e.g. ``orbit_camera``,
+        or a PoseEstimate), p(image | observed, camera).
+
+        Target intrinsics: ``K`` in pixels of a ``K_hw`` image (default: the observed image's size); a
+        PoseEstimate brings its own; default the observed camera's K (``K_obs`` or ``fov_deg``, module
+        docstring). Views come out at the model's ``image_hw``. Shapes: -> images (S, 3, h_px, w_px).
+        """
+        if isinstance(camera, PoseEstimate):
+            K, K_hw, camera = camera.K_tgt, camera.image_hw, camera.w2c
+        obs = self.prepare(observed, K_obs, fov_deg)
+        w2c = as_rigid(camera, "camera w2c")
+        K_model = (
+            obs.K_model
+            if K is None
+            else crop_resize_intrinsics(
+                as_matrix(K, (3, 3), "K"), tuple(K_hw or obs.input_hw), self.image_hw, self.crop
+            )
+        )
+        cam_ids = self.encode_camera(w2c, K_model)
+        out = generate_image_given_camera(
+            self.model,
+            obs.ids,
+            cam_ids,
+            seq_cfg=self.sequence,
+            config=sampling or DEFAULT_VIEW_SAMPLING,
+            num_samples=num_samples,
+            generator=self.generator(seed),
+        )
+        ids = out.image_ids[0]  # (S, h*w)
+        codes = (ids - self.layout.image_offset).reshape(-1, *self.sequence.image_grid).cpu()
+        return ViewResult(self.decode_images(ids), codes, self.decode_cameras(cam_ids)[0])
+
+    def sample(
+        self,
+        observed: ImageInput,
+        num_samples: int = 8,
+        *,
+        camera_sampling: SamplingConfig | None = None,
+        image_sampling: SamplingConfig | None = None,
+        K_obs: Any = None,
+        fov_deg: float | None = None,
+        seed: int = 0,
+    ) -> SampleResult:
+        """Cameras and the views they see, drawn jointly: p(camera, image | observed) (gen layout).
+        Cameras' K are in model pixels (``K_obs`` / ``fov_deg`` only set the returned observed K, for
+        plots). Shapes: -> images (S, 3, h_px, w_px)."""
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        obs = self.prepare(observed, K_obs, fov_deg)
+        out = generate_camera_and_image(
+            self.model,
+            obs.ids,
+            seq_cfg=self.sequence,
+            config=camera_sampling or DEFAULT_CAMERA_SAMPLING,
+            image_config=image_sampling or DEFAULT_VIEW_SAMPLING,
+            num_samples=num_samples,
+            generator=self.generator(seed),
+        )
+        cameras, images = self.decode_cameras(out.camera_ids[0]), self.decode_images(out.image_ids[0])
+        return SampleResult(cameras, images, obs.image, obs.K_model)
+
+    def start_chat(
+        self,
+        *,
+        system: str | None = None,
+        max_new_tokens: int = 128,
+        sampling: SamplingConfig | None = None,
+        seed: int = 0,
+        allow_segments: bool = True,
+    ) -> ChatSession:
+        """A multi-turn conversation (``ChatSession.ask``)."""
+        return ChatSession(
+            self,
+            system=system,
+            max_new_tokens=max_new_tokens,
+            sampling=sampling or GREEDY,
+            seed=seed,
+            allow_segments=allow_segments,
+        )
+
+    def chat(self, question: str, images: Sequence[ImageInput] = (), **kwargs: Any) -> ChatReply:
+        """One question about some images, in a fresh conversation (keywords as ``start_chat``)."""
+        return self.start_chat(**kwargs).ask(question, images)
+
+    def chat_fn(self, max_new_tokens: int = 64) -> Callable[[str, Sequence[Path]], str]:
+        """``gst.eval.qa_baselines.ChatFn``: (question, image paths) -> answer text (greedy)."""
+        return lambda question, paths: self.chat(
+            question, list(paths), max_new_tokens=max_new_tokens, allow_segments=False
+        ).text.strip()
+
+
+# ---- gst.eval predictors ----
+
+
+class GSTPosePredictor:
+    """``gst.eval.predictors.PosePredictor`` on a GST model: greedy est decoding, metric translation."""
+
+    scale_known = True
+    uses_target_intrinsics = False
+
+    def __init__(
+        self,
+        gst: GST,
+        *,
+        sampling: SamplingConfig | None = None,
+        seed: int = 0,
+        name: str = "gst",
+        progress: Any = None,
+    ) -> None:
+        self.gst, self.sampling, self.seed, self.name, self.progress = gst, sampling, seed, name, progress
+
+    def predict_pose(self, observed, target, K_obs, *, K_tgt=None, pair=None):
+        from gst.eval.baselines import pair_seed
+        from gst.eval.predictors import PosePrediction
+
+        est = self.gst.estimate_pose(
+            observed, target, sampling=self.sampling, seed=pair_seed(self.seed, pair)
+        )
+        if self.progress is not None:
+            self.progress.update(1)
+        return PosePrediction(w2c_rel=est.w2c, K_tgt=est.K_tgt, info={"summary": est.summary})
+
+
+class GSTViewPredictor:
+    """``gst.eval.predictors.ViewPredictor`` on a GST model: the view from the true target camera (the
+    target's K at its resolution), resized to ``target_hw``. Targets whose aspect ratio differs from the
+    model's go through "stretch" so that the resized view still matches K exactly."""
+
+    uses_target_image = False
+
+    def __init__(
+        self,
+        gst: GST,
+        *,
+        sampling: SamplingConfig | None = None,
+        seed: int = 0,
+        name: str = "gst",
+        progress: Any = None,
+    ) -> None:
+        self.gst, self.sampling, self.seed, self.name, self.progress = gst, sampling, seed, name, progress
+
+    def predict_view(self, observed, K_obs, K_tgt, w2c_rel, *, target_hw, target=None, pair=None):
+        from gst.eval.baselines import pair_seed, resize_image
+
+        gst = self.gst
+        h, w = self.gst.image_hw
+        if target_hw[0] * w != target_hw[1] * h:
+            gst = copy.copy(self.gst)
+            gst.crop = "stretch"
+        view = gst.synthesize_view(
+            observed,
+            w2c_rel,
+            K=K_tgt,
+            K_hw=tuple(target_hw),
+            K_obs=K_obs,
+            sampling=self.sampling,
+            seed=pair_seed(self.seed, pair),
+        )
+        if self.progress is not None:
+            self.progress.update(1)
+        return resize_image(view.image, tuple(target_hw))
+
+
+__all__ = [
+    "CAMERA_FORMAT",
+    "DEFAULT_CHECKPOINT",
+    "DEFAULT_FOV_DEG",
+    "GST",
+    "ChatReply",
+    "ChatSession",
+    "GSTPosePredictor",
+    "GSTViewPredictor",
+    "ImageInput",
+    "PoseEstimate",
+    "SampleResult",
+    "ViewResult",
+    "default_intrinsics",
+    "describe_camera",
+    "export_checkpoint",
+    "load_image",
+    "look_at",
+    "orbit_camera",
+    "read_camera_json",
+    "resolve_checkpoint",
+    "uncrop_intrinsics",
+]

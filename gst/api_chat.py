@@ -1,0 +1,209 @@
+"""Chat with a GST model: multi-turn history, and replies that may contain camera or image segments.
+
+Format (``gst.model.sequences.build_chat_example``, the one the chat layout trains on): each message is
+``[role] content [end]``; a user turn's content is its images (image segments, in order) followed by its
+text; ``[assistant]`` then prompts the reply. History is kept as the exact ids the model read or wrote.
+
+Decoding (``decode_reply``): text tokens and ``<|end|>`` may be sampled, and, with segments allowed,
+``<|img_start|>`` / ``<|cam_start|>``. A started segment is completed with codes of its kind only (known
+length, grid positions as in training, heads restricted to that kind) and closed by its end token; the
+reply then holds the segment decoded: an image (3, h_px, w_px), or a camera as a ``PoseEstimate``
+relative to the observed image ("turned 35 degrees left, moved 0.8 m forward").
+``gst.model.generate_text`` masks codes out of text decoding, so it cannot write segments; text steps
+here sample exactly as it does.
+
+Glossary: T tokens, N new tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from gst.api_types import ChatReply, ImageInput
+from gst.model import GSTModel, HeadKind, SamplingConfig, SequenceConfig
+from gst.model.sampling import sample_logits
+from gst.model.sequences import NO_GRID, ImageSegment, build_chat_example, grid_coords
+
+if TYPE_CHECKING:
+    from gst.api import GST
+
+
+class ChatSession:
+    """A multi-turn chat (format and decoding in the module docstring); ``GST.start_chat`` makes one."""
+
+    def __init__(
+        self,
+        gst: GST,
+        *,
+        system: str | None,
+        max_new_tokens: int,
+        sampling: SamplingConfig,
+        seed: int,
+        allow_segments: bool,
+    ) -> None:
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        self.gst, self.max_new_tokens, self.sampling = gst, max_new_tokens, sampling
+        self.allow_segments = allow_segments
+        self._generator = gst.generator(seed)
+        self._system = [] if system is None else [self._message("system", [system])]
+        self._turns: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def _message(self, role: str, parts: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One message's (ids (T,), grid (T, 2)); parts are strings or prepared image id rows."""
+        converted = [
+            self.gst.text_tokenizer.encode(p)
+            if isinstance(p, str)
+            else ImageSegment((p - self.gst.layout.image_offset).reshape(-1).cpu())
+            for p in parts
+        ]
+        ids, _, grid = build_chat_example(self.gst.layout, self.gst.sequence, [(role, converted)])
+        return ids, grid
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(int(ids.shape[0]) for ids, _ in self._system + self._turns)
+
+    def reset(self) -> None:
+        """Forget every turn (the system message stays)."""
+        self._turns = []
+
+    def ask(self, text: str, images: Sequence[ImageInput] = ()) -> ChatReply:
+        """Add a user turn (images, then text), decode the reply, keep both in the history."""
+        prepared = [self.gst.prepare(img).ids for img in images]  # errors name unreadable files
+        user = self._message("user", [*prepared, text])
+        start = torch.tensor([self.gst.layout.special_id("<|assistant|>")])
+        chunks = self._system + self._turns + [user]
+        prompt = torch.cat([c[0] for c in chunks] + [start])
+        grid = torch.cat([c[1] for c in chunks] + [torch.full((1, 2), NO_GRID)])
+        limit = self._max_positions()
+        if prompt.shape[0] + self.max_new_tokens > limit:
+            raise ValueError(
+                f"the conversation is {prompt.shape[0]} tokens and the reply may take "
+                f"{self.max_new_tokens}; the model reads at most {limit}: start a new chat (/reset)"
+            )
+        new_ids, new_grid = decode_reply(
+            self.gst.model,
+            self.gst.sequence,
+            prompt,
+            grid,
+            self.max_new_tokens,
+            self.sampling,
+            self._generator,
+            self.allow_segments,
+        )
+        end = self.gst.layout.special_id("<|end|>")
+        finished = bool(new_ids.numel()) and int(new_ids[-1]) == end
+        turn_ids, turn_grid = torch.cat([start, new_ids]), torch.cat([grid[-1:], new_grid])
+        if not finished:  # close the turn so the next one starts cleanly
+            turn_ids = torch.cat([turn_ids, torch.tensor([end])])
+            turn_grid = torch.cat([turn_grid, torch.full((1, 2), NO_GRID)])
+        self._turns += [user, (turn_ids, turn_grid)]
+        return ChatReply(self._parts(new_ids), new_ids, finished)
+
+    def _max_positions(self) -> int:
+        return int(getattr(self.gst.model.lm.config, "max_position_embeddings", 1 << 30))
+
+    def _parts(self, ids: torch.Tensor) -> list[Any]:
+        """Split reply ids into text, decoded cameras and images."""
+        layout, seq, gst = self.gst.layout, self.gst.sequence, self.gst
+        sid = layout.special_id
+        parts: list[Any] = []
+        text: list[int] = []
+        i, ids_list = 0, ids.tolist()
+        while i < len(ids_list):
+            t = ids_list[i]
+            if t < layout.num_text:
+                text.append(t)
+                i += 1
+                continue
+            if text:
+                parts.append(gst.text_tokenizer.decode(text))
+                text = []
+            if t == sid("<|img_start|>"):
+                n = seq.num_image_tokens
+                parts.append(gst.decode_images(torch.tensor([ids_list[i + 1 : i + 1 + n]]))[0])
+                i += n + 2
+            elif t == sid("<|cam_start|>"):
+                n = seq.num_camera_tokens
+                parts.append(gst.decode_cameras(torch.tensor([ids_list[i + 1 : i + 1 + n]]))[0])
+                i += n + 2
+            else:  # <|end|>
+                i += 1
+        if text:
+            parts.append(gst.text_tokenizer.decode(text))
+        return parts
+
+
+@torch.no_grad()
+def decode_reply(
+    model: GSTModel,
+    seq: SequenceConfig,
+    prompt: torch.Tensor,
+    grid: torch.Tensor,
+    max_new_tokens: int,
+    sampling: SamplingConfig,
+    generator: torch.Generator,
+    allow_segments: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """KV-cache decoding of one reply (module docstring), stopping after ``<|end|>`` or ``max_new_tokens``
+    (a started segment is finished). Shapes: prompt (T,), grid (T, 2) -> new ids (N,), their grid (N, 2)."""
+    layout, device = model.layout, model.device
+    sid = layout.special_id
+    allowed = torch.zeros(layout.image_offset, dtype=torch.bool, device=device)  # text + special rows
+    allowed[: layout.num_text] = True
+    allowed[sid("<|end|>")] = True
+    segments = {
+        sid("<|img_start|>"): (HeadKind.IMAGE, grid_coords(*seq.image_grid), sid("<|img_end|>")),
+        sid("<|cam_start|>"): (HeadKind.CAMERA, grid_coords(*seq.camera_grid), sid("<|cam_end|>")),
+    }
+    if allow_segments:
+        allowed[list(segments)] = True
+    none = torch.full((1, 2), NO_GRID)
+    out = model(prompt[None].to(device), grid[None].to(device), use_cache=True, head=HeadKind.FULL)
+    pos, new_ids, new_grid = int(prompt.shape[0]), [], []
+
+    def feed(tokens: list[int], cells: torch.Tensor, head: HeadKind) -> None:
+        nonlocal out, pos
+        out = model(
+            torch.tensor([tokens], device=device),
+            cells[None].to(device),
+            position_ids=torch.arange(pos, pos + len(tokens), device=device)[None],
+            past_key_values=out.past_key_values,
+            use_cache=True,
+            head=head,
+        )
+        pos += len(tokens)
+        new_ids.extend(tokens)
+        new_grid.append(cells)
+
+    while len(new_ids) < max_new_tokens:
+        logits = out.logits[:, : layout.image_offset].masked_fill(
+            ~allowed, float("-inf")
+        )  # (1, text+special)
+        token = int(sample_logits(logits, sampling, generator)[0])
+        if token == sid("<|end|>"):
+            new_ids.append(token)
+            new_grid.append(none)
+            break
+        if token not in segments:
+            feed([token], none, HeadKind.FULL)
+            continue
+        kind, cells, close = segments[token]  # a started segment is always completed
+        feed([token], none, kind)
+        offset = layout.kind_rows(kind)[0]
+        for i in range(cells.shape[0]):
+            code = int(sample_logits(out.logits, sampling, generator)[0]) + offset
+            last = i + 1 == cells.shape[0]
+            feed(
+                [code, close] if last else [code],
+                torch.cat([cells[i : i + 1], none]) if last else cells[i : i + 1],
+                HeadKind.FULL if last else kind,
+            )
+    return torch.tensor(new_ids, dtype=torch.long), torch.cat(new_grid) if new_grid else torch.zeros(0, 2)
+
+
+__all__ = ["ChatSession", "decode_reply"]

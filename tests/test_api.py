@@ -1,0 +1,437 @@
+"""gst.api on a tiny UNTRAINED checkpoint: loading and its checks, poses, views, samples, chat, inputs.
+
+The checkpoint is built here: a micro backbone (gst.model presets) and small random tokenizers written
+through their own save functions, exported as `gst train gst` exports and assembled by
+``export_checkpoint``. Untrained, the model's outputs are arbitrary; the tests check shapes, ranges,
+geometry (rigid cameras, positive focal lengths, intrinsics through resizing), determinism and errors.
+``make_checkpoint`` is shared with tests/test_api_cli.py and tests/test_demo.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gst.api import (
+    GST,
+    GSTPosePredictor,
+    GSTViewPredictor,
+    PoseEstimate,
+    default_intrinsics,
+    export_checkpoint,
+    load_image,
+    orbit_camera,
+    read_camera_json,
+    uncrop_intrinsics,
+)
+from gst.api_chat import decode_reply
+from gst.data.views import crop_resize_intrinsics
+from gst.model import (
+    GSTModelConfig,
+    HeadKind,
+    SamplingConfig,
+    SequenceConfig,
+    build_gst_model,
+    get_preset,
+    save_gst_model,
+)
+from gst.model.sampling import GREEDY
+from gst.model.sequences import NO_GRID
+from gst.tokenizers.camera import CameraTokenizer
+from gst.tokenizers.config import CameraTokenizerConfig, ImageTokenizerConfig, QuantizerConfig
+from gst.tokenizers.image import ImageTokenizer
+from gst.tokenizers.io import save_tokenizer
+from gst.tokenizers.vocab import Vocabulary
+
+torch.set_num_threads(1)
+
+MODEL_HW = (16, 16)  # the tokenizers' resolution; 4x4 token grids
+
+
+def make_tokenizers(root: Path, seed: int = 0) -> Path:
+    """Random image (VQ, 32 codes) and camera (FSQ 27 codes) tokenizers in root/image and root/camera."""
+    torch.manual_seed(seed)
+    image = ImageTokenizer(
+        ImageTokenizerConfig(
+            image_hw=MODEL_HW,
+            channels=8,
+            channel_mult=(1, 1, 1),
+            z_channels=8,
+            quantizer=QuantizerConfig(kind="vq", codebook_size=32, code_dim=4, kmeans_init=False),
+        )
+    )
+    camera = CameraTokenizer(
+        CameraTokenizerConfig(
+            image_hw=MODEL_HW,
+            grid_hw=(4, 4),
+            ray_hw=(4, 4),
+            hidden=16,
+            depth=1,
+            quantizer=QuantizerConfig(kind="fsq", levels=(3, 3, 3)),
+        )
+    )
+    save_tokenizer(image.eval(), root / "image")
+    save_tokenizer(camera.eval(), root / "camera")
+    return root
+
+
+def make_training_export(root: Path) -> Path:
+    """root/tok (tokenizers) and root/export: a micro backbone saved as `gst train gst` exports it."""
+    from gst.data.token_cache import tokenizer_sha256
+
+    tok = make_tokenizers(root / "tok")
+    vocab = Vocabulary(num_text=384, num_image_codes=32, num_camera_codes=27)  # 384: ByT5's ids
+    seq = SequenceConfig(image_grid=(4, 4), camera_grid=(4, 4))
+    torch.manual_seed(0)
+    model = build_gst_model(GSTModelConfig(backbone=get_preset("micro")), vocab)
+    extra = {
+        "sequence": seq.to_dict(),
+        "vocabulary": vocab.to_dict(),
+        "text_tokenizer": "byt5",
+        "tokenizers": {
+            k: {"path": str((tok / k).resolve()), "sha256": tokenizer_sha256(tok / k)}
+            for k in ("image", "camera")
+        },
+        "pose_scale": 1.0,
+        "image_hw": list(MODEL_HW),
+    }
+    return save_gst_model(model, root / "export", extra=extra)
+
+
+def make_checkpoint(root: Path) -> Path:
+    """An assembled checkpoint folder root/gst (gst_checkpoint.json, model/, tokenizers/)."""
+    return export_checkpoint(make_training_export(root), root / "gst")
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("api"))
+
+
+@pytest.fixture(scope="module")
+def gst(ckpt: Path) -> GST:
+    return GST.from_pretrained(ckpt)
+
+
+def _image(h: int, w: int, seed: int = 0) -> torch.Tensor:
+    return torch.rand(3, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def _assert_rigid(w2c: torch.Tensor) -> None:
+    R = w2c[:3, :3]
+    assert w2c.shape == (4, 4) and w2c.dtype == torch.float64
+    assert torch.allclose(R @ R.T, torch.eye(3, dtype=torch.float64), atol=1e-6)
+    assert abs(float(torch.det(R)) - 1.0) < 1e-6
+    assert w2c[3].tolist() == [0.0, 0.0, 0.0, 1.0]
+
+
+# ---- loading ----
+
+
+def test_from_pretrained_reads_every_part(ckpt: Path, gst: GST) -> None:
+    manifest = json.loads((ckpt / "gst_checkpoint.json").read_text())
+    assert manifest["format"] == "gst-checkpoint" and manifest["version"] == 1
+    assert set(manifest["files"]) == {
+        "model/gst_model.json",
+        "model/model.safetensors",
+        "tokenizers/image/config.json",
+        "tokenizers/image/model.safetensors",
+        "tokenizers/camera/config.json",
+        "tokenizers/camera/model.safetensors",
+    }
+    assert gst.image_hw == MODEL_HW
+    assert (gst.layout.image_offset, gst.layout.camera_offset) == (384 + 11, 384 + 11 + 32)
+    assert gst.sequence.image_grid == (4, 4) and gst.text_tokenizer.vocab_size == 384
+    assert not gst.model.training
+
+
+def test_training_export_and_run_folder_load(ckpt: Path, tmp_path: Path) -> None:
+    export = ckpt.parent / "export"
+    assert GST.from_pretrained(export).layout == GST.from_pretrained(ckpt).layout
+    run = tmp_path / "run"
+    shutil.copytree(export, run / "checkpoints" / "step_00000005" / "export")
+    (run / "checkpoints" / "latest").write_text(json.dumps({"dir": "step_00000005"}))
+    assert GST.from_pretrained(run).checkpoint == run
+
+
+def test_missing_checkpoint_parts_are_named(ckpt: Path, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        GST.from_pretrained(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="not a GST checkpoint"):
+        GST.from_pretrained(tmp_path)
+    broken = tmp_path / "broken"
+    shutil.copytree(ckpt, broken)
+    (broken / "tokenizers" / "camera" / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"tokenizers/camera/config\.json"):
+        GST.from_pretrained(broken)
+
+
+def test_corrupt_checkpoint_files_are_named(ckpt: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(ckpt, broken)
+    weights = broken / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated
+    with pytest.raises(ValueError, match=r"model/model\.safetensors: its sha256 differs"):
+        GST.from_pretrained(broken)
+    (broken / "gst_checkpoint.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"gst_checkpoint\.json: not valid JSON"):
+        GST.from_pretrained(broken)
+    # Without a manifest (a training export), a damaged file is reported by the loader that reads it.
+    export = tmp_path / "export"
+    shutil.copytree(ckpt.parent / "export", export)
+    (export / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=r"export: cannot load the backbone"):
+        GST.from_pretrained(export)
+
+
+def test_wrong_tokenizers_and_versions_are_refused(ckpt: Path, tmp_path: Path) -> None:
+    other = make_tokenizers(tmp_path / "other", seed=1)
+    with pytest.raises(ValueError, match="not the one the backbone was trained with"):
+        export_checkpoint(ckpt.parent / "export", tmp_path / "out", tokenizers=other)
+    assert not (tmp_path / "out").exists()  # nothing written
+    moved = tmp_path / "v2"
+    shutil.copytree(ckpt, moved)
+    manifest = json.loads((moved / "gst_checkpoint.json").read_text())
+    (moved / "gst_checkpoint.json").write_text(json.dumps({**manifest, "version": 2}))
+    with pytest.raises(ValueError, match="version 2 is not 'gst-checkpoint' version 1"):
+        GST.from_pretrained(moved)
+
+
+def test_export_float16_backbone_loads_back(ckpt: Path, gst: GST, tmp_path: Path) -> None:
+    half = export_checkpoint(ckpt.parent / "export", tmp_path / "half", backbone_dtype="float16")
+    assert (half / "model/model.safetensors").stat().st_size < 0.6 * (
+        ckpt / "model/model.safetensors"
+    ).stat().st_size
+    g16 = GST.from_pretrained(half)
+    ids = torch.arange(gst.layout.image_offset, gst.layout.image_offset + 20)[None]
+    with torch.no_grad():
+        a, b = gst.model(ids).logits, g16.model(ids).logits
+    assert g16.model.dtype == torch.float32 and float((a - b).abs().max()) < 5e-3
+    with pytest.raises(ValueError, match="already holds a checkpoint"):
+        export_checkpoint(ckpt.parent / "export", half)
+
+
+# ---- inputs ----
+
+
+def test_load_image_accepts_paths_pil_arrays_tensors(tmp_path: Path) -> None:
+    rgb = (np.arange(5 * 7 * 3) % 256).astype(np.uint8).reshape(5, 7, 3)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    want = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255
+    for x in (tmp_path / "a.png", str(tmp_path / "a.png"), Image.fromarray(rgb), rgb, want, want[None]):
+        got = load_image(x)
+        assert got.shape == (3, 5, 7) and torch.allclose(got, want, atol=1e-6)
+    rgba = np.concatenate([rgb, np.zeros((5, 7, 1), np.uint8)], -1)  # transparent -> white
+    assert torch.equal(load_image(rgba), torch.ones(3, 5, 7))
+    assert load_image(np.zeros((4, 6), np.uint8)).shape == (3, 4, 6)
+
+
+def test_load_image_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="missing.png: no such image file"):
+        load_image(tmp_path / "missing.png")
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(ValueError, match="notes.png: not a readable image"):
+        load_image(tmp_path / "notes.png")
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+        load_image(torch.full((3, 4, 4), 2.0))
+    with pytest.raises(ValueError, match=r"\(3, H, W\)"):
+        load_image(torch.zeros(2, 4, 4))
+
+
+def test_resizing_a_non_square_input_adjusts_K(gst: GST) -> None:
+    hw = (30, 48)  # centre crop keeps the middle 30x30, then 16/30 scaling
+    K = torch.tensor([[40.0, 0, 23.5], [0, 42.0, 14.5], [0, 0, 1]], dtype=torch.float64)
+    prep = gst.prepare(_image(*hw), K)
+    s = 16 / 30
+    want = torch.tensor(
+        [[40 * s, 0, (23.5 - 9 + 0.5) * s - 0.5], [0, 42 * s, (14.5 + 0.5) * s - 0.5], [0, 0, 1]]
+    )
+    assert prep.image.shape == (3, 16, 16) and torch.allclose(prep.K_model, want.double(), atol=1e-12)
+    assert torch.allclose(uncrop_intrinsics(prep.K_model, hw, MODEL_HW), K, atol=1e-12)  # exact inverse
+    default = gst.prepare(_image(*hw)).K_input  # assumed: 52.5 degree horizontal field of view
+    assert math.isclose(math.degrees(2 * math.atan(24 / float(default[0, 0]))), 52.5)
+    assert default[0, 2] == 23.5 and default[1, 2] == 14.5
+
+
+# ---- tasks ----
+
+
+def test_estimate_pose_returns_a_rigid_camera(gst: GST) -> None:
+    target = _image(30, 48, seed=1)
+    pose = gst.estimate_pose(_image(20, 20), target)
+    _assert_rigid(pose.w2c)
+    assert pose.image_hw == (30, 48) and float(pose.K_tgt[0, 0]) > 0 and float(pose.K_tgt[1, 1]) > 0
+    # K_tgt is in the target's pixels: mapped back to model pixels it is the decoded camera's K.
+    decoded = gst.decode_cameras(pose.camera_codes.reshape(1, -1) + gst.layout.camera_offset)[0]
+    assert torch.allclose(crop_resize_intrinsics(pose.K_tgt, (30, 48), MODEL_HW), decoded.K_tgt, atol=1e-9)
+    assert torch.equal(decoded.w2c, pose.w2c)
+    assert "degrees" in pose.summary or "did not move" in pose.summary
+    assert "field of view" in pose.summary
+    again = gst.estimate_pose(_image(20, 20), target)
+    assert torch.equal(again.w2c, pose.w2c)  # greedy: deterministic
+    assert pose.to_dict()["format"] == "gst.camera.v1"
+
+
+def test_synthesize_view_shape_range_and_seed(gst: GST) -> None:
+    obs = _image(24, 40)
+    view = gst.synthesize_view(obs, orbit_camera(30, 10), num_samples=2, seed=3)
+    assert view.images.shape == (2, 3, *MODEL_HW) and view.image_codes.shape == (2, 4, 4)
+    assert float(view.images.min()) >= 0.0 and float(view.images.max()) <= 1.0
+    _assert_rigid(view.camera.w2c)
+    same = gst.synthesize_view(obs, orbit_camera(30, 10), num_samples=2, seed=3)
+    other = gst.synthesize_view(obs, orbit_camera(30, 10), num_samples=2, seed=4)
+    assert torch.equal(same.image_codes, view.image_codes)
+    assert not torch.equal(other.image_codes, view.image_codes)
+
+
+def test_camera_json_round_trip_and_pose_as_camera(gst: GST, tmp_path: Path) -> None:
+    pose = gst.estimate_pose(_image(20, 20), _image(20, 20, seed=2))
+    (tmp_path / "cam.json").write_text(json.dumps(pose.to_dict()))
+    cam = read_camera_json(tmp_path / "cam.json")
+    assert torch.allclose(cam["w2c"], pose.w2c) and torch.allclose(cam["K"], pose.K_tgt)
+    assert cam["K_hw"] == (20, 20)
+    a = gst.synthesize_view(_image(20, 20), pose, seed=0)
+    b = gst.synthesize_view(_image(20, 20), cam["w2c"], K=cam["K"], K_hw=cam["K_hw"], seed=0)
+    assert torch.equal(a.image_codes, b.image_codes)
+    (tmp_path / "bad.json").write_text(json.dumps({"w2c": (2 * torch.eye(4)).tolist()}))
+    with pytest.raises(ValueError, match="rigid transform"):
+        read_camera_json(tmp_path / "bad.json")
+
+
+def test_sample_draws_cameras_and_views_jointly(gst: GST) -> None:
+    result = gst.sample(_image(20, 28), num_samples=3, seed=0)
+    assert len(result.cameras) == 3 and result.images.shape == (3, 3, *MODEL_HW)
+    assert result.observed.shape == (3, *MODEL_HW) and result.K_obs.shape == (3, 3)
+    for cam in result.cameras:
+        _assert_rigid(cam.w2c)
+        assert cam.image_hw == MODEL_HW and float(cam.K_tgt[0, 0]) > 0
+    assert len({tuple(c.camera_codes.flatten().tolist()) for c in result.cameras}) > 1  # temperature 1
+    with pytest.raises(ValueError, match="num_samples"):
+        gst.sample(_image(8, 8), num_samples=0)
+
+
+def test_orbit_camera_geometry() -> None:
+    assert torch.allclose(orbit_camera(0.0, 0.0), torch.eye(4, dtype=torch.float64), atol=1e-12)
+    w2c = orbit_camera(30.0, 10.0, radius_m=2.0)
+    _assert_rigid(w2c)
+    pivot = torch.tensor([0.0, 0.0, 2.0], dtype=torch.float64)
+    centre = -w2c[:3, :3].T @ w2c[:3, 3]
+    assert math.isclose(float((centre - pivot).norm()), 2.0)
+    assert float(centre[0]) > 0 and float(centre[1]) < 0  # moved right and up (OpenCV: -y is up)
+    p = w2c[:3, :3] @ pivot + w2c[:3, 3]
+    assert torch.allclose(p[:2], torch.zeros(2, dtype=torch.float64), atol=1e-12)  # looks at the pivot
+    from gst.api import describe_camera
+
+    words = describe_camera(w2c, default_intrinsics((16, 16)), (16, 16))[1]
+    assert words.startswith("turned 30 degrees left, tilted 10 degrees down")
+
+
+# ---- chat ----
+
+
+class _Steer(torch.nn.Module):
+    """Wraps a GSTModel and makes ``token`` the likeliest at the first text step of a reply."""
+
+    def __init__(self, model, token: int) -> None:
+        super().__init__()
+        self.inner, self.token, self.calls = model, token, 0
+        self.layout = model.layout
+
+    @property
+    def device(self):
+        return self.inner.device
+
+    @property
+    def lm(self):
+        return self.inner.lm
+
+    def forward(self, *args, head=None, **kwargs):
+        out = self.inner(*args, head=head, **kwargs)
+        if head == HeadKind.FULL and self.calls == 0:
+            out.logits[:, self.token] += 1e4
+        self.calls += 1
+        return out
+
+
+def test_chat_multi_turn_history(gst: GST) -> None:
+    session = gst.start_chat(max_new_tokens=12)
+    first = session.ask("How many objects?", [_image(20, 20)])
+    assert isinstance(first.text, str) and len(first.ids) <= 12 and first.ids.dtype == torch.long
+    n1 = session.num_tokens
+    assert n1 > 16 + len("How many objects?")  # the image segment and the question are in the history
+    session.ask("And now?")
+    assert session.num_tokens > n1
+    session.reset()
+    assert session.num_tokens == 0
+    with pytest.raises(ValueError, match="reads at most 1024"):
+        gst.start_chat(max_new_tokens=1020).ask("x" * 10)
+    assert (
+        gst.chat_fn(8)("Which colour?", [])
+        == gst.chat("Which colour?", max_new_tokens=8, allow_segments=False).text.strip()
+    )
+
+
+@pytest.mark.parametrize("segment", ["<|cam_start|>", "<|img_start|>"])
+def test_chat_reply_segments_are_decoded(gst: GST, segment: str) -> None:
+    token = gst.layout.special_id(segment)
+    steered = copy.copy(gst)
+    steered.model = _Steer(gst.model, token)
+    reply = steered.start_chat(max_new_tokens=24).ask("Where is the camera?", [_image(16, 16)])
+    ids = reply.ids.tolist()
+    assert ids[0] == token
+    if segment == "<|cam_start|>":
+        codes = ids[1:17]
+        assert all(gst.layout.camera_offset <= i < gst.layout.num_used for i in codes)
+        assert ids[17] == gst.layout.special_id("<|cam_end|>")
+        assert len(reply.cameras) == 1 and isinstance(reply.cameras[0], PoseEstimate)
+        _assert_rigid(reply.cameras[0].w2c)
+        assert reply.render().startswith("[camera: ")
+    else:
+        codes = ids[1:17]
+        assert all(gst.layout.image_offset <= i < gst.layout.camera_offset for i in codes)
+        assert ids[17] == gst.layout.special_id("<|img_end|>")
+        assert len(reply.images) == 1 and reply.images[0].shape == (3, *MODEL_HW)
+        assert reply.render(lambda img: "saved.png").startswith("[image: saved.png]")
+    # Segments switched off: the steered token is masked out and never starts a reply.
+    steered.model = _Steer(gst.model, token)
+    plain = steered.start_chat(max_new_tokens=4, allow_segments=False).ask("Where?")
+    assert token not in plain.ids.tolist() and not plain.cameras and not plain.images
+
+
+def test_decode_reply_grid_positions(gst: GST) -> None:
+    token = gst.layout.special_id("<|cam_start|>")
+    prompt = torch.tensor([gst.layout.special_id("<|assistant|>")])
+    grid = torch.full((1, 2), NO_GRID)
+    ids, cells = decode_reply(
+        _Steer(gst.model, token), gst.sequence, prompt, grid, 30, GREEDY, gst.generator(0), True
+    )
+    assert cells.shape == (len(ids), 2)
+    assert (cells[0] == NO_GRID).all() and (cells[17] == NO_GRID).all()  # structure tokens
+    assert torch.allclose(cells[1], torch.tensor([0.125, 0.125]))  # first camera cell of the 4x4 grid
+
+
+# ---- gst.eval predictors ----
+
+
+def test_eval_predictors(gst: GST) -> None:
+    from gst.data.pairs import Pair
+
+    pair = Pair(
+        scene="s", scene_index=0, obs=0, tgt=1, baseline_angle_deg=30.0, angle_source="", num_covisible=None
+    )
+    K = default_intrinsics((20, 30))
+    pred = GSTPosePredictor(gst).predict_pose(_image(20, 30), _image(20, 30, 1), K, pair=pair)
+    _assert_rigid(pred.w2c_rel)
+    assert pred.K_tgt.shape == (3, 3) and not pred.failed
+    view = GSTViewPredictor(gst, sampling=SamplingConfig(temperature=0.0)).predict_view(
+        _image(20, 30), K, K, orbit_camera(20, 0), target_hw=(20, 30), pair=pair
+    )
+    assert view.shape == (3, 20, 30) and float(view.min()) >= 0 and float(view.max()) <= 1
