@@ -347,6 +347,14 @@ class GST:
 # ---- gst.eval predictors ----
 
 
+def _tick(progress: Any) -> None:
+    """Advance an optional tqdm bar; close it at its total (the evaluator never tells us it is done)."""
+    if progress is not None:
+        progress.update(1)
+        if progress.total is not None and progress.n >= progress.total:
+            progress.close()
+
+
 class GSTPosePredictor:
     """``gst.eval.predictors.PosePredictor`` on a GST model: greedy est decoding, metric translation."""
 
@@ -371,8 +379,7 @@ class GSTPosePredictor:
         est = self.gst.estimate_pose(
             observed, target, sampling=self.sampling, seed=pair_seed(self.seed, pair)
         )
-        if self.progress is not None:
-            self.progress.update(1)
+        _tick(self.progress)
         return PosePrediction(w2c_rel=est.w2c, K_tgt=est.K_tgt, info={"summary": est.summary})
 
 
@@ -411,8 +418,7 @@ class GSTViewPredictor:
             sampling=self.sampling,
             seed=pair_seed(self.seed, pair),
         )
-        if self.progress is not None:
-            self.progress.update(1)
+        _tick(self.progress)
         return resize_image(view.image, tuple(target_hw))
 
 

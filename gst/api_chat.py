@@ -80,7 +80,10 @@ class ChatSession:
         prompt = torch.cat([c[0] for c in chunks] + [start])
         grid = torch.cat([c[1] for c in chunks] + [torch.full((1, 2), NO_GRID)])
         limit = self._max_positions()
-        if prompt.shape[0] + self.max_new_tokens > limit:
+        seq = self.gst.sequence
+        # A segment started on the last allowed step is still completed (its codes and end token).
+        overshoot = max(seq.num_image_tokens, seq.num_camera_tokens) + 1 if self.allow_segments else 0
+        if prompt.shape[0] + self.max_new_tokens + overshoot > limit:
             raise ValueError(
                 f"the conversation is {prompt.shape[0]} tokens and the reply may take "
                 f"{self.max_new_tokens}; the model reads at most {limit}: start a new chat (/reset)"

@@ -197,12 +197,20 @@ def chat_repl(session, images: list[str], *, stdin: TextIO, stdout: TextIO, save
         saved[0] += 1
         return str(save_png(image, save_dir / f"reply_image_{saved[0]:03d}.png"))
 
+    if interactive:
+        try:
+            import readline  # noqa: F401  (line editing and history for input())
+        except ImportError:
+            pass
     print(_CHAT_HELP, file=stdout)
     while True:
         if interactive:
-            stdout.write("you> ")
-            stdout.flush()
-        line = stdin.readline()
+            try:
+                line = input("you> ") + "\n"
+            except EOFError:
+                line = ""
+        else:
+            line = stdin.readline()
         if not line:  # EOF (Ctrl-D)
             print("", file=stdout)
             return 0

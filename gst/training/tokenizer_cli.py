@@ -44,7 +44,7 @@ def train_tokenizer(args: argparse.Namespace) -> int:
     result = train(task, run.train, args.out, resume=args.resume)
     summary = {"step": result.step, "checkpoint": str(result.checkpoint),
                "tokenizer": str(Path(result.checkpoint) / "export") if result.checkpoint else None,
-               "eval": result.eval_metrics}
+               "last_train_metrics": result.last_metrics, "eval": result.eval_metrics}
     print(json.dumps(summary, indent=2))
     return 0
 
