@@ -167,6 +167,15 @@ class GST:
     def device(self) -> torch.device:
         return self.model.device
 
+    def __repr__(self) -> str:
+        params = sum(p.numel() for p in self.model.parameters())
+        return (
+            f"GST(checkpoint={str(self.checkpoint)!r}, backbone={self.model.lm.config.model_type} "
+            f"{params / 1e6:.1f}M parameters, images {self.image_hw[0]}x{self.image_hw[1]} -> "
+            f"{self.sequence.image_grid[0]}x{self.sequence.image_grid[1]} tokens, camera "
+            f"{self.sequence.camera_grid[0]}x{self.sequence.camera_grid[1]} tokens, device={self.device})"
+        )
+
     def generator(self, seed: int) -> torch.Generator:
         return torch.Generator(device=self.device).manual_seed(int(seed))
 

@@ -45,7 +45,10 @@ def train_tokenizer(args: argparse.Namespace) -> int:
     summary = {"step": result.step, "checkpoint": str(result.checkpoint),
                "tokenizer": str(Path(result.checkpoint) / "export") if result.checkpoint else None,
                "last_train_metrics": result.last_metrics, "eval": result.eval_metrics}
-    print(json.dumps(summary, indent=2))
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:  # one summary, also under torchrun / accelerate launch
+        print(json.dumps(summary, indent=2))
     return 0
 
 
