@@ -159,12 +159,13 @@ def test_nvs_cli_reports_lpips_unavailable(world, tmp_path, capsys, no_lpips_wei
     assert (tmp_path / "nvs" / "views_grid.png").is_file()
 
 
-def test_checkpoint_is_a_clear_error_until_the_model_lands(world, capsys):
+def test_a_folder_that_is_not_a_checkpoint_is_a_clear_error(world, capsys):
     code = main(
         ["eval", "pose", "--data", str(world / "val"), "--checkpoint", str(world), "--num-pairs", "2"]
     )
     assert code == 1
-    assert "issue 4" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert str(world) in err and "not a GST checkpoint" in err
 
 
 @pytest.mark.skipif(not LEGO.is_dir(), reason=f"real data not present at {LEGO} (../shared is optional)")

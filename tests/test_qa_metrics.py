@@ -210,9 +210,9 @@ def test_cli_eval_qa(tmp_path, capsys) -> None:
     with pytest.raises(ValueError, match="no answer for 4 of 5 records"):
         PredictionsFile(preds).predict([r for r in RECORDS if r.split == "val"])
     assert gst_main(["eval", "qa", "--data", str(data), "--checkpoint", str(tmp_path)]) == 1
-    assert "lands with issue 4" in capsys.readouterr().err
+    assert "--method model or --method text-only" in capsys.readouterr().err
     assert gst_main(["eval", "qa", "--data", str(data), "--method", "text-only"]) == 1
-    assert "lands with issue 4" in capsys.readouterr().err
+    assert "--checkpoint" in capsys.readouterr().err
     write_jsonl([r for r in RECORDS if r.split == "val"], data)
     assert gst_main(["eval", "qa", "--data", str(data)]) == 1
     assert "needs training-split records" in capsys.readouterr().err
