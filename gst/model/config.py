@@ -8,8 +8,8 @@ turns them into modules.
 Presets (``get_preset(name)``), sized for where they run:
 
 - ``micro``: tests only (two layers of width 64).
-- ``tiny``: trains end to end on 2 CPU cores in under two hours (see /work/notes/model.md for the
-  measured step times).
+- ``tiny``: trains end to end on 2 CPU cores in under two hours (measured step times:
+  BENCHMARKS.md).
 - ``small``: a single consumer GPU.
 - ``base``: GST scale (1.23B block parameters), for GPUs.
 """
