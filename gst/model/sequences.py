@@ -52,6 +52,9 @@ class SequenceConfig:
     est_fraction: float = 0.5  # joint: fraction of est rows in each batch (rounded)
     cond_dropout: float = 0.1  # gen rows: probability that the observed image becomes the null segment
     cond_dropout_est: float = 0.0  # est rows: the same (p(camera | target) alone is rarely wanted)
+    # Share of each training batch taken by chat (spatial QA) rows, rounded, at least one row when > 0;
+    # needs a chat cache (`gst train gst --chat DIR`). 0 keeps pose-only training (and old configs).
+    chat_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("image_grid", "camera_grid"):
@@ -62,7 +65,7 @@ class SequenceConfig:
             raise ValueError(
                 f"SequenceConfig.task_mix must be joint/alternate/gen/est, got {self.task_mix!r}"
             )
-        for name in ("est_fraction", "cond_dropout", "cond_dropout_est"):
+        for name in ("est_fraction", "cond_dropout", "cond_dropout_est", "chat_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"SequenceConfig.{name} must lie in [0, 1], got {getattr(self, name)}")
 

