@@ -27,6 +27,7 @@ _MODULES: tuple[str, ...] = (
     "gst.eval.commands",
     "gst.eval.qa_commands",
     "gst.api_commands",
+    "gst.bench",
 )
 
 

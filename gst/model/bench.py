@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 
 import torch
@@ -42,6 +44,19 @@ def bench_layout(
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def time_call(fn: Callable[[], object], device: torch.device, *, repeats: int, warmup: int = 1) -> list:
+    """Wall seconds of ``repeats`` calls of ``fn()`` after ``warmup`` untimed ones (CUDA synchronised)."""
+    times = []
+    for i in range(warmup + repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return times
 
 
 def benchmark_train_step(
@@ -137,13 +152,12 @@ def benchmark_decode(
     g = torch.Generator().manual_seed(seed)
     obs = torch.randint(0, model.layout.num_image_codes, (batch_size, seq_cfg.num_image_tokens), generator=g)
     obs = obs + model.layout.image_offset
-    times = []
-    for _ in range(repeats):
-        _sync(model.device)
-        start = time.perf_counter()
-        generate_camera_and_image(model, obs, seq_cfg=seq_cfg, config=GREEDY, use_cache=use_cache)
-        _sync(model.device)
-        times.append(time.perf_counter() - start)
+    times = time_call(
+        lambda: generate_camera_and_image(model, obs, seq_cfg=seq_cfg, config=GREEDY, use_cache=use_cache),
+        model.device,
+        repeats=repeats,
+        warmup=0,
+    )
     seconds = min(times)
     new_tokens = seq_cfg.num_camera_tokens + seq_cfg.num_image_tokens
     return {
@@ -187,31 +201,45 @@ def benchmark_pose_latency(
     rows = []
     for side in camera_sides:
         seq_cfg = SequenceConfig(image_grid=image_grid, camera_grid=(side, side))
-        times = []
-        for _ in range(repeats + 1):  # the first call warms up
-            _sync(model.device)
-            start = time.perf_counter()
-            estimate_camera_tokens(model, obs, tgt, seq_cfg=seq_cfg, config=GREEDY)
-            _sync(model.device)
-            times.append(time.perf_counter() - start)
+        times = time_call(
+            lambda seq_cfg=seq_cfg: estimate_camera_tokens(model, obs, tgt, seq_cfg=seq_cfg, config=GREEDY),
+            model.device,
+            repeats=repeats,
+        )
         rows.append(
             {
                 "camera_grid": side,
                 "camera_tokens": side * side,
-                "seconds": min(times[1:]),
+                "seconds": min(times),
                 "batch_size": batch_size,
             }
         )
     return rows
 
 
-def _environment() -> dict[str, object]:
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: torch.device | str = "cpu") -> dict[str, object]:
+    """Where a figure was taken: host, CPU model and cores, torch threads, GPU, torch version, UTC date."""
+    device = torch.device(device)
     return {
-        "machine": platform.node(),
-        "processor": platform.processor() or platform.machine(),
+        "host": platform.node(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
 
 
@@ -243,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         "autocast": args.autocast,
         "device": args.device,
         "model": {k: v for k, v in describe(model).items() if k != "backbone"},
-        **_environment(),
+        **environment(args.device),
     }
     if args.what == "train-step":
         peak = measure_matmul_peak(model.device) if model.device.type == "cuda" else None

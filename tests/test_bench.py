@@ -1,0 +1,61 @@
+"""`gst bench --quick` on the micro backbone: the JSON has every row's figure, memory and machine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from test_api import make_checkpoint  # tests/ is on sys.path (pytest rootdir import)
+
+from gst.cli import main
+
+torch.set_num_threads(1)
+
+ROW_KEYS = {"bench", "figure", "value", "unit", "details", "peak_rss_mib", "cpu", "cpu_count"}
+ROW_KEYS |= {"torch_threads", "gpu", "torch", "date", "command"}
+
+
+def _bench(tmp_path: Path, *args: str) -> tuple[int, dict]:
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--quick", "--preset", "micro", "--device", "cpu", "--json", str(out), *args])
+    return code, json.loads(out.read_text())
+
+
+def test_quick_bench_writes_positive_figures(tmp_path: Path, capsys) -> None:
+    ckpt = make_checkpoint(tmp_path / "ckpt")
+    code, result = _bench(
+        tmp_path, "--only", "camera-tokenizer,train", "--only", "sample,api", "--checkpoint", str(ckpt)
+    )
+    assert code == 0
+    rows = result["rows"]
+    assert {r["bench"] for r in rows} == {"camera-tokenizer", "train", "sample", "api"}
+    for row in rows:
+        assert ROW_KEYS <= row.keys(), row
+        assert row["value"] > 0 and row["peak_rss_mib"] > 0, row
+        assert "--preset micro" in row["command"] and row["torch"] == torch.__version__
+    by_figure = {r["figure"]: r for r in rows}
+    assert by_figure["camera encode"]["details"]["weights"].startswith("fresh init")
+    assert by_figure["train micro b4"]["unit"] == "tokens/s"
+    samples = [r for r in rows if r["bench"] == "sample"]
+    assert {(r["details"]["batch_size"], "kv-cache" in r["figure"]) for r in samples} == {
+        (1, True),
+        (1, False),
+        (16, True),
+        (16, False),
+    }
+    assert {r["figure"] for r in rows if r["bench"] == "api"} == {"estimate_pose", "synthesize_view"}
+    table = capsys.readouterr().out
+    assert "estimate_pose" in table and "tokens/s" in table
+
+
+def test_missing_checkpoint_skips_api_rows(tmp_path: Path) -> None:
+    code, result = _bench(tmp_path, "--only", "api", "--checkpoint", str(tmp_path / "nowhere"))
+    assert code == 0
+    assert [r["value"] for r in result["rows"]] == [None, None]
+    assert all("skipped" in r["details"]["note"] for r in result["rows"])
+
+
+def test_unknown_bench_name_is_an_error(capsys) -> None:
+    assert main(["bench", "--only", "nope"]) == 1
+    assert "--only nope: choose from render" in capsys.readouterr().err
