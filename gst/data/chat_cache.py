@@ -46,6 +46,7 @@ from gst.data.token_cache import (
     CacheConfig,
     _encode_views,
     _load,
+    check_tokenizers,
     find_scene_dirs,
     tokenizer_fingerprint,
 )
@@ -189,18 +190,6 @@ def build_chat_cache(
 # ---- reading ----
 
 
-def _check_tokenizers(manifest: dict[str, Any], current: dict[str, dict[str, Any]], where: Path) -> None:
-    """Raise ValueError unless the cache was built with the tokenizers in use (content hashes)."""
-    for kind in ("image", "camera"):
-        built, now = manifest["tokenizers"][kind], current[kind]
-        if built["sha256"] != now["sha256"]:
-            raise ValueError(
-                f"{where}: built with the {kind} tokenizer {built['path']} (sha256 {built['sha256'][:12]}), "
-                f"but the tokenizers in use give {now['path']} (sha256 {now['sha256'][:12]}); rebuild "
-                "the chat cache with `gst data chat-cache --tokenizers ...` using the training tokenizers"
-            )
-
-
 @dataclass
 class ChatSplit:
     """One split: records (dicts as in records.jsonl) and their image codes, memory-mapped read-only."""
@@ -264,7 +253,7 @@ def open_chat_cache(cache_dir: str | Path, *, tokenizers_dir: str | Path | None 
             "`gst data chat-cache`"
         )
     if tokenizers_dir is not None:
-        _check_tokenizers(manifest, tokenizer_fingerprint(tokenizers_dir), path)
+        check_tokenizers(manifest, tokenizer_fingerprint(tokenizers_dir), path, "gst data chat-cache")
     splits = {}
     for name, entry in manifest["splits"].items():
         codes_path = root / name / "image_codes.npy"

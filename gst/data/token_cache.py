@@ -146,15 +146,18 @@ def tokenizer_fingerprint(tokenizers_dir: str | Path) -> dict[str, dict[str, Any
     return out
 
 
-def check_tokenizers(manifest: dict[str, Any], current: dict[str, dict[str, Any]], where: Path) -> None:
-    """Raise ValueError unless the tokenizers a cache was built with are the ones in use (by content)."""
+def check_tokenizers(
+    manifest: dict[str, Any], current: dict[str, dict[str, Any]], where: Path, command: str = "gst data cache"
+) -> None:
+    """Raise ValueError unless the tokenizers a cache was built with are the ones in use (by content);
+    ``command`` names the command that rebuilds the cache."""
     for kind in ("image", "camera"):
         built, now = manifest["tokenizers"][kind], current[kind]
         if built["sha256"] != now["sha256"]:
             raise ValueError(
                 f"{where}: built with the {kind} tokenizer {built['path']} (sha256 {built['sha256'][:12]}), "
                 f"but the tokenizers in use give {now['path']} (sha256 {now['sha256'][:12]}); rebuild "
-                "the cache with `gst data cache --tokenizers ...` or pass the tokenizers it was built with"
+                f"the cache with `{command} --tokenizers ...` or pass the tokenizers it was built with"
             )
 
 
