@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
-# Set up .venv and run the main job on the embedded default (the procedural world).
-# Until the world model is trained this renders a small procedural dataset and prints its summary.
+# Set up .venv and run the main job on the embedded default: `gst demo` with the shipped checkpoint
+# assets/gst-tiny on the example views in assets/examples (about ten seconds on 2 CPU cores).
+# Extra arguments go to `gst demo` (e.g. --out DIR, --json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-out=${1:-out/procedural-demo}
-.venv/bin/gst data synth --out "$out" --num-scenes 8 --views-per-scene 12 --resolution 128 --seed 0
-.venv/bin/gst data summary "$out"
+.venv/bin/gst demo "$@"

@@ -197,6 +197,8 @@ _CURVE_COLUMNS = (
     ("eval/gen/image_acc", "val_gen_img_acc"),
     ("eval/pose/rotation_err_median_deg", "rot_err_med"),
     ("eval/pose/translation_dir_err_median_deg", "tdir_err_med"),
+    ("eval/chat/token_acc", "val_chat_tok_acc"),
+    ("eval/chat/exact", "val_chat_exact"),
 )
 
 
@@ -243,6 +245,7 @@ def plot_curves(tables: dict[str, list[dict[str, Any]]], path: Path) -> None:
         ("val_loss", "val loss"),
         ("val_est_cam_acc", "val est camera-token acc"),
         ("rot_err_med", "val rotation error, median (deg)"),
+        ("val_chat_exact", "val chat answers exact (teacher-forced)"),
     )
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
     for ax, (key, title) in zip(axes, panels, strict=True):
@@ -253,7 +256,7 @@ def plot_curves(tables: dict[str, list[dict[str, Any]]], path: Path) -> None:
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("update")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
