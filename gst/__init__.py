@@ -1,2 +1,3 @@
 """GST: an auto-regressive tokenized spatial world model."""
+
 __version__ = "0.1.0"

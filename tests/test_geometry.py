@@ -144,11 +144,13 @@ def test_plucker_rays_layout_and_moment_orthogonality() -> None:
 
 @pytest.mark.parametrize(
     # Measured maxima: float64 2e-11 deg / 8e-15; float32 2e-6 deg / 5e-8 (the fit runs in float64).
-    "dtype, rot_bound_deg, focal_bound", [(torch.float64, 1e-8, 1e-12), (torch.float32, 1e-4, 1e-6)]
+    "dtype, rot_bound_deg, focal_bound",
+    [(torch.float64, 1e-8, 1e-12), (torch.float32, 1e-4, 1e-6)],
 )
 @pytest.mark.parametrize("image_hw", [(48, 64), (64, 40)])
-def test_exact_rays_inverted(dtype: torch.dtype, rot_bound_deg: float, focal_bound: float,
-                             image_hw: tuple[int, int]) -> None:
+def test_exact_rays_inverted(
+    dtype: torch.dtype, rot_bound_deg: float, focal_bound: float, image_hw: tuple[int, int]
+) -> None:
     gen = torch.Generator().manual_seed(4)
     K, w2c = random_cameras(64, image_hw, gen)
     K_hat, w2c_hat = cameras_from_rays(plucker_rays(K, w2c, image_hw).to(dtype))

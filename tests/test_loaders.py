@@ -110,11 +110,18 @@ def write_transforms(root: Path, w2c: torch.Tensor, K: torch.Tensor, hw=(12, 16)
     frames = []
     for i in range(len(w2c)):
         write_image(root / f"images/{i:04d}.png", hw, seed=i)
-        frames.append({
-            "file_path": f"images/{i:04d}.png", "transform_matrix": c2w[i].tolist(), "w": hw[1], "h": hw[0],
-            "fl_x": K[i, 0, 0].item(), "fl_y": K[i, 1, 1].item(),
-            "cx": K[i, 0, 2].item() + 0.5, "cy": K[i, 1, 2].item() + 0.5,  # pixel-corner convention
-        })
+        frames.append(
+            {
+                "file_path": f"images/{i:04d}.png",
+                "transform_matrix": c2w[i].tolist(),
+                "w": hw[1],
+                "h": hw[0],
+                "fl_x": K[i, 0, 0].item(),
+                "fl_y": K[i, 1, 1].item(),
+                "cx": K[i, 0, 2].item() + 0.5,
+                "cy": K[i, 1, 2].item() + 0.5,  # pixel-corner convention
+            }
+        )
     data = {"camera_model": "OPENCV", "frames": frames, **top}
     (root / "transforms.json").write_text(json.dumps(data, indent=1))
     return data
@@ -160,8 +167,13 @@ def test_global_angles_bare_paths_and_depth_scale(tmp_path):
     for i in range(3):
         write_image(tmp_path / f"train/r_{i}.png", (10, 20), seed=i, mode="RGBA")
         Image.fromarray(np.full((10, 20), 1000, np.uint16)).save(tmp_path / f"train/d_{i}.png")
-        frames.append({"file_path": f"./train/r_{i}", "transform_matrix": c2w[i].tolist(),
-                       "depth_file_path": f"train/d_{i}.png"})
+        frames.append(
+            {
+                "file_path": f"./train/r_{i}",
+                "transform_matrix": c2w[i].tolist(),
+                "depth_file_path": f"train/d_{i}.png",
+            }
+        )
     data = {"camera_angle_x": 0.9, "camera_angle_y": 0.5, "frames": frames, "depth_unit_scale_factor": 2e-4}
     (tmp_path / "transforms_train.json").write_text(json.dumps(data))
     scene = load_scene(tmp_path, split="train", background=(0.0, 1.0, 0.0))
@@ -265,67 +277,124 @@ def _set(path: list, value):
         for key in path[:-1]:
             node = node[key]
         node[path[-1]] = value
+
     return mutate
 
 
 def _files(fn):
     def mutate(data: dict, root: Path) -> None:
         fn(root)
+
     return mutate
 
 
 _BAD_T = [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 4.0], [0.0, 0.0, 0.0, 1.0]]
 _CASES = {
-    "no frames": (lambda d, r: d.pop("frames"), ValueError,
-                  r"transforms\.json: 'frames' must be a non-empty list"),
+    "no frames": (
+        lambda d, r: d.pop("frames"),
+        ValueError,
+        r"transforms\.json: 'frames' must be a non-empty list",
+    ),
     "frames dict": (_set(["frames"], {"a": 1}), ValueError, "'frames' must be a non-empty list"),
     "frame not object": (_set(["frames", 1], [1, 2]), ValueError, r"frames\[1\]: expected an object"),
-    "no matrix": (lambda d, r: d["frames"][1].pop("transform_matrix"), ValueError,
-                  r"transforms\.json: frames\[1\]: missing key 'transform_matrix'"),
+    "no matrix": (
+        lambda d, r: d["frames"][1].pop("transform_matrix"),
+        ValueError,
+        r"transforms\.json: frames\[1\]: missing key 'transform_matrix'",
+    ),
     "no file_path": (lambda d, r: d["frames"][0].pop("file_path"), ValueError, "missing key 'file_path'"),
-    "nan": (_set(["frames", 0, "transform_matrix", 0, 3], float("nan")), ValueError,
-            r"frames\[0\]\.transform_matrix\[0\]\[3\]: expected a finite number, got nan"),
-    "inf": (_set(["frames", 2, "transform_matrix", 1, 1], float("inf")), ValueError,
-            r"frames\[2\]\.transform_matrix\[1\]\[1\]: expected a finite number"),
-    "string entry": (_set(["frames", 0, "transform_matrix", 2, 2], "1"), ValueError,
-                     r"transform_matrix\[2\]\[2\]: expected a number, got str"),
+    "nan": (
+        _set(["frames", 0, "transform_matrix", 0, 3], float("nan")),
+        ValueError,
+        r"frames\[0\]\.transform_matrix\[0\]\[3\]: expected a finite number, got nan",
+    ),
+    "inf": (
+        _set(["frames", 2, "transform_matrix", 1, 1], float("inf")),
+        ValueError,
+        r"frames\[2\]\.transform_matrix\[1\]\[1\]: expected a finite number",
+    ),
+    "string entry": (
+        _set(["frames", 0, "transform_matrix", 2, 2], "1"),
+        ValueError,
+        r"transform_matrix\[2\]\[2\]: expected a number, got str",
+    ),
     "3x4": (_set(["frames", 0, "transform_matrix"], _BAD_T[:3]), ValueError, "expected a 4x4 list"),
-    "scaled": (_set(["frames", 1, "transform_matrix"], [[2.0 * x for x in r[:3]] + r[3:] for r in _BAD_T[:3]]
-                    + [_BAD_T[3]]), ValueError,
-               r"frames\[1\]\.transform_matrix: rotation is not orthonormal"),
-    "reflection": (_set(["frames", 1, "transform_matrix"], [[-1.0, 0, 0, 0]] + _BAD_T[1:]), ValueError,
-                   r"frames\[1\]\.transform_matrix: rotation has determinant -1"),
-    "bottom row": (_set(["frames", 0, "transform_matrix"], _BAD_T[:3] + [[0.0, 0.0, 0.1, 1.0]]), ValueError,
-                   "bottom row is"),
-    "fl_x str": (_set(["frames", 0, "fl_x"], "20"), ValueError,
-                 r"frames\[0\]\.fl_x: expected a number, got str"),
+    "scaled": (
+        _set(
+            ["frames", 1, "transform_matrix"],
+            [[2.0 * x for x in r[:3]] + r[3:] for r in _BAD_T[:3]] + [_BAD_T[3]],
+        ),
+        ValueError,
+        r"frames\[1\]\.transform_matrix: rotation is not orthonormal",
+    ),
+    "reflection": (
+        _set(["frames", 1, "transform_matrix"], [[-1.0, 0, 0, 0]] + _BAD_T[1:]),
+        ValueError,
+        r"frames\[1\]\.transform_matrix: rotation has determinant -1",
+    ),
+    "bottom row": (
+        _set(["frames", 0, "transform_matrix"], _BAD_T[:3] + [[0.0, 0.0, 0.1, 1.0]]),
+        ValueError,
+        "bottom row is",
+    ),
+    "fl_x str": (
+        _set(["frames", 0, "fl_x"], "20"),
+        ValueError,
+        r"frames\[0\]\.fl_x: expected a number, got str",
+    ),
     "w bool": (_set(["frames", 0, "w"], True), ValueError, r"frames\[0\]\.w: expected a number, got bool"),
     "fl_x negative": (_set(["frames", 2, "fl_x"], -3.0), ValueError, "expected a positive number"),
     "no focal": (lambda d, r: [f.pop("fl_x") for f in d["frames"]], ValueError, "no focal length"),
     "w mismatch": (_set(["frames", 1, "w"], 17), ValueError, r"frames\[1\]: w, h say 17x12 but .* is 16x12"),
-    "mixed size": (lambda d, r: (write_image(r / "images/0002.png", (10, 16)), d["frames"][2].update(h=10)),
-                   ValueError, r"frames\[2\] is 16x10 but the first frame is 16x12"),
+    "mixed size": (
+        lambda d, r: (write_image(r / "images/0002.png", (10, 16)), d["frames"][2].update(h=10)),
+        ValueError,
+        r"frames\[2\] is 16x10 but the first frame is 16x12",
+    ),
     "k3": (_set(["k3"], 0.1), ValueError, "only k1, k2, p1, p2 distortion is supported"),
     "fisheye": (_set(["camera_model"], "OPENCV_FISHEYE"), ValueError, "'OPENCV_FISHEYE' is not supported"),
-    "missing image": (_files(lambda r: (r / "images/0001.png").unlink()), FileNotFoundError,
-                      r"frames\[1\]\.file_path: file 'images/0001.png' is missing"),
-    "unreadable image": (_files(lambda r: (r / "images/0001.png").write_bytes(b"not a png")), ValueError,
-                         r"frames\[1\]\.file_path: unreadable image"),
+    "missing image": (
+        _files(lambda r: (r / "images/0001.png").unlink()),
+        FileNotFoundError,
+        r"frames\[1\]\.file_path: file 'images/0001.png' is missing",
+    ),
+    "unreadable image": (
+        _files(lambda r: (r / "images/0001.png").write_bytes(b"not a png")),
+        ValueError,
+        r"frames\[1\]\.file_path: unreadable image",
+    ),
     "escape": (_set(["frames", 0, "file_path"], "../outside.png"), ValueError, "outside the scene folder"),
-    "absolute": (_set(["frames", 0, "file_path"], "/etc/hostname"), ValueError,
-                 "absolute path '/etc/hostname'"),
-    "symlink": (lambda d, r: ((r / "images/link.png").symlink_to(r.parent / "outside.png"),
-                              d["frames"][0].update(file_path="images/link.png")),
-                ValueError, r"frames\[0\]\.file_path: path 'images/link.png' resolves to .* outside"),
+    "absolute": (
+        _set(["frames", 0, "file_path"], "/etc/hostname"),
+        ValueError,
+        "absolute path '/etc/hostname'",
+    ),
+    "symlink": (
+        lambda d, r: (
+            (r / "images/link.png").symlink_to(r.parent / "outside.png"),
+            d["frames"][0].update(file_path="images/link.png"),
+        ),
+        ValueError,
+        r"frames\[0\]\.file_path: path 'images/link.png' resolves to .* outside",
+    ),
     "path type": (_set(["frames", 0, "file_path"], 3), ValueError, "expected a non-empty relative path"),
-    "partial depth": (_set(["frames", 0, "depth_file_path"], "images/0000.png"), ValueError,
-                      "frame 1 has no depth_file_path but others do"),
-    "missing mask": (lambda d, r: [f.update(mask_file_path=f"m{i}.png") for i, f in enumerate(d["frames"])],
-                     FileNotFoundError, r"frames\[0\]\.mask_file_path: file 'm0\.png' is missing"),
+    "partial depth": (
+        _set(["frames", 0, "depth_file_path"], "images/0000.png"),
+        ValueError,
+        "frame 1 has no depth_file_path but others do",
+    ),
+    "missing mask": (
+        lambda d, r: [f.update(mask_file_path=f"m{i}.png") for i, f in enumerate(d["frames"])],
+        FileNotFoundError,
+        r"frames\[0\]\.mask_file_path: file 'm0\.png' is missing",
+    ),
     "objects": (_set(["objects"], {"a": 1}), ValueError, "'objects' must be a list of objects"),
     "gst": (_set(["gst"], [1]), ValueError, "'gst' must be an object"),
-    "depth scale": (_set(["depth_unit_scale_factor"], 0), ValueError,
-                    "depth_unit_scale_factor: expected a positive"),
+    "depth scale": (
+        _set(["depth_unit_scale_factor"], 0),
+        ValueError,
+        "depth_unit_scale_factor: expected a positive",
+    ),
 }
 
 

@@ -19,8 +19,9 @@ torch.set_num_threads(1)
 
 def _config(kind: str = "vq", mult=(1, 1, 2, 2), **kw) -> ImageTokenizerConfig:
     q = QuantizerConfig(kind=kind, codebook_size=32, code_dim=4, kmeans_init=False, levels=(5, 5, 3))
-    return ImageTokenizerConfig(image_hw=(32, 32), channels=8, channel_mult=mult, z_channels=16, quantizer=q,
-                                **kw)
+    return ImageTokenizerConfig(
+        image_hw=(32, 32), channels=8, channel_mult=mult, z_channels=16, quantizer=q, **kw
+    )
 
 
 def _images(n: int = 2, hw=(32, 32)) -> torch.Tensor:
@@ -60,8 +61,11 @@ def test_commitment_gradient_reaches_the_encoder_only() -> None:
     torch.manual_seed(0)
     beta = 0.25
     q_cfg = QuantizerConfig(kind="vq", codebook_size=16, code_dim=4, kmeans_init=False, commitment_beta=beta)
-    tok = ImageTokenizer(ImageTokenizerConfig(image_hw=(32, 32), channels=8, channel_mult=(1, 1, 2, 2),
-                                              z_channels=16, quantizer=q_cfg))
+    tok = ImageTokenizer(
+        ImageTokenizerConfig(
+            image_hw=(32, 32), channels=8, channel_mult=(1, 1, 2, 2), z_channels=16, quantizer=q_cfg
+        )
+    )
     vq = tok.quantizer.vq
     vq.train()
     z = torch.randn(2, 4, 4, 4, requires_grad=True)  # (B, D, h, w) encoder-side latent
@@ -92,8 +96,9 @@ def test_adversarial_gradients_go_where_they_belong() -> None:
     from gst.training.image_task import ImageTokenizerTrainModule
     from gst.training.tokenizer_config import ImageLossConfig, ImageRunConfig
 
-    loss_cfg = ImageLossConfig(l1_weight=1.0, adversarial_weight=0.5, adversarial_start_step=0,
-                               disc_channels=8, disc_layers=1)
+    loss_cfg = ImageLossConfig(
+        l1_weight=1.0, adversarial_weight=0.5, adversarial_start_step=0, disc_channels=8, disc_layers=1
+    )
     torch.manual_seed(0)
     module = ImageTokenizerTrainModule(ImageRunConfig(model=_config(), loss=loss_cfg, train=TrainConfig()))
     codebook = {k: v.clone() for k, v in module.tokenizer.quantizer.state_dict().items()}
@@ -106,8 +111,10 @@ def test_adversarial_gradients_go_where_they_belong() -> None:
         module.tokenizer.quantizer.load_state_dict(codebook)  # the same codebook as the first pass (EMA)
         module.zero_grad()
         loss_fn().backward()
-        return {n: p.grad.clone() if p.grad is not None else torch.zeros_like(p)
-                for n, p in module.named_parameters()}
+        return {
+            n: p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+            for n, p in module.named_parameters()
+        }
 
     def tokenizer_terms():
         out = module.tokenizer(x)

@@ -20,8 +20,11 @@ def test_byte_level_default_round_trips() -> None:
     assert len(ids) == len(TEXT.encode("utf-8"))  # one id per byte, no special tokens added
     assert ids[:5] == [b + 3 for b in b"Where"]  # bytes are offset by ByT5's pad/eos/unk
     assert tok.decode(ids) == TEXT
-    assert Vocabulary(num_text=tok.vocab_size, num_image_codes=8, num_camera_codes=8).is_text(
-        __import__("torch").tensor(ids)).all()
+    assert (
+        Vocabulary(num_text=tok.vocab_size, num_image_codes=8, num_camera_codes=8)
+        .is_text(__import__("torch").tensor(ids))
+        .all()
+    )
     with pytest.raises(ValueError, match="outside"):
         tok.decode([384])
 

@@ -56,8 +56,18 @@ class ToyTask(Task):
 
 
 def _config(**kw) -> TrainConfig:
-    base = dict(max_steps=6, batch_size=8, grad_accum_steps=2, lr=1e-2, warmup_steps=2, checkpoint_every=2,
-                log_every=1, tensorboard=False, progress=False, keep_checkpoints=0)
+    base = dict(
+        max_steps=6,
+        batch_size=8,
+        grad_accum_steps=2,
+        lr=1e-2,
+        warmup_steps=2,
+        checkpoint_every=2,
+        log_every=1,
+        tensorboard=False,
+        progress=False,
+        keep_checkpoints=0,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -85,8 +95,16 @@ class Outer:
 
 
 def test_overrides_are_typed_and_unknown_keys_fail() -> None:
-    cfg = apply_overrides(Outer(), ["inner.levels=8,5,5,5", "inner.kind=fsq", "train.lr=2e-3",
-                                    "train.tensorboard=false", "inner.scale=0.5"])
+    cfg = apply_overrides(
+        Outer(),
+        [
+            "inner.levels=8,5,5,5",
+            "inner.kind=fsq",
+            "train.lr=2e-3",
+            "train.tensorboard=false",
+            "inner.scale=0.5",
+        ],
+    )
     assert cfg.inner == Inner(levels=(8, 5, 5, 5), kind="fsq", scale=0.5)
     assert cfg.train.lr == 2e-3 and cfg.train.tensorboard is False
     assert from_dict(Outer, json.loads(json.dumps(to_dict(cfg)))) == cfg
@@ -124,7 +142,11 @@ def test_checkpoint_layout_and_errors(tmp_path: Path) -> None:
     assert names == ["latest", "step_00000004"]  # pruned to one, stale .tmp replaced
     step_dir = out / "checkpoints" / "step_00000004"
     assert {p.name for p in step_dir.iterdir()} == {
-        "model.safetensors", "optimizer.safetensors", "trainer_state.json", "config.json", "rng_rank0.json",
+        "model.safetensors",
+        "optimizer.safetensors",
+        "trainer_state.json",
+        "config.json",
+        "rng_rank0.json",
         "export",
     }
     _, opt_state, state = ckpt.read_checkpoint(step_dir)
@@ -151,8 +173,15 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world), OMP_NUM_THREADS="1")
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(world),
+        OMP_NUM_THREADS="1",
+    )
     torch.set_num_threads(1)
     result = train(ToyTask(dropout=0.0), _config(grad_accum_steps=1, max_steps=4), out)
     from accelerate import PartialState
@@ -184,4 +213,6 @@ def test_two_gloo_processes_match_one_process_with_accumulation(tmp_path: Path) 
     torch.testing.assert_close(r0["weights"], r1["weights"], rtol=0, atol=0)
     assert r0["losses"] != r1["losses"]  # each process saw its own micro-batches
     assert sorted(p.name for p in (out / "checkpoints/step_00000004").glob("rng_rank*.json")) == [
-        "rng_rank0.json", "rng_rank1.json"]
+        "rng_rank0.json",
+        "rng_rank1.json",
+    ]

@@ -15,14 +15,32 @@ from gst.cli import main
 torch.set_num_threads(1)
 
 # A model small enough for a few CPU steps in well under a second each.
-IMAGE_SMALL = ["model.image_hw=32,32", "model.channels=8", "model.channel_mult=1,1,2,2",
-               "model.z_channels=16", "model.quantizer.codebook_size=64", "model.quantizer.kmeans_init=false",
-               "loss.disc_channels=8", "loss.disc_layers=1", "loss.adversarial_start_step=2",
-               "train.batch_size=4", "train.warmup_steps=1",
-               "train.checkpoint_every=2", "train.progress=false", "train.tensorboard=false",
-               "data.num_eval_images=8"]
-CAMERA_SMALL = ["model.hidden=32", "train.batch_size=32", "train.warmup_steps=1", "train.checkpoint_every=2",
-                "train.progress=false", "train.tensorboard=false", "data.num_val_pairs=64"]
+IMAGE_SMALL = [
+    "model.image_hw=32,32",
+    "model.channels=8",
+    "model.channel_mult=1,1,2,2",
+    "model.z_channels=16",
+    "model.quantizer.codebook_size=64",
+    "model.quantizer.kmeans_init=false",
+    "loss.disc_channels=8",
+    "loss.disc_layers=1",
+    "loss.adversarial_start_step=2",
+    "train.batch_size=4",
+    "train.warmup_steps=1",
+    "train.checkpoint_every=2",
+    "train.progress=false",
+    "train.tensorboard=false",
+    "data.num_eval_images=8",
+]
+CAMERA_SMALL = [
+    "model.hidden=32",
+    "train.batch_size=32",
+    "train.warmup_steps=1",
+    "train.checkpoint_every=2",
+    "train.progress=false",
+    "train.tensorboard=false",
+    "data.num_val_pairs=64",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -48,9 +66,20 @@ def make_scenes(root: Path, num_scenes: int = 12, views: int = 3, hw=(32, 32), s
             c2w = np.eye(4)
             c2w[:3, 3] = [v, 0.0, 3.0]
             frames.append({"file_path": f"images/{v:04d}.png", "transform_matrix": c2w.tolist()})
-        (folder / "transforms.json").write_text(json.dumps({
-            "camera_model": "PINHOLE", "w": hw[1], "h": hw[0], "fl_x": 30.0, "fl_y": 30.0,
-            "cx": hw[1] / 2, "cy": hw[0] / 2, "frames": frames}))
+        (folder / "transforms.json").write_text(
+            json.dumps(
+                {
+                    "camera_model": "PINHOLE",
+                    "w": hw[1],
+                    "h": hw[0],
+                    "fl_x": 30.0,
+                    "fl_y": 30.0,
+                    "cx": hw[1] / 2,
+                    "cy": hw[0] / 2,
+                    "frames": frames,
+                }
+            )
+        )
     return root
 
 
@@ -61,8 +90,18 @@ def _sets(values: list[str]) -> list[str]:
 def test_image_tokenizer_cli_trains_resumes_and_evaluates(tmp_path: Path, capsys) -> None:
     data = make_scenes(tmp_path / "scenes")
     out = tmp_path / "run"
-    args = ["train", "tokenizer", "--kind", "image", "--preset", "tiny", "--data", str(data),
-            "--out", str(out)]
+    args = [
+        "train",
+        "tokenizer",
+        "--kind",
+        "image",
+        "--preset",
+        "tiny",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+    ]
     assert main([*args, "--max-steps", "2", *_sets(IMAGE_SMALL)]) == 0
     first = json.loads(capsys.readouterr().out)
     assert first["step"] == 2 and 0 <= first["eval"]["codebook_usage"] <= 1
@@ -71,11 +110,19 @@ def test_image_tokenizer_cli_trains_resumes_and_evaluates(tmp_path: Path, capsys
     AcceleratorState._reset_state(True)
     assert main([*args, "--max-steps", "3", "--resume", *_sets(IMAGE_SMALL)]) == 0
     assert json.loads(capsys.readouterr().out)["step"] == 3  # the discriminator joined at step 2
-    assert main(["eval", "tokenizer", "--checkpoint", str(out), "--data", str(data), "--split", "all",
-                 "--json"]) == 0
+    assert (
+        main(["eval", "tokenizer", "--checkpoint", str(out), "--data", str(data), "--split", "all", "--json"])
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)  # exactly one JSON object on stdout
-    for key in ("psnr", "ssim", "baseline_bilinear_psnr", "baseline_bilinear_ssim", "codebook_usage",
-                "perplexity"):
+    for key in (
+        "psnr",
+        "ssim",
+        "baseline_bilinear_psnr",
+        "baseline_bilinear_ssim",
+        "codebook_usage",
+        "perplexity",
+    ):
         assert isinstance(report[key], float), key
     assert report["kind"] == "image" and report["num_images"] == 36 and report["grid_hw"] == [4, 4]
     assert 0 < report["ssim"] <= 1 and report["baseline_bilinear_psnr"] > 10

@@ -38,10 +38,11 @@ def test_every_id_mapping_round_trips_exactly() -> None:
 def test_masks_partition_the_id_space() -> None:
     padded = Vocabulary(num_text=10, num_image_codes=5, num_camera_codes=3, pad_to_multiple=16)
     ids = torch.arange(padded.size)
-    masks = torch.stack([padded.is_text(ids), padded.is_special(ids), padded.is_image(ids),
-                         padded.is_camera(ids)])
+    masks = torch.stack(
+        [padded.is_text(ids), padded.is_special(ids), padded.is_image(ids), padded.is_camera(ids)]
+    )
     assert masks.sum(0)[: padded.num_used].eq(1).all()  # every used id in exactly one family
-    assert masks.sum(0)[padded.num_used:].eq(0).all()  # padding rows in none
+    assert masks.sum(0)[padded.num_used :].eq(0).all()  # padding rows in none
     assert masks.sum(1).tolist() == [10, 11, 5, 3]
 
 
@@ -79,7 +80,11 @@ def test_serialisation_is_validated() -> None:
 def test_for_tokenizers_reads_sizes() -> None:
     from types import SimpleNamespace
 
-    vocab = Vocabulary.for_tokenizers(SimpleNamespace(vocab_size=384), SimpleNamespace(num_codes=1024),
-                                      SimpleNamespace(num_codes=1000), pad_to_multiple=64)
+    vocab = Vocabulary.for_tokenizers(
+        SimpleNamespace(vocab_size=384),
+        SimpleNamespace(num_codes=1024),
+        SimpleNamespace(num_codes=1000),
+        pad_to_multiple=64,
+    )
     sizes = (vocab.num_text, vocab.num_image_codes, vocab.num_camera_codes, vocab.size)
     assert sizes == (384, 1024, 1000, 2432)

@@ -52,14 +52,36 @@ _DIST_KEYS = ("k1", "k2", "p1", "p2")
 _CAMERA_MODELS = ("PINHOLE", "SIMPLE_PINHOLE", "OPENCV", "SIMPLE_RADIAL", "RADIAL")
 # Top-level keys this module interprets; everything else goes to metadata["extra"].
 _KNOWN_KEYS = frozenset(
-    {"frames", "camera_model", "fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y",
-     "k1", "k2", "p1", "p2", "k3", "k4", "depth_unit_scale_factor", "objects", "gst"}
+    {
+        "frames",
+        "camera_model",
+        "fl_x",
+        "fl_y",
+        "cx",
+        "cy",
+        "w",
+        "h",
+        "camera_angle_x",
+        "camera_angle_y",
+        "k1",
+        "k2",
+        "p1",
+        "p2",
+        "k3",
+        "k4",
+        "depth_unit_scale_factor",
+        "objects",
+        "gst",
+    }
 )
 Background = tuple[float, float, float]
 
 
 def load_scene(
-    path: str | Path, split: str | None = None, *, background: Background = (1.0, 1.0, 1.0),
+    path: str | Path,
+    split: str | None = None,
+    *,
+    background: Background = (1.0, 1.0, 1.0),
     llff_factor: int | None = None,
 ) -> Scene:
     """Load one scene folder (or a ``transforms*.json`` / ``poses_bounds.npy`` file) as a ``Scene``.
@@ -77,8 +99,9 @@ def load_scene(
     bg = tuple(float(b) for b in background)
     if len(bg) != 3 or not all(0.0 <= b <= 1.0 for b in bg):
         raise ValueError(f"background must be three numbers in [0, 1], got {background!r}")
-    if llff_factor is not None and (isinstance(llff_factor, bool) or not isinstance(llff_factor, int)
-                                    or llff_factor < 1):
+    if llff_factor is not None and (
+        isinstance(llff_factor, bool) or not isinstance(llff_factor, int) or llff_factor < 1
+    ):
         raise ValueError(f"llff_factor must be a positive integer or None, got {llff_factor!r}")
     if path.is_file():
         root = path.parent
@@ -112,7 +135,7 @@ def load_scene(
 
 def split_files(root: Path) -> dict[str, Path]:
     """``transforms_<split>.json`` files of a folder, keyed by split, in train/val/test order first."""
-    found = {p.name[len("transforms_"):-len(".json")]: p for p in Path(root).glob("transforms_*.json")}
+    found = {p.name[len("transforms_") : -len(".json")]: p for p in Path(root).glob("transforms_*.json")}
     others = sorted(s for s in found if s not in NERF_SPLIT_ORDER)
     order = [s for s in NERF_SPLIT_ORDER if s in found] + others
     return {s: found[s] for s in order}
@@ -294,7 +317,10 @@ def _parse_transforms(root: Path, file: Path) -> dict[str, Any]:
 
 
 def _load_transforms(
-    root: Path, files: list[tuple[str | None, Path]], background: Background, split: str | None,
+    root: Path,
+    files: list[tuple[str | None, Path]],
+    background: Background,
+    split: str | None,
     llff_factor: int | None = None,
 ) -> Scene:
     if llff_factor is not None:
@@ -341,11 +367,19 @@ def _load_transforms(
         "extra": {k: v for k, v in top.items() if k not in _KNOWN_KEYS},
     }
     return Scene(
-        root=root, name=root.resolve().name, image_paths=tuple(cat("images")),
+        root=root,
+        name=root.resolve().name,
+        image_paths=tuple(cat("images")),
         K=intrinsics_matrix(intr[:, 0], intr[:, 1], intr[:, 2], intr[:, 3]),
-        w2c=opengl_c2w_to_opencv_w2c(c2w), image_hw=hws[0], background=background,
-        depth_paths=optional["depth"], mask_paths=optional["mask"], distortion=distortion,
-        objects=objects, metadata=metadata, depth_scale=depth_scale,
+        w2c=opengl_c2w_to_opencv_w2c(c2w),
+        image_hw=hws[0],
+        background=background,
+        depth_paths=optional["depth"],
+        mask_paths=optional["mask"],
+        distortion=distortion,
+        objects=objects,
+        metadata=metadata,
+        depth_scale=depth_scale,
     )
 
 
@@ -427,10 +461,20 @@ def _load_llff(root: Path, split: str | None, background: Background, factor: in
         )
     idx = torch.from_numpy(keep)
     metadata = {
-        "format": "llff", "split": split, "source_files": [str(file)], "view_indices": keep.tolist(),
-        "near_far": torch.from_numpy(arr[keep, 15:17]), "llff_factor": factor,
+        "format": "llff",
+        "split": split,
+        "source_files": [str(file)],
+        "view_indices": keep.tolist(),
+        "near_far": torch.from_numpy(arr[keep, 15:17]),
+        "llff_factor": factor,
     }
     return Scene(
-        root=root, name=root.resolve().name, image_paths=tuple(images[i] for i in keep), K=K[idx],
-        w2c=w2c[idx], image_hw=(H, W), background=background, metadata=metadata,
+        root=root,
+        name=root.resolve().name,
+        image_paths=tuple(images[i] for i in keep),
+        K=K[idx],
+        w2c=w2c[idx],
+        image_hw=(H, W),
+        background=background,
+        metadata=metadata,
     )

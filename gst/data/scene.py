@@ -91,7 +91,8 @@ def _read_array(path: Path) -> np.ndarray:
 
 
 def load_rgb(
-    path: Path, background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    path: Path,
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0),
     expect_hw: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Read an image file as RGB. Shapes: (3, H, W) float32. Range: [0, 1].

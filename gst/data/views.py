@@ -72,11 +72,13 @@ def crop_resize(
     Range: a convex combination of input pixels, so [0, 1] stays [0, 1].
     """
     if image.ndim not in (3, 4) or not image.is_floating_point():
-        raise ValueError(f"image must be a floating (C, H, W) or (V, C, H, W) tensor, got {image.dtype} "
-                         f"{tuple(image.shape)}")
+        raise ValueError(
+            f"image must be a floating (C, H, W) or (V, C, H, W) tensor, got {image.dtype} "
+            f"{tuple(image.shape)}"
+        )
     in_hw = (image.shape[-2], image.shape[-1])
     y0, x0, crop_h, crop_w = crop_box(in_hw, out_hw, mode)
-    x = image[..., y0:y0 + crop_h, x0:x0 + crop_w]  # (..., C, crop_h, crop_w)
+    x = image[..., y0 : y0 + crop_h, x0 : x0 + crop_w]  # (..., C, crop_h, crop_w)
     batched = x.ndim == 4
     x = x if batched else x.unsqueeze(0)  # (V, C, crop_h, crop_w)
     if (crop_h, crop_w) != tuple(out_hw):

@@ -88,8 +88,11 @@ def project_points(K: torch.Tensor, w2c: torch.Tensor, points: torch.Tensor) -> 
 
 
 def intrinsics_matrix(
-    fx: torch.Tensor | float, fy: torch.Tensor | float, cx: torch.Tensor | float,
-    cy: torch.Tensor | float, dtype: torch.dtype = torch.float64,
+    fx: torch.Tensor | float,
+    fy: torch.Tensor | float,
+    cx: torch.Tensor | float,
+    cy: torch.Tensor | float,
+    dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
     """Build K (..., 3, 3) from focal lengths and principal point in pixels (pixel-centre convention)."""
     fx, fy, cx, cy = (torch.as_tensor(v, dtype=dtype) for v in (fx, fy, cx, cy))

@@ -28,9 +28,15 @@ def quaternion_to_matrix(q: torch.Tensor) -> torch.Tensor:
     q = q / _safe_norm(q, keepdim=True)
     w, x, y, z = q.unbind(-1)
     rows = (
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+        1 - 2 * (y * y + z * z),
+        2 * (x * y - w * z),
+        2 * (x * z + w * y),
+        2 * (x * y + w * z),
+        1 - 2 * (x * x + z * z),
+        2 * (y * z - w * x),
+        2 * (x * z - w * y),
+        2 * (y * z + w * x),
+        1 - 2 * (x * x + y * y),
     )
     return torch.stack(rows, dim=-1).reshape(*q.shape[:-1], 3, 3)
 

@@ -78,12 +78,14 @@ def ray_inversion_study(
     for std in noise_stds:
         noisy = rays + std * torch.randn(rays.shape, generator=gen, dtype=rays.dtype)
         K_hat, w2c_hat = cameras_from_rays(noisy)
-        levels.append({
-            "noise_std": float(std),
-            "rotation_deg": _summary(rotation_error_deg(w2c_hat[:, :3, :3], w2c[:, :3, :3])),
-            "focal_rel": _summary(focal_error(K_hat, K)),
-            "center": _summary(camera_center_error(w2c_hat, w2c)),
-        })
+        levels.append(
+            {
+                "noise_std": float(std),
+                "rotation_deg": _summary(rotation_error_deg(w2c_hat[:, :3, :3], w2c[:, :3, :3])),
+                "focal_rel": _summary(focal_error(K_hat, K)),
+                "center": _summary(camera_center_error(w2c_hat, w2c)),
+            }
+        )
     return {"image_hw": list(image_hw), "num_cameras": num_cameras, "seed": seed, "levels": levels}
 
 
@@ -107,14 +109,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    print(f"{'image':>7} {'noise':>7} | {'rot med':>9} {'rot p95':>9} | {'focal med':>9} {'focal p95':>9} | "
-          f"{'ctr med':>9} {'ctr p95':>9}")
+    print(
+        f"{'image':>7} {'noise':>7} | {'rot med':>9} {'rot p95':>9} | {'focal med':>9} {'focal p95':>9} | "
+        f"{'ctr med':>9} {'ctr p95':>9}"
+    )
     for res in results:
         for lv in res["levels"]:
             hw = "x".join(map(str, res["image_hw"]))
             r, f, c = lv["rotation_deg"], lv["focal_rel"], lv["center"]
-            print(f"{hw:>7} {lv['noise_std']:7.3f} | {r['median']:9.2e} {r['p95']:9.2e} | "
-                  f"{f['median']:9.2e} {f['p95']:9.2e} | {c['median']:9.2e} {c['p95']:9.2e}")
+            print(
+                f"{hw:>7} {lv['noise_std']:7.3f} | {r['median']:9.2e} {r['p95']:9.2e} | "
+                f"{f['median']:9.2e} {f['p95']:9.2e} | {c['median']:9.2e} {c['p95']:9.2e}"
+            )
     finite = all(math.isfinite(lv["rotation_deg"]["max"]) for res in results for lv in res["levels"])
     return 0 if finite else 1
 

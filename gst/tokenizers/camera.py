@@ -189,12 +189,15 @@ class CameraTokenizer(nn.Module):
         size = K.new_tensor([W, H])
         focal = torch.stack([K[:, 0, 0], K[:, 1, 1]], dim=-1)  # (B, 2)
         principal = torch.stack([K[:, 0, 2], K[:, 1, 2]], dim=-1)  # (B, 2)
-        return torch.cat([
-            matrix_to_rotation_6d(w2c_norm[:, :3, :3]),
-            w2c_norm[:, :3, 3] / TRANSLATION_UNIT,
-            torch.log(focal / W),
-            (principal - (size - 1) / 2) / size * PRINCIPAL_GAIN,
-        ], dim=-1).float()
+        return torch.cat(
+            [
+                matrix_to_rotation_6d(w2c_norm[:, :3, :3]),
+                w2c_norm[:, :3, 3] / TRANSLATION_UNIT,
+                torch.log(focal / W),
+                (principal - (size - 1) / 2) / size * PRINCIPAL_GAIN,
+            ],
+            dim=-1,
+        ).float()
 
     def params_from_vector(self, p: torch.Tensor) -> CameraParams:
         """Inverse of ``camera_vector`` (Gram-Schmidt makes any 6D part a rotation)."""
@@ -213,7 +216,7 @@ class CameraTokenizer(nn.Module):
 
     # ---- network ----
     def _band(self, codes_or_latent: torch.Tensor, s: int) -> torch.Tensor:
-        return codes_or_latent[..., s * self.stage_rows:(s + 1) * self.stage_rows, :]
+        return codes_or_latent[..., s * self.stage_rows : (s + 1) * self.stage_rows, :]
 
     def _quantize_stages(self, target: torch.Tensor):
         """Run the residual stages on exact vectors. Returns (quantized latent (B, C, h, w), codes
@@ -259,8 +262,10 @@ class CameraTokenizer(nn.Module):
     def decode_params(self, codes: torch.Tensor) -> CameraParams:
         """Codes -> decoded camera parameters (normalised). Shapes: (B, h, w) -> CameraParams."""
         if tuple(codes.shape[-2:]) != tuple(self.config.grid_hw):
-            raise ValueError(f"codes must be (B, {self.config.grid_hw[0]}, {self.config.grid_hw[1]}), "
-                             f"got {tuple(codes.shape)}")
+            raise ValueError(
+                f"codes must be (B, {self.config.grid_hw[0]}, {self.config.grid_hw[1]}), "
+                f"got {tuple(codes.shape)}"
+            )
         device = next(self.parameters()).device
         return self.params_from_vector(self._decode_vector(self.quantizer.codes_to_latent(codes.to(device))))
 

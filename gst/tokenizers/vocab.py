@@ -71,13 +71,22 @@ class Vocabulary:
 
     @classmethod
     def for_tokenizers(
-        cls, text: Any, image: Any, camera: Any, *, special_tokens: tuple[str, ...] = DEFAULT_SPECIAL_TOKENS,
+        cls,
+        text: Any,
+        image: Any,
+        camera: Any,
+        *,
+        special_tokens: tuple[str, ...] = DEFAULT_SPECIAL_TOKENS,
         pad_to_multiple: int = 1,
     ) -> Vocabulary:
         """The vocabulary of a text tokenizer (``vocab_size``) and image/camera tokenizers (``num_codes``)."""
-        return cls(num_text=int(text.vocab_size), special_tokens=tuple(special_tokens),
-                   num_image_codes=int(image.num_codes), num_camera_codes=int(camera.num_codes),
-                   pad_to_multiple=pad_to_multiple)
+        return cls(
+            num_text=int(text.vocab_size),
+            special_tokens=tuple(special_tokens),
+            num_image_codes=int(image.num_codes),
+            num_camera_codes=int(camera.num_codes),
+            pad_to_multiple=pad_to_multiple,
+        )
 
     # ---- offsets ----
     @property

@@ -74,8 +74,11 @@ class CameraTokenizerTask(Task):
             loss = loss + weights.ray_weight * (out.rays - rays.float()).abs().mean()
         with torch.no_grad():
             rot_err = rotation_error_deg(out.params.rotation.double(), batch["w2c"][:, :3, :3])
-        return loss, {"stage_l1": float(stage.detach()), "rotation_l1": float(rotation.detach()),
-                      "rotation_error_deg_median": float(rot_err.median())}
+        return loss, {
+            "stage_l1": float(stage.detach()),
+            "rotation_l1": float(rotation.detach()),
+            "rotation_error_deg_median": float(rot_err.median()),
+        }
 
     def evaluate(self, model: nn.Module, step: int) -> dict[str, float]:
         if self._val is None:

@@ -89,7 +89,7 @@ def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], rest: dict[str, 
     for key, value in items:
         # Keys are "state.<param>.<name>"; <param> is an index (or, under FSDP, a dotted parameter
         # name), and state names hold no dots, so split at the last dot.
-        param, name = key[len("state."):].rsplit(".", 1)
+        param, name = key[len("state.") :].rsplit(".", 1)
         state.setdefault(int(param) if param.isdigit() else param, {})[name] = value
     return {"state": state, "param_groups": rest["param_groups"]}
 
@@ -119,8 +119,10 @@ def write_main_files(
 ) -> None:
     """Model, optimizer, trainer state and config into the temp folder (main process)."""
     # Shared storage (tied weights) cannot be saved twice by safetensors; clone so each key owns its data.
-    save_file({k: v.detach().cpu().contiguous().clone() for k, v in model_state.items()},
-              str(tmp / "model.safetensors"))
+    save_file(
+        {k: v.detach().cpu().contiguous().clone() for k, v in model_state.items()},
+        str(tmp / "model.safetensors"),
+    )
     tensors, rest = flatten_optimizer_state(optimizer_state)
     save_file(tensors, str(tmp / "optimizer.safetensors"))
     state = {**trainer_state, "format_version": CHECKPOINT_FORMAT_VERSION, "optimizer": rest}

@@ -24,8 +24,11 @@ class PatchDiscriminator(nn.Module):
         for i in range(1, num_layers + 1):
             c_out = channels * min(2**i, 8)
             stride = 2 if i < num_layers else 1
-            layers += [nn.Conv2d(c, c_out, 4, stride=stride, padding=1),
-                       nn.GroupNorm(min(32, c_out // 8), c_out), nn.LeakyReLU(0.2)]
+            layers += [
+                nn.Conv2d(c, c_out, 4, stride=stride, padding=1),
+                nn.GroupNorm(min(32, c_out // 8), c_out),
+                nn.LeakyReLU(0.2),
+            ]
             c = c_out
         layers.append(nn.Conv2d(c, 1, 4, stride=1, padding=1))
         self.net = nn.Sequential(*layers)

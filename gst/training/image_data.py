@@ -61,8 +61,11 @@ def load_image_splits(
     train, val = [], []
     single = len(scenes) == 1
     if single and config.val_fraction > 0:
-        print(f"gst: notice: --data {root} holds one scene; every {round(1 / config.val_fraction)}-th view "
-              "is used for validation", file=sys.stderr)
+        print(
+            f"gst: notice: --data {root} holds one scene; every {round(1 / config.val_fraction)}-th view "
+            "is used for validation",
+            file=sys.stderr,
+        )
     for path in scenes:
         images = _scene_images(path, image_hw, config.crop)
         if single:
@@ -79,9 +82,15 @@ def load_image_splits(
     if config.max_images:
         train_t, val_t = train_t[: config.max_images], val_t[: config.max_images]
     if train_t.shape[0] == 0:
-        raise ValueError(f"--data {root}: no training images after the split; add scenes or lower "
-                         "data.val_fraction")
-    info = {"root": str(Path(root).resolve()), "num_scenes": len(scenes), "num_train": int(train_t.shape[0]),
-            "num_val": int(val_t.shape[0]), "split": "per-view" if single else "gst.data.pairs.scene_split",
-            "val_fraction": config.val_fraction}
+        raise ValueError(
+            f"--data {root}: no training images after the split; add scenes or lower data.val_fraction"
+        )
+    info = {
+        "root": str(Path(root).resolve()),
+        "num_scenes": len(scenes),
+        "num_train": int(train_t.shape[0]),
+        "num_val": int(val_t.shape[0]),
+        "split": "per-view" if single else "gst.data.pairs.scene_split",
+        "val_fraction": config.val_fraction,
+    }
     return train_t, val_t, info

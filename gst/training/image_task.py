@@ -76,8 +76,11 @@ def load_perceptual(weight: float, weights_path: str | Path | None = None) -> tu
 
     path = find_alexnet_weights(weights_path)
     if path is None:
-        print(f"gst: notice: LPIPS perceptual loss is off: ImageNet AlexNet weights are not on this machine "
-              f"(never replaced by random weights). To enable it, {HOW_TO_PROVIDE}.", file=sys.stderr)
+        print(
+            f"gst: notice: LPIPS perceptual loss is off: ImageNet AlexNet weights are not on this machine "
+            f"(never replaced by random weights). To enable it, {HOW_TO_PROVIDE}.",
+            file=sys.stderr,
+        )
         return None, "unavailable (no AlexNet weights)"
     model = build_lpips(path)
     for p in model.parameters():
@@ -91,7 +94,11 @@ class ImageTokenizerTask(Task):
     name = "image_tokenizer"
 
     def __init__(
-        self, run: ImageRunConfig, data_dir: str | Path, *, perceptual: Perceptual | None = None,
+        self,
+        run: ImageRunConfig,
+        data_dir: str | Path,
+        *,
+        perceptual: Perceptual | None = None,
         perceptual_source: str | None = None,
     ) -> None:
         from gst.training.image_data import load_image_splits
@@ -108,8 +115,11 @@ class ImageTokenizerTask(Task):
         self.find_unused_parameters = run.loss.adversarial_weight > 0
 
     def config_dict(self) -> dict[str, Any]:
-        return {"kind": "image", "data_dir": str(self.data_dir),
-                **{k: v for k, v in to_dict(self.run).items() if k != "train"}}
+        return {
+            "kind": "image",
+            "data_dir": str(self.data_dir),
+            **{k: v for k, v in to_dict(self.run).items() if k != "train"},
+        }
 
     def build_model(self) -> nn.Module:
         return ImageTokenizerTrainModule(self.run, self.perceptual)
@@ -131,8 +141,11 @@ class ImageTokenizerTask(Task):
     def param_groups(self, model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
         return [
             {"params": list(model.tokenizer.parameters()), "weight_decay": weight_decay, "lr_scale": 1.0},
-            {"params": list(model.discriminator.parameters()), "weight_decay": weight_decay,
-             "lr_scale": self.run.loss.disc_lr_scale},
+            {
+                "params": list(model.discriminator.parameters()),
+                "weight_decay": weight_decay,
+                "lr_scale": self.run.loss.disc_lr_scale,
+            },
         ]
 
     def evaluate(self, model: nn.Module, step: int) -> dict[str, float]:
@@ -141,5 +154,8 @@ class ImageTokenizerTask(Task):
         return {k: v for k, v in report.items() if isinstance(v, float)}
 
     def export(self, model: nn.Module, out_dir: Path) -> None:
-        save_tokenizer(model.tokenizer, out_dir, metadata={
-            "task": self.name, "data": self.data_info, "perceptual": self.perceptual_source})
+        save_tokenizer(
+            model.tokenizer,
+            out_dir,
+            metadata={"task": self.name, "data": self.data_info, "perceptual": self.perceptual_source},
+        )

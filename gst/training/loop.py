@@ -129,8 +129,14 @@ def train(
     run = _setup(task, config, Path(out_dir), resume)
     main = run.accelerator.is_main_process
     result = TrainResult(step=run.step, resumed_from=run.step if run.existing is not None else None)
-    bar = tqdm(total=config.max_steps, initial=run.step, disable=not (main and config.progress),
-               desc=task.name, dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(
+        total=config.max_steps,
+        initial=run.step,
+        disable=not (main and config.progress),
+        desc=task.name,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
     end = config.max_steps if stop_at_step is None else min(stop_at_step, config.max_steps)
     while run.step < end:
         sums = _update(run, task, config)
@@ -172,17 +178,27 @@ def _setup(task: Task, config: TrainConfig, out_dir: Path, resume: bool) -> _Run
             "or choose another --out folder"
         )
     if resume and existing is None and accelerator.is_main_process:
-        print(f"gst: notice: --resume given but {out_dir / 'checkpoints'} has no checkpoint; starting "
-              "from step 0", file=sys.stderr)
+        print(
+            f"gst: notice: --resume given but {out_dir / 'checkpoints'} has no checkpoint; starting "
+            "from step 0",
+            file=sys.stderr,
+        )
 
     set_seed(config.seed)  # identical initial weights on every process
     model = task.build_model()
     groups = task.param_groups(model, config.weight_decay)
     optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2))
     model, optimizer = accelerator.prepare(model, optimizer)
-    run = _Run(accelerator=accelerator, model=model, unwrapped=accelerator.unwrap_model(model),
-               optimizer=optimizer, full_config=_full_config(task, config),
-               checkpoints_dir=out_dir / "checkpoints", step=0, existing=existing)
+    run = _Run(
+        accelerator=accelerator,
+        model=model,
+        unwrapped=accelerator.unwrap_model(model),
+        optimizer=optimizer,
+        full_config=_full_config(task, config),
+        checkpoints_dir=out_dir / "checkpoints",
+        step=0,
+        existing=existing,
+    )
     if existing is not None:
         model_state, optimizer_state, trainer_state = ckpt.read_checkpoint(existing)
         _check_resume_config(trainer_state["config"], run.full_config, existing)
@@ -191,8 +207,11 @@ def _setup(task: Task, config: TrainConfig, out_dir: Path, resume: bool) -> _Run
         run.step = int(trainer_state["step"])
         rng_file = existing / f"rng_rank{rank}.json"
         if trainer_state.get("num_processes") != world or not rng_file.exists():
-            print(f"gst: notice: {existing} was written by {trainer_state.get('num_processes')} processes, "
-                  f"this run has {world}; data order and RNG streams continue differently", file=sys.stderr)
+            print(
+                f"gst: notice: {existing} was written by {trainer_state.get('num_processes')} processes, "
+                f"this run has {world}; data order and RNG streams continue differently",
+                file=sys.stderr,
+            )
             set_seed(config.seed + 1 + rank + run.step)
         else:
             ckpt.set_rng_state(json.loads(rng_file.read_text()))
@@ -303,10 +322,19 @@ def _save(run: _Run, task: Task, config: TrainConfig) -> Path:
     model_state = accelerator.get_state_dict(model)  # gathers full weights under FSDP
     optimizer_state = _optimizer_state(run)
     if main:
-        trainer_state = {"step": step, "num_processes": accelerator.num_processes, "task_name": task.name,
-                         "config": run.full_config}
-        ckpt.write_main_files(tmp, model_state=model_state, optimizer_state=optimizer_state,
-                              trainer_state=trainer_state, config=run.full_config)
+        trainer_state = {
+            "step": step,
+            "num_processes": accelerator.num_processes,
+            "task_name": task.name,
+            "config": run.full_config,
+        }
+        ckpt.write_main_files(
+            tmp,
+            model_state=model_state,
+            optimizer_state=optimizer_state,
+            trainer_state=trainer_state,
+            config=run.full_config,
+        )
         export_dir = tmp / "export"
         export_dir.mkdir()
         task.export(run.unwrapped, export_dir)

@@ -30,21 +30,29 @@ def train_tokenizer(args: argparse.Namespace) -> int:
         from gst.training.image_task import ImageTokenizerTask, load_perceptual
 
         if args.data is None:
-            raise ValueError("--data DIR is required for --kind image (a folder of scenes, e.g. from "
-                             "`gst data synth`)")
+            raise ValueError(
+                "--data DIR is required for --kind image (a folder of scenes, e.g. from `gst data synth`)"
+            )
         perceptual, source = load_perceptual(run.loss.perceptual_weight, args.lpips_weights)
         task = ImageTokenizerTask(run, args.data, perceptual=perceptual, perceptual_source=source)
     else:
         from gst.training.camera_task import CameraTokenizerTask
 
         if args.data is not None:
-            print("gst: notice: the camera tokenizer trains on random camera pairs; --data is not used "
-                  "(evaluate on scenes with `gst eval tokenizer --data`)", file=sys.stderr)
+            print(
+                "gst: notice: the camera tokenizer trains on random camera pairs; --data is not used "
+                "(evaluate on scenes with `gst eval tokenizer --data`)",
+                file=sys.stderr,
+            )
         task = CameraTokenizerTask(run)
     result = train(task, run.train, args.out, resume=args.resume)
-    summary = {"step": result.step, "checkpoint": str(result.checkpoint),
-               "tokenizer": str(Path(result.checkpoint) / "export") if result.checkpoint else None,
-               "last_train_metrics": result.last_metrics, "eval": result.eval_metrics}
+    summary = {
+        "step": result.step,
+        "checkpoint": str(result.checkpoint),
+        "tokenizer": str(Path(result.checkpoint) / "export") if result.checkpoint else None,
+        "last_train_metrics": result.last_metrics,
+        "eval": result.eval_metrics,
+    }
     from accelerate import PartialState
 
     if PartialState().is_main_process:  # one summary, also under torchrun / accelerate launch
@@ -68,8 +76,9 @@ def _image_report(model, args: argparse.Namespace) -> dict[str, Any]:
     if args.data is None:
         raise ValueError("--data DIR is required to evaluate an image tokenizer (a folder of scenes)")
     val_fraction = float(model.metadata.get("data", {}).get("val_fraction", 0.1))
-    train_images, val_images, info = load_image_splits(args.data, model.config.image_hw,
-                                                       ImageDataConfig(val_fraction=val_fraction))
+    train_images, val_images, info = load_image_splits(
+        args.data, model.config.image_hw, ImageDataConfig(val_fraction=val_fraction)
+    )
     splits = {"val": val_images, "train": train_images, "all": torch.cat([train_images, val_images])}
     images = splits[args.split]
     if images.shape[0] == 0:
@@ -95,12 +104,23 @@ def _scene_pairs(model, args: argparse.Namespace, num_pairs: int, seed: int):
     if not scenes:
         raise ValueError(f"--data {args.data}: no {args.split} scenes; try --split all")
     pairs = sample_pairs(scenes, num_pairs, seed, allow_fewer=True)
-    K = torch.stack([crop_resize_intrinsics(scenes[p.scene_index].K[p.tgt], scenes[p.scene_index].image_hw,
-                                            model.config.image_hw) for p in pairs])
-    w2c = torch.stack([relative_w2c(scenes[p.scene_index].w2c[p.obs], scenes[p.scene_index].w2c[p.tgt])
-                       for p in pairs])
-    info = {"root": str(Path(args.data).resolve()), "num_scenes": len(scenes), "split": args.split,
-            "pairs": "gst.data.pairs.sample_pairs (default PairConfig)"}
+    K = torch.stack(
+        [
+            crop_resize_intrinsics(
+                scenes[p.scene_index].K[p.tgt], scenes[p.scene_index].image_hw, model.config.image_hw
+            )
+            for p in pairs
+        ]
+    )
+    w2c = torch.stack(
+        [relative_w2c(scenes[p.scene_index].w2c[p.obs], scenes[p.scene_index].w2c[p.tgt]) for p in pairs]
+    )
+    info = {
+        "root": str(Path(args.data).resolve()),
+        "num_scenes": len(scenes),
+        "split": args.split,
+        "pairs": "gst.data.pairs.sample_pairs (default PairConfig)",
+    }
     return K.double(), w2c.double(), info
 
 
@@ -120,8 +140,11 @@ def _camera_report(model, args: argparse.Namespace) -> dict[str, Any]:
     else:
         generator = torch.Generator().manual_seed(seed)
         K, w2c_rel = sample_relative_cameras(generator, num_pairs, model.config.image_hw, data_cfg.sampling)
-        info = {"pairs": "random (gst.data.synth.cameras.sample_cameras, two independent draws per pair)",
-                "seed": seed, "sampling": config_to_dict(data_cfg.sampling)}
+        info = {
+            "pairs": "random (gst.data.synth.cameras.sample_cameras, two independent draws per pair)",
+            "seed": seed,
+            "sampling": config_to_dict(data_cfg.sampling),
+        }
     return {**evaluate_camera_tokenizer(model, K, w2c_rel), "data": info}
 
 
@@ -132,8 +155,12 @@ def eval_tokenizer(args: argparse.Namespace) -> int:
     folder = resolve_tokenizer_dir(args.checkpoint)
     model = load_tokenizer(folder, device=args.device)
     report = _image_report(model, args) if model.kind == "image" else _camera_report(model, args)
-    out = {"kind": model.kind, "checkpoint": str(folder.resolve()),
-           "sha256": _sha256(folder / "model.safetensors"), **report}
+    out = {
+        "kind": model.kind,
+        "checkpoint": str(folder.resolve()),
+        "sha256": _sha256(folder / "model.safetensors"),
+        **report,
+    }
     if model.kind == "image":
         out["metric_implementations"] = METRIC_IMPLEMENTATIONS
     if args.json:

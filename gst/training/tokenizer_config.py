@@ -112,14 +112,25 @@ def image_tiny() -> ImageRunConfig:
     """64x64 -> 8x8 codes from 1024 (VQ, 8-dim cosine lookup); minutes on 2 CPU cores."""
     return ImageRunConfig(
         model=ImageTokenizerConfig(
-            image_hw=(64, 64), channels=32, channel_mult=(1, 2, 2, 4), num_res_blocks=1, z_channels=64,
+            image_hw=(64, 64),
+            channels=32,
+            channel_mult=(1, 2, 2, 4),
+            num_res_blocks=1,
+            z_channels=64,
             # Restart codes used less than once per 4 batches (16 x 64 tokens per batch ~ K): without it
             # usage stalled at 15% (k-means on the untrained encoder's outputs), with it 89% by step 200.
             quantizer=QuantizerConfig(kind="vq", codebook_size=1024, code_dim=8, dead_code_threshold=0.25),
         ),
         loss=ImageLossConfig(l2_weight=1.0, adversarial_start_step=1500, disc_channels=32, disc_layers=2),
-        train=TrainConfig(max_steps=2000, batch_size=16, lr=4e-4, warmup_steps=100, checkpoint_every=250,
-                          eval_every=250, log_every=25),
+        train=TrainConfig(
+            max_steps=2000,
+            batch_size=16,
+            lr=4e-4,
+            warmup_steps=100,
+            checkpoint_every=250,
+            eval_every=250,
+            log_every=25,
+        ),
     )
 
 
@@ -127,13 +138,24 @@ def image_base() -> ImageRunConfig:
     """256x256 -> 16x16 codes from 16384 (LlamaGen's codebook); for a GPU."""
     return ImageRunConfig(
         model=ImageTokenizerConfig(
-            image_hw=(256, 256), channels=64, channel_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_channels=256,
+            image_hw=(256, 256),
+            channels=64,
+            channel_mult=(1, 1, 2, 2, 4),
+            num_res_blocks=2,
+            z_channels=256,
             mid_attention=True,
             quantizer=QuantizerConfig(kind="vq", codebook_size=16384, code_dim=8, dead_code_threshold=0.1),
         ),
         loss=ImageLossConfig(adversarial_start_step=20_000),
-        train=TrainConfig(max_steps=100_000, batch_size=32, lr=1e-4, warmup_steps=1000, checkpoint_every=5000,
-                          eval_every=5000, log_every=100),
+        train=TrainConfig(
+            max_steps=100_000,
+            batch_size=32,
+            lr=1e-4,
+            warmup_steps=1000,
+            checkpoint_every=5000,
+            eval_every=5000,
+            log_every=100,
+        ),
     )
 
 
@@ -141,8 +163,17 @@ def camera_tiny() -> CameraRunConfig:
     """Camera grid 8x8 (matching image_tiny), two residual stages of FSQ [8,5,5,5]."""
     return CameraRunConfig(
         model=CameraTokenizerConfig(image_hw=(64, 64), grid_hw=(8, 8), ray_hw=(16, 16)),
-        train=TrainConfig(max_steps=3000, batch_size=256, lr=1e-3, warmup_steps=100, min_lr_ratio=0.02,
-                          checkpoint_every=500, eval_every=500, log_every=50, mixed_precision="no"),
+        train=TrainConfig(
+            max_steps=3000,
+            batch_size=256,
+            lr=1e-3,
+            warmup_steps=100,
+            min_lr_ratio=0.02,
+            checkpoint_every=500,
+            eval_every=500,
+            log_every=50,
+            mixed_precision="no",
+        ),
     )
 
 
@@ -150,8 +181,17 @@ def camera_base() -> CameraRunConfig:
     """Camera grid 16x16 (matching image_base) for 256x256 images."""
     return CameraRunConfig(
         model=CameraTokenizerConfig(image_hw=(256, 256), grid_hw=(16, 16), ray_hw=(32, 32), hidden=512),
-        train=TrainConfig(max_steps=20_000, batch_size=512, lr=1e-3, warmup_steps=200, min_lr_ratio=0.02,
-                          checkpoint_every=2000, eval_every=2000, log_every=100, mixed_precision="no"),
+        train=TrainConfig(
+            max_steps=20_000,
+            batch_size=512,
+            lr=1e-3,
+            warmup_steps=200,
+            min_lr_ratio=0.02,
+            checkpoint_every=2000,
+            eval_every=2000,
+            log_every=100,
+            mixed_precision="no",
+        ),
     )
 
 

@@ -40,8 +40,12 @@ def code_statistics(codes: torch.Tensor, num_codes: int) -> dict[str, float]:
     counts = torch.bincount(codes.flatten().long().cpu(), minlength=num_codes).double()
     p = counts / counts.sum()
     entropy = -(p[p > 0] * p[p > 0].log()).sum()
-    return {"codebook_usage": float((counts > 0).sum()) / num_codes, "perplexity": float(entropy.exp()),
-            "num_codes": num_codes, "num_tokens": int(counts.sum())}
+    return {
+        "codebook_usage": float((counts > 0).sum()) / num_codes,
+        "perplexity": float(entropy.exp()),
+        "num_codes": num_codes,
+        "num_tokens": int(counts.sum()),
+    }
 
 
 def _batches(n: int, batch_size: int) -> Iterator[slice]:
@@ -126,8 +130,12 @@ def evaluate_camera_tokenizer(
     centre = camera_center_error(w2c_hat, w2c_rel)
     focal = focal_error(K_hat, K) * 100.0
     out: dict[str, float] = {}
-    for name, values in (("rotation_error_deg", rot), ("translation_direction_error_deg", tdir),
-                         ("center_error", centre), ("focal_error_pct", focal)):
+    for name, values in (
+        ("rotation_error_deg", rot),
+        ("translation_direction_error_deg", tdir),
+        ("center_error", centre),
+        ("focal_error_pct", focal),
+    ):
         out[f"{name}_median"], out[f"{name}_p95"] = _median_p95(values)
     pp = (K_hat[:, :2, 2] - K[:, :2, 2]).abs().max(dim=-1).values  # (N,) pixels
     out["principal_point_error_px_median"], out["principal_point_error_px_p95"] = _median_p95(pp)
