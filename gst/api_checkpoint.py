@@ -22,7 +22,6 @@ text tokenizer's size. A file that cannot be parsed is an error naming it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from gst.hashing import file_sha256
 
 CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CHECKPOINT_MANIFEST = "gst-checkpoint", 1, "gst_checkpoint.json"
 KINDS = ("image", "camera")
@@ -73,14 +74,6 @@ def read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object; the checkpoint is damaged, re-export it")
     return data
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _find_export(root: Path) -> Path:

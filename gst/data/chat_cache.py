@@ -27,7 +27,6 @@ Glossary: N records in a split, M distinct views of a split, h/w image token gri
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -50,19 +49,12 @@ from gst.data.token_cache import (
     find_scene_dirs,
     tokenizer_fingerprint,
 )
+from gst.hashing import file_sha256
 
 CHAT_CACHE_FORMAT = "gst-chat-cache"
 CHAT_CACHE_FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 RECORDS = "records.jsonl"
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _split_records(records: Sequence[QARecord], qa_path: Path) -> dict[str, list[QARecord]]:
@@ -174,7 +166,7 @@ def build_chat_cache(
     manifest = {
         "format": CHAT_CACHE_FORMAT,
         "format_version": CHAT_CACHE_FORMAT_VERSION,
-        "qa": {"path": str(qa_path.resolve()), "sha256": _file_sha256(qa_path)},
+        "qa": {"path": str(qa_path.resolve()), "sha256": file_sha256(qa_path)},
         "scenes_root": str(Path(scenes_dir).resolve()),
         "tokenizers": fp,
         "image_grid": grid,

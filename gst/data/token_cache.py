@@ -50,6 +50,7 @@ from gst.data.pairs import SPLIT_SALT, Pair, PairConfig, baseline_histogram, sam
 from gst.data.scene import Scene
 from gst.data.views import crop_box, crop_resize
 from gst.geometry.conventions import relative_w2c
+from gst.hashing import update_with_file
 
 CACHE_FORMAT = "gst-token-cache"
 CACHE_FORMAT_VERSION = 1
@@ -108,9 +109,7 @@ def tokenizer_sha256(folder: Path) -> str:
     digest = hashlib.sha256()
     for name in ("config.json", "model.safetensors"):
         digest.update(name.encode())
-        with open(folder / name, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
+        update_with_file(digest, folder / name)
     return digest.hexdigest()
 
 

@@ -18,7 +18,6 @@ Glossary: B batch, H/W pixels.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from collections.abc import Callable
@@ -26,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from gst.hashing import file_sha256
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"  # torchvision AlexNet_Weights.IMAGENET1K_V1
 ALEXNET_URL = "https://download.pytorch.org/models/" + ALEXNET_FILE
@@ -80,19 +81,11 @@ def find_alexnet_weights(weights_path: str | os.PathLike | None = None) -> Path 
     return cached if cached.is_file() else None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def build_lpips(alexnet_path: Path, verify_hash: bool = True) -> torch.nn.Module:
     """``lpips.LPIPS`` (alex, v0.1) with its trunk loaded from ``alexnet_path``; no download."""
     import lpips
 
-    if verify_hash and not _sha256(alexnet_path).startswith(ALEXNET_SHA256_PREFIX):
+    if verify_hash and not file_sha256(alexnet_path).startswith(ALEXNET_SHA256_PREFIX):
         raise ValueError(
             f"{alexnet_path}: sha256 does not start with {ALEXNET_SHA256_PREFIX}, so it is not torchvision's "
             f"{ALEXNET_FILE}; {HOW_TO_PROVIDE}"

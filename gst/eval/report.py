@@ -23,6 +23,7 @@ import numpy as np
 
 from gst.data.pairs import PairConfig, baseline_histogram, format_histogram
 from gst.eval.data import EvalSet
+from gst.hashing import update_with_file
 
 PAIR_RULE = (
     "ordered (observed, target) views of one scene; baseline angle = angle at the scene centre "
@@ -42,9 +43,7 @@ def sha256_of(path: str | Path) -> str:
     for f in files:
         if path.is_dir():
             h.update(str(f.relative_to(path)).encode())
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+        update_with_file(h, f)
     return h.hexdigest()
 
 

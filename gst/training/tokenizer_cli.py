@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from gst.hashing import file_sha256
 
 
 def _build_run(args: argparse.Namespace):
@@ -58,14 +59,6 @@ def train_tokenizer(args: argparse.Namespace) -> int:
     if PartialState().is_main_process:  # one summary, also under torchrun / accelerate launch
         print(json.dumps(summary, indent=2))
     return 0
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _image_report(model, args: argparse.Namespace) -> dict[str, Any]:
@@ -158,7 +151,7 @@ def eval_tokenizer(args: argparse.Namespace) -> int:
     out = {
         "kind": model.kind,
         "checkpoint": str(folder.resolve()),
-        "sha256": _sha256(folder / "model.safetensors"),
+        "sha256": file_sha256(folder / "model.safetensors"),
         **report,
     }
     if model.kind == "image":
