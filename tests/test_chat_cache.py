@@ -15,7 +15,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from test_token_cache import make_scenes, make_tokenizers  # tests/ is on sys.path (pytest rootdir import)
+from test_gst_training import (
+    assert_resume_equals_uninterrupted,  # tests/ is on sys.path (pytest rootdir import)
+)
+from test_token_cache import make_scenes, make_tokenizers
 
 from gst.api_chat import ChatSession
 from gst.cli import main as cli_main
@@ -37,7 +40,6 @@ from gst.model import SequenceConfig
 from gst.model.sequences import IGNORE_INDEX, TASK_CHAT
 from gst.tokenizers.image import to_signed
 from gst.tokenizers.io import load_tokenizer
-from gst.training import checkpoint as ckpt
 from gst.training.gst_chat import chat_metrics, qa_chat_example
 from gst.training.gst_task import GSTTask, get_run_preset, with_cache_grids
 from gst.training.loop import train
@@ -222,16 +224,7 @@ def test_chat_loss_decreases_and_eval_reports_chat(data: dict, tmp_path: Path) -
 
 def test_resume_with_chat_equals_uninterrupted_run(data: dict, tmp_path: Path) -> None:
     kw = dict(max_steps=6, checkpoint_every=2, grad_accum_steps=2, batch_size=4)
-    full = train(_task(data, **kw), _task(data, **kw).run.train, tmp_path / "full")
-    task = _task(data, **kw)
-    first = train(task, task.run.train, tmp_path / "cut", stop_at_step=3)
-    task = _task(data, **kw)
-    second = train(task, task.run.train, tmp_path / "cut", resume=True)
-    assert second.resumed_from == 3
-    assert first.losses + second.losses == full.losses  # bit-exact on CPU
-    a, _, _ = ckpt.read_checkpoint(full.checkpoint)
-    b, _, _ = ckpt.read_checkpoint(second.checkpoint)
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_resume_equals_uninterrupted(lambda: _task(data, **kw), tmp_path)
 
 
 def test_tokenizer_mismatch_and_config_errors(data: dict, tmp_path: Path) -> None:
