@@ -73,6 +73,31 @@ def test_codes_to_latent_is_the_quantized_latent(kind: str) -> None:
         tok.quantizer.codes_to_latent(torch.full((1, 8, 8), tok.num_codes))
 
 
+@pytest.mark.parametrize(("grid", "stages"), [((2, 2), 4), ((4, 2), 4), ((2, 2), 2)])
+def test_small_grids_split_stages_into_raster_runs(grid: tuple[int, int], stages: int) -> None:
+    """Issue 7's small camera grids: stage s owns raster tokens [s n / S, (s + 1) n / S), also where a
+    stage is less than one row (2x2 grid, four one-token stages)."""
+    tok = _small(grid_hw=grid, num_stages=stages)
+    K, w2c_obs, w2c_tgt = _pairs(5, 6)
+    target = tok.camera_vector(K, normalize_relative_pose(relative_w2c(w2c_obs, w2c_tgt), 1.0))
+    with torch.no_grad():
+        latent, codes, _, estimates = tok._quantize_stages(target)
+        assert codes.shape == (6, *grid) and len(estimates) == stages
+        assert torch.equal(tok.quantizer.codes_to_latent(codes), latent)
+        torch.testing.assert_close(tok._decode_vector(latent), estimates[-1], rtol=0, atol=1e-6)
+        # Changing the last raster token changes only the last stage's correction.
+        n = grid[0] * grid[1] // stages
+        flat = codes.flatten(1).clone()
+        flat[:, -1] = (flat[:, -1] + 1) % tok.num_codes
+        bent = tok.quantizer.codes_to_latent(flat.reshape(codes.shape))
+        for s in range(stages - 1):
+            torch.testing.assert_close(tok._band(bent, s), tok._band(latent, s), rtol=0, atol=0)
+        last = stages - 1
+        assert not torch.equal(tok._band(bent, last)[..., n - 1], tok._band(latent, last)[..., n - 1])
+    with pytest.raises(ValueError, match="divide the grid's 4 tokens"):
+        CameraTokenizerConfig(grid_hw=(2, 2), num_stages=3)
+
+
 def test_pose_scale_normalisation_is_applied_and_undone() -> None:
     K, w2c_obs, w2c_tgt = _pairs(3, 4)
     unit, scaled = _small(), _small(pose_scale=2.5)

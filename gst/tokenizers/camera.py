@@ -11,7 +11,8 @@ Pipeline (GST's camera tokenization, made camera-aware and precise):
 2. Encoder: the ray map is inverted analytically (``gst.geometry.cameras_from_rays``, exact to float
    precision) into a 13-number parameter vector ``p`` (``camera_vector``: 6D rotation, translation,
    log focal lengths, principal point; each scaled to O(1)); MLPs turn ``p`` into latents.
-3. Residual stages (RVQ across the token grid): the grid's rows are split into ``num_stages`` bands.
+3. Residual stages (RVQ across the token grid): the grid's tokens, in raster order, are split into
+   ``num_stages`` equal bands (whole rows when ``num_stages`` divides the rows).
    Stage 0 encodes ``p``; stage s encodes the residual ``(p - p_hat_{s-1}) * stage_gain**s`` left by the
    stages before it; each band is quantized (FSQ by default) and decoded by its own MLP, and
    ``p_hat_s = p_hat_{s-1} + decoded_s / stage_gain**s``. Precision therefore grows geometrically with
@@ -20,13 +21,14 @@ Pipeline (GST's camera tokenization, made camera-aware and precise):
 4. Decoder output: the final ``p_hat`` -> ``CameraParams`` -> the ray map rendered analytically, so
    every decoded map is an exact pinhole camera and ``cameras_from_rays`` inverts it exactly.
 
-Token layout: codes (B, h, w); rows ``[s * h / S, (s + 1) * h / S)`` hold stage s, so raster order is
-coarse to fine, the natural order for auto-regressive decoding. Tokens are a code of the whole camera,
-not local ray descriptors: every ray patch determines the camera, so locality buys no precision, and
-local codes at this codebook size cannot reach a fraction of a degree (see the notes).
+Token layout: codes (B, h, w); raster positions ``[s * h * w / S, (s + 1) * h * w / S)`` hold stage s
+(for S dividing h: rows ``[s * h / S, (s + 1) * h / S)``), so raster order is coarse to fine, the natural
+order for auto-regressive decoding. A 2x2 grid of four one-token stages is the smallest camera code.
+Tokens are a code of the whole camera, not local ray descriptors: every ray patch determines the camera,
+so locality buys no precision, and local codes at this codebook size cannot reach a fraction of a degree
+(see the notes).
 
-Glossary: B batch, h/w token grid, S stages, C latent channels per token, Hr/Wr ray map size.
-"""
+Glossary: B batch, h/w token grid, S stages, C latent channels per token, Hr/Wr ray map size."""
 
 from __future__ import annotations
 
@@ -135,8 +137,8 @@ class CameraTokenizer(nn.Module):
         self.config = config
         S, C = config.num_stages, config.quantizer.latent_dim
         h, w = config.grid_hw
-        self.stage_rows = h // S
-        tokens = self.stage_rows * w
+        self.stage_tokens = h * w // S  # tokens per stage: a contiguous run in raster order
+        tokens = self.stage_tokens
         self.encoders = nn.ModuleList(
             [_mlp(NUM_PARAMS, config.hidden, tokens * C, config.depth) for _ in range(S)]
         )
@@ -215,26 +217,29 @@ class CameraTokenizer(nn.Module):
         return self.rays_from_cameras(params.K(), params.w2c())
 
     # ---- network ----
-    def _band(self, codes_or_latent: torch.Tensor, s: int) -> torch.Tensor:
-        return codes_or_latent[..., s * self.stage_rows : (s + 1) * self.stage_rows, :]
+    def _band(self, latent: torch.Tensor, s: int) -> torch.Tensor:
+        """Stage s's tokens of a latent grid. Shapes: (B, C, h, w) -> (B, C, stage_tokens)."""
+        return latent.flatten(-2)[..., s * self.stage_tokens : (s + 1) * self.stage_tokens]
 
     def _quantize_stages(self, target: torch.Tensor):
         """Run the residual stages on exact vectors. Returns (quantized latent (B, C, h, w), codes
         (B, h, w), commit loss, stage estimates)."""
-        C, w, g = self.config.quantizer.latent_dim, self.config.grid_hw[1], self.config.stage_gain
+        C, g = self.config.quantizer.latent_dim, self.config.stage_gain
         estimate = torch.zeros_like(target)
         latents, codes, estimates, commit = [], [], [], target.new_zeros(())
         for s, (encoder, decoder) in enumerate(zip(self.encoders, self.decoders, strict=True)):
             # Later stages see the residual magnified, so every stage's input stays O(1).
             x = target if s == 0 else (target - estimate.detach()) * g**s
-            z = encoder(x).reshape(-1, self.stage_rows, w, C).permute(0, 3, 1, 2)  # (B, C, rows, w)
+            z = encoder(x).reshape(-1, 1, self.stage_tokens, C).permute(0, 3, 1, 2)  # (B, C, 1, n)
             q = self.quantizer(z)
             estimate = estimate + decoder(q.quantized.flatten(1)) / g**s
             latents.append(q.quantized)
             codes.append(q.codes)
             estimates.append(estimate)
             commit = commit + q.commit_loss
-        return torch.cat(latents, dim=-2), torch.cat(codes, dim=-2), commit, estimates
+        grid = self.config.grid_hw
+        latent = torch.cat(latents, dim=-1).reshape(-1, C, *grid)  # (B, C, h, w)
+        return latent, torch.cat(codes, dim=-1).reshape(-1, *grid), commit, estimates
 
     def _decode_vector(self, latent: torch.Tensor) -> torch.Tensor:
         """Quantized latent grid (B, C, h, w) -> the parameter estimate (B, 13)."""

@@ -115,7 +115,7 @@ class CameraTokenizerConfig:
     grid_hw: tuple[int, int] = (8, 8)  # token grid = the image tokenizer's grid
     ray_hw: tuple[int, int] = (16, 16)  # ray map resolution (encoder input and decoder output)
     pose_scale: float = 1.0  # world units per normalised unit (1 m for the procedural world); saved
-    num_stages: int = 2  # residual stages, each owning grid_hw[0] / num_stages rows of tokens
+    num_stages: int = 2  # residual stages, each owning h * w / num_stages tokens in raster order
     stage_gain: float = 8.0  # stage s encodes the residual magnified by stage_gain ** s
     hidden: int = 256  # MLP width of each stage's encoder and decoder
     depth: int = 2  # hidden layers per MLP
@@ -132,10 +132,11 @@ class CameraTokenizerConfig:
             raise ValueError(f"camera.ray_hw must be at least 2 x 2 to define a camera, got {self.ray_hw}")
         if not self.pose_scale > 0:
             raise ValueError(f"camera.pose_scale must be > 0 (world units), got {self.pose_scale}")
-        if self.num_stages < 1 or self.grid_hw[0] % self.num_stages:
+        num_tokens = self.grid_hw[0] * self.grid_hw[1]
+        if self.num_stages < 1 or num_tokens % self.num_stages:
             raise ValueError(
-                f"camera.num_stages ({self.num_stages}) must be >= 1 and divide the grid rows "
-                f"{self.grid_hw[0]}"
+                f"camera.num_stages ({self.num_stages}) must be >= 1 and divide the grid's "
+                f"{num_tokens} tokens"
             )
         if not self.stage_gain >= 1.0:
             raise ValueError(f"camera.stage_gain must be >= 1, got {self.stage_gain}")
