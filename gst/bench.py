@@ -11,7 +11,11 @@ Benchmarks (``--only`` picks some; each gives one or more rows):
 - ``sample``: greedy joint-sampling tokens/s at batch 1 and 16, KV cache vs recomputing the prefix, at
   2 x grid^2 generated tokens (512 for the default 16x16 grids);
 - ``api``: end-to-end latency of ``GST.estimate_pose`` and ``GST.synthesize_view`` on the example images,
-  from a checkpoint (``--checkpoint``, default assets/gst-tiny; skipped with a note when absent).
+  from each ``--checkpoint`` (repeatable: checkpoints with different camera grids side by side; default
+  assets/gst-tiny; skipped with a note when absent);
+- ``scale``: training step time and peak memory against model size (presets) and token grid (image
+  resolution / 8), each configuration in a fresh process (``python -m gst.model.bench train-step``) so
+  that its peak memory is its own.
 
 Backbone models are randomly initialised (``--preset``). Every row records the machine (CPU model, cores,
 torch threads, GPU), the UTC date, the torch version, the command, and peak memory: on CUDA
@@ -24,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import traceback
 from collections.abc import Callable
@@ -35,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # torch is imported lazily: `gst --help` stays fast
     import torch
 
-BENCHES = ("render", "image-tokenizer", "camera-tokenizer", "train", "sample", "api")
+BENCHES = ("render", "image-tokenizer", "camera-tokenizer", "train", "sample", "api", "scale")
 EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
 
 
@@ -53,6 +56,10 @@ class BenchSizes:
     sample_grid: int  # image and camera grid side of sampling: 2 * side^2 generated tokens
     sample_batches: tuple[int, ...]  # conditions decoded at once
     repeats: int  # timed calls of the tokenizer and api benchmarks (best reported), after one warm-up
+    # (preset, image grid side) training configurations of `scale`; the camera grid equals the image grid
+    scale_points: tuple[tuple[str, int], ...]
+    scale_batch: int  # sequences per step of `scale`
+    scale_steps: int  # timed steps (median) of `scale`, after 2 warm-ups
 
 
 FULL = BenchSizes(
@@ -66,6 +73,10 @@ FULL = BenchSizes(
     sample_grid=16,
     sample_batches=(1, 16),
     repeats=5,
+    # model size at grid 8 (64x64 images), then grid 16 and 32 (128 and 256 px) for tiny and small
+    scale_points=(("micro", 8), ("tiny", 8), ("small", 8), ("tiny", 16), ("small", 16), ("tiny", 32)),
+    scale_batch=8,
+    scale_steps=3,
 )
 QUICK = replace(  # a check that everything runs, not figures
     FULL,
@@ -77,6 +88,9 @@ QUICK = replace(  # a check that everything runs, not figures
     train_steps=2,
     sample_grid=4,
     repeats=1,
+    scale_points=(("micro", 4), ("micro", 8)),
+    scale_batch=2,
+    scale_steps=1,
 )
 
 
@@ -281,10 +295,15 @@ def bench_sample_rows(args: argparse.Namespace, sizes: BenchSizes, device: torch
 
 
 def bench_api_rows(args: argparse.Namespace, sizes: BenchSizes, device: torch.device) -> list[dict]:
-    from gst.api import DEFAULT_CHECKPOINT, GST, orbit_camera
+    from gst.api import DEFAULT_CHECKPOINT
+
+    return [row for path in args.checkpoint or [DEFAULT_CHECKPOINT] for row in _api_rows(path, sizes, device)]
+
+
+def _api_rows(path: Path, sizes: BenchSizes, device: torch.device) -> list[dict]:
+    from gst.api import GST, orbit_camera
     from gst.model.bench import time_call
 
-    path = args.checkpoint or DEFAULT_CHECKPOINT
     if not Path(path).exists():
         note = f"skipped: no checkpoint at {path}; pass --checkpoint DIR"
         return [_row("api", name, None, "s", note=note) for name in ("estimate_pose", "synthesize_view")]
@@ -312,6 +331,49 @@ def bench_api_rows(args: argparse.Namespace, sizes: BenchSizes, device: torch.de
     return rows
 
 
+def bench_scale_rows(args: argparse.Namespace, sizes: BenchSizes, device: torch.device) -> list[dict]:
+    """One training configuration per fresh process: step time and that process's peak memory."""
+    import subprocess
+
+    rows = []
+    for preset, grid in sizes.scale_points:
+        cmd = [sys.executable, "-m", "gst.model.bench", "train-step", "--preset", preset, "--grid", str(grid)]
+        cmd += ["--batch-size", str(sizes.scale_batch), "--steps", str(sizes.scale_steps)]
+        cmd += ["--device", str(device), "--num-text", str(args.num_text)]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        if device.type == "cuda":
+            cmd.append("--autocast")
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd[1:])} failed: {done.stderr.strip().splitlines()[-1:]}")
+        info = json.loads(done.stdout)
+        r = info["result"]
+        memory = {"peak_cuda_gib": r["peak_memory_gib"]} if "peak_memory_gib" in r else {}
+        rows.append(
+            _row(
+                "scale",
+                f"scale {preset} grid {grid}",
+                r["step_s_median"],
+                "s/step",
+                preset=preset,
+                image_grid=grid,
+                image_px=8 * grid,  # the tokenizers downsample by 8
+                params_m=info["model"]["parameters"] / 1e6,
+                embedding_params_m=info["model"]["embedding_parameters"] / 1e6,
+                seq_len=r["seq_len"],
+                batch_size=r["batch_size"],
+                tokens_per_s=r["tokens_per_s"],
+                model_tflop_per_step=r["model_tflop_per_step"],
+                process_peak_rss_mib=r["peak_rss_mib"],
+                process_rss_after_build_mib=r["rss_after_build_mib"],
+                precision="bf16 autocast" if device.type == "cuda" else "fp32",
+                **memory,
+            )
+        )
+    return rows
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace, BenchSizes, torch.device], list[dict]]] = {
     "render": bench_render_rows,
     "image-tokenizer": bench_image_tokenizer_rows,
@@ -319,6 +381,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace, BenchSizes, torch.device], list
     "train": bench_train_rows,
     "sample": bench_sample_rows,
     "api": bench_api_rows,
+    "scale": bench_scale_rows,
 }
 
 
@@ -326,8 +389,9 @@ RUNNERS: dict[str, Callable[[argparse.Namespace, BenchSizes, torch.device], list
 def _peak_memory_mib(device: torch.device) -> dict[str, float]:
     import torch
 
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    out = {"peak_rss_mib": rss / (2**20 if sys.platform == "darwin" else 2**10)}
+    from gst.model.bench import peak_rss_mib
+
+    out = {"peak_rss_mib": peak_rss_mib()}
     if device.type == "cuda":
         out["peak_cuda_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     return out
@@ -353,11 +417,12 @@ def command_line(args: argparse.Namespace, device: torch.device) -> str:
         ("--threads", args.threads),
         ("--num-text", args.num_text if args.num_text != 49152 else None),
         ("--tokenizers", args.tokenizers),
-        ("--checkpoint", args.checkpoint),
         ("--json", args.json),
     ):
         if value is not None:
             parts += [flag, str(value)]
+    for path in args.checkpoint or []:
+        parts += ["--checkpoint", str(path)]
     return " ".join(parts)
 
 
@@ -406,6 +471,12 @@ def format_table(result: dict[str, Any]) -> str:
         notes = d.get("error") or d.get("note") or d.get("weights") or ""
         if "kv_cache_speedup" in d:
             notes = f"kv-cache speedup {d['kv_cache_speedup']:.1f}x"
+        if row["bench"] == "api" and "camera_grid" in d:
+            notes = f"camera {d['camera_grid'][0]}x{d['camera_grid'][1]} tokens, {d['checkpoint']}"
+        if row["bench"] == "scale" and "seq_len" in d:
+            notes = f"{d['params_m']:.1f}M params, seq {d['seq_len']}, batch {d['batch_size']}"
+            peak_gib = d.get("peak_cuda_gib", d["process_peak_rss_mib"] / 1024)
+            notes += f", {d['precision']}, process peak {peak_gib:.2f} GiB"
         if row["bench"] == "train" and "seq_len" in d:
             notes = f"seq {d['seq_len']}, {d['precision']}"
             if "mfu" in d:
@@ -447,6 +518,10 @@ def register_top(sub: argparse._SubParsersAction) -> None:
         "--tokenizers", type=Path, metavar="DIR", help="DIR/image, DIR/camera exports (default fresh)"
     )
     p.add_argument(
-        "--checkpoint", type=Path, metavar="DIR", help="GST checkpoint for api (default assets/gst-tiny)"
+        "--checkpoint",
+        type=Path,
+        action="append",
+        metavar="DIR",
+        help="GST checkpoint for api, repeatable (default assets/gst-tiny)",
     )
     p.set_defaults(func=_bench)

@@ -59,3 +59,32 @@ def test_missing_checkpoint_skips_api_rows(tmp_path: Path) -> None:
 def test_unknown_bench_name_is_an_error(capsys) -> None:
     assert main(["bench", "--only", "nope"]) == 1
     assert "--only nope: choose from render" in capsys.readouterr().err
+
+
+def test_api_rows_for_several_checkpoints_side_by_side(tmp_path: Path, capsys) -> None:
+    a, b = make_checkpoint(tmp_path / "a"), make_checkpoint(tmp_path / "b")
+    code, result = _bench(tmp_path, "--only", "api", "--checkpoint", str(a), "--checkpoint", str(b))
+    assert code == 0
+    rows = result["rows"]
+    assert [(r["figure"], r["details"]["checkpoint"]) for r in rows] == [
+        ("estimate_pose", str(a)),
+        ("synthesize_view", str(a)),
+        ("estimate_pose", str(b)),
+        ("synthesize_view", str(b)),
+    ]
+    assert all(r["value"] > 0 and r["details"]["camera_grid"] == [4, 4] for r in rows)
+    assert f"--checkpoint {a} --checkpoint {b}" in rows[0]["command"]
+    assert "camera 4x4 tokens" in capsys.readouterr().out
+
+
+def test_scale_rows_measure_each_configuration_in_its_own_process(tmp_path: Path) -> None:
+    code, result = _bench(tmp_path, "--only", "scale")
+    assert code == 0
+    rows = result["rows"]
+    assert [r["figure"] for r in rows] == ["scale micro grid 4", "scale micro grid 8"]
+    for row, grid in zip(rows, (4, 8), strict=True):
+        d = row["details"]
+        assert row["unit"] == "s/step" and row["value"] > 0
+        assert d["seq_len"] == 3 * grid * grid + 7 and d["image_px"] == 8 * grid and d["batch_size"] == 2
+        assert d["process_peak_rss_mib"] >= d["process_rss_after_build_mib"] > 0
+        assert d["params_m"] > d["embedding_params_m"] > 0 and d["precision"] == "fp32"

@@ -6,8 +6,9 @@ Functions for ``gst bench`` (issue 7) and a small CLI:
     OMP_NUM_THREADS=1 .venv/bin/python -m gst.model.bench kv-cache --preset tiny --grid 16 --batch-size 1
     OMP_NUM_THREADS=1 .venv/bin/python -m gst.model.bench pose-latency --preset tiny --grid 16 --batch-size 1
 
-Both print one JSON object (machine, torch threads and settings included). Models are randomly
-initialised: timing does not depend on the weights.
+Each prints one JSON object (machine, torch threads and settings included); train-step adds the
+process's peak memory (``gst bench --only scale`` runs it once per configuration, in a fresh process).
+Models are randomly initialised: timing does not depend on the weights.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import argparse
 import json
 import os
 import platform
+import resource
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -217,6 +220,22 @@ def benchmark_pose_latency(
     return rows
 
 
+def current_rss_mib() -> float:
+    """Resident memory of this process now (Linux ``/proc/self/statm``; NaN elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (a high-water mark: it never goes down)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return rss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -277,9 +296,12 @@ def main(argv: list[str] | None = None) -> int:
         peak = measure_matmul_peak(model.device) if model.device.type == "cuda" else None
         info["matmul_peak_tflops"] = peak / 1e12 if peak else None
         autocast = torch.bfloat16 if args.autocast else None
+        rss_built = current_rss_mib()  # the process with the model built, before any step
         info["result"] = benchmark_train_step(
             model, seq_cfg, batch_size=args.batch_size, steps=args.steps, autocast=autocast, peak_flops=peak
         )
+        # CPU: the whole process's high-water mark (this CLI runs one configuration per process).
+        info["result"].update(rss_after_build_mib=rss_built, peak_rss_mib=peak_rss_mib())
     elif args.what == "kv-cache":
         with torch.no_grad():
             info["result"] = benchmark_kv_cache(model, seq_cfg, batch_size=args.batch_size)
