@@ -352,6 +352,13 @@ class GST:
             question, list(paths), max_new_tokens=max_new_tokens, allow_segments=False
         ).text.strip()
 
+    def score_replies(
+        self, question: str, images: Sequence[ImageInput], candidates: Sequence[str]
+    ) -> list[float]:
+        """Log-likelihood of each candidate answer to one question, in a fresh conversation
+        (``ChatSession.score``); ``gst.eval.qa_baselines.ScoreFn``."""
+        return self.start_chat(allow_segments=False).score(question, images, candidates)
+
 
 # ---- gst.eval predictors ----
 

@@ -71,14 +71,53 @@ class ChatSession:
         """Forget every turn (the system message stays)."""
         self._turns = []
 
-    def ask(self, text: str, images: Sequence[ImageInput] = ()) -> ChatReply:
-        """Add a user turn (images, then text), decode the reply, keep both in the history."""
+    def _prompt(self, text: str, images: Sequence[ImageInput]):
+        """The user turn (ids, grid) and the whole prompt up to ``[assistant]``: ids (T,), grid (T, 2)."""
         prepared = [self.gst.prepare(img).ids for img in images]  # errors name unreadable files
         user = self._message("user", [*prepared, text])
         start = torch.tensor([self.gst.layout.special_id("<|assistant|>")])
         chunks = self._system + self._turns + [user]
         prompt = torch.cat([c[0] for c in chunks] + [start])
         grid = torch.cat([c[1] for c in chunks] + [torch.full((1, 2), NO_GRID)])
+        return user, prompt, grid
+
+    @torch.no_grad()
+    def score(self, text: str, images: Sequence[ImageInput], candidates: Sequence[str]) -> list[float]:
+        """Log-likelihood (nats) of each candidate reply, its text then ``<|end|>``, to a user turn;
+        the history is left unchanged. Each step is scored under the distribution text decoding samples
+        from (text ids and ``<|end|>``), so the best-scoring candidate is the reply decoding would most
+        likely write among them: multiple-choice answered by likelihood, as lm-evaluation-harness does."""
+        if not candidates:
+            raise ValueError("score: no candidate replies given")
+        _, prompt, grid = self._prompt(text, images)
+        layout, device = self.gst.layout, self.gst.model.device
+        end = layout.special_id("<|end|>")
+        replies = [self.gst.text_tokenizer.encode(c) + [end] for c in candidates]
+        length = prompt.shape[0] + max(len(r) for r in replies)
+        if length > self._max_positions():
+            raise ValueError(f"score: prompt and reply take {length} tokens; the model reads fewer")
+        # Right padding needs no attention mask: a causal model's earlier positions never see it.
+        ids = torch.full((len(replies), length), end, dtype=torch.long)  # (N, T)
+        ids[:, : prompt.shape[0]] = prompt
+        for i, reply in enumerate(replies):
+            ids[i, prompt.shape[0] : prompt.shape[0] + len(reply)] = torch.tensor(reply)
+        cells = torch.full((len(replies), length, 2), NO_GRID)  # (N, T, 2): replies are text
+        cells[:, : prompt.shape[0]] = grid
+        logits = self.gst.model(ids.to(device), cells.to(device)).logits[..., : layout.image_offset]
+        allowed = torch.zeros(layout.image_offset, dtype=torch.bool, device=device)
+        allowed[: layout.num_text] = True
+        allowed[end] = True
+        logp = logits.float().masked_fill(~allowed, float("-inf")).log_softmax(-1)  # (N, T, V')
+        scores = []
+        for i, reply in enumerate(replies):
+            at = torch.arange(prompt.shape[0] - 1, prompt.shape[0] - 1 + len(reply), device=device)
+            scores.append(float(logp[i, at, torch.tensor(reply, device=device)].sum()))
+        return scores
+
+    def ask(self, text: str, images: Sequence[ImageInput] = ()) -> ChatReply:
+        """Add a user turn (images, then text), decode the reply, keep both in the history."""
+        user, prompt, grid = self._prompt(text, images)
+        start = prompt[-1:]
         limit = self._max_positions()
         seq = self.gst.sequence
         # A segment started on the last allowed step is still completed (its codes and end token).

@@ -379,6 +379,32 @@ def test_chat_multi_turn_history(gst: GST) -> None:
     )
 
 
+def test_score_replies_is_the_log_likelihood_text_decoding_assigns(gst: GST) -> None:
+    question, images = "Which is closer?", [_image(20, 20)]
+    candidates = ["red box", "the blue sphere", "left"]
+    scores = gst.score_replies(question, images, candidates)
+    # Reference: one prefix at a time, the last position's logits over text ids and <|end|>.
+    session = gst.start_chat(allow_segments=False)
+    _, prompt, grid = session._prompt(question, images)
+    layout, end = gst.layout, gst.layout.special_id("<|end|>")
+    allowed = torch.zeros(layout.image_offset, dtype=torch.bool)
+    allowed[: layout.num_text] = True
+    allowed[end] = True
+    for candidate, score in zip(candidates, scores, strict=True):
+        reply, total = gst.text_tokenizer.encode(candidate) + [end], 0.0
+        for j, token in enumerate(reply):
+            ids = torch.cat([prompt, torch.tensor(reply[:j], dtype=torch.long)])
+            cells = torch.cat([grid, torch.full((j, 2), NO_GRID)])
+            with torch.no_grad():
+                logits = gst.model(ids[None], cells[None]).logits[0, -1, : layout.image_offset]
+            total += float(logits.masked_fill(~allowed, float("-inf")).log_softmax(-1)[token])
+        assert score == pytest.approx(total, abs=1e-3)
+    assert len(set(scores)) == 3 and all(s < 0 for s in scores)
+    assert session.num_tokens == 0  # scoring leaves the history alone
+    with pytest.raises(ValueError, match="no candidate"):
+        gst.score_replies(question, images, [])
+
+
 @pytest.mark.parametrize("segment", ["<|cam_start|>", "<|img_start|>"])
 def test_chat_reply_segments_are_decoded(gst: GST, segment: str) -> None:
     token = gst.layout.special_id(segment)

@@ -153,12 +153,22 @@ def test_eval_qa_model_and_text_only(ckpt, scenes, tmp_path, capsys) -> None:
         "phrasing_split": "train", "split": "val", "question": "How many objects are there in the image?",
         "answer": {"type": "count", "value": 2}, "answer_text": "2",
     }  # fmt: skip
+    choice = {
+        **record, "id": "x/3", "family": "relative_direction", "kind": "left_right",
+        "question": "Is the red box left or right?",
+        "answer": {"type": "choice", "value": "left", "options": ["left", "right"]}, "answer_text": "left",
+    }  # fmt: skip
     data = tmp_path / "qa.jsonl"
-    data.write_text(json.dumps(record) + "\n" + json.dumps({**record, "id": "x/2", "views": [1]}) + "\n")
+    lines = [record, {**record, "id": "x/2", "views": [1]}, choice]
+    data.write_text("".join(json.dumps(r) + "\n" for r in lines))
     base = ["eval", "qa", "--data", str(data), "--checkpoint", str(ckpt), "--max-new-tokens", "4", "--json"]
     assert cli_main([*base, "--method", "model", "--scenes", str(scenes)]) == 0
     model = _json(capsys)
-    assert model["method"] == "gst" and model["data"]["num_records"] == 2
+    assert model["method"] == "gst" and model["data"]["num_records"] == 3 and model["choices"] == "score"
+    # A scored choice is always one of the options, so it always parses.
+    assert model["metrics"]["families"]["relative_direction"]["unparseable"] == 0
+    assert cli_main([*base, "--method", "model", "--scenes", str(scenes), "--choices", "generate"]) == 0
+    assert _json(capsys)["choices"] == "generate"
     assert cli_main([*base, "--method", "text-only"]) == 0
     assert _json(capsys)["method"] == "gst-text-only"
     assert cli_main([*base, "--method", "model"]) == 1

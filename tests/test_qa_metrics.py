@@ -187,6 +187,28 @@ def test_chat_predictor_text_only_hook() -> None:
         ChatPredictor(chat, None, text_only=False)
 
 
+def test_chat_predictor_scores_choice_options() -> None:
+    asked, scored = [], []
+
+    def chat(question, images):
+        asked.append(question)
+        return "7"
+
+    def score(question, images, options):
+        scored.append(tuple(options))
+        return [-float(len(o)) for o in options]  # prefers the shortest option; ties: the first
+
+    val = [r for r in RECORDS if r.split == "val"]
+    texts = ChatPredictor(chat, None, text_only=True, score=score).predict(val)
+    choices = [r for r in val if r.answer.type == "choice"]
+    assert scored == [tuple(r.answer.options) for r in choices] and len(asked) == len(val) - len(choices)
+    for r, text in zip(val, texts, strict=True):
+        if r.answer.type == "choice":
+            assert text == min(r.answer.options, key=len)  # min keeps the first of equal lengths
+        else:
+            assert text == "7"
+
+
 def test_cli_eval_qa(tmp_path, capsys) -> None:
     data = tmp_path / "qa.jsonl"
     write_jsonl(RECORDS, data)

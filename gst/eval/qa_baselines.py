@@ -12,7 +12,10 @@ A predictor maps QA records to answer texts (``QAPredictor.predict``). Implement
 - ``OraclePredictor``: the ground-truth text (checks the scorer: every metric is perfect).
 - ``ChatPredictor``: any chat function ``(question, image paths) -> answer`` (the world model once its
   checkpoint loads, issue 4), given the record's observed views; with ``text_only=True`` it receives
-  no images: the "model with the image tokens removed" baseline.
+  no images: the "model with the image tokens removed" baseline. Given a score function
+  ``(question, image paths, options) -> log-likelihoods`` it answers choice questions with the option
+  the model finds most likely (multiple choice by likelihood, as lm-evaluation-harness scores it) and
+  generates every other answer.
 - ``PredictionsFile``: answers from a JSONL file of ``{"id": record id, "answer_text": str}`` lines.
 """
 
@@ -29,6 +32,8 @@ import numpy as np
 from gst.data.qa_types import Answer, QARecord, box_answer, format_answer, number_answer, point_answer
 
 ChatFn = Callable[[str, Sequence[Path]], str]  # (question, observed image paths) -> answer text
+# (question, observed image paths, candidate answers) -> one log-likelihood per candidate
+ScoreFn = Callable[[str, Sequence[Path], Sequence[str]], Sequence[float]]
 
 
 class QAPredictor(Protocol):
@@ -109,7 +114,8 @@ class ChatPredictor:
     """Ask a chat function each record's question with the record's observed views.
 
     ``image_paths(scene, view)`` resolves a view to its image file (for scenes on disk:
-    ``scene_image_resolver(root)``). ``text_only=True`` passes no images.
+    ``scene_image_resolver(root)``). ``text_only=True`` passes no images. ``score``: answer choice
+    questions with the most likely of their options (ties: the first option) instead of generating.
     """
 
     def __init__(
@@ -119,17 +125,23 @@ class ChatPredictor:
         *,
         text_only: bool,
         name: str = "model",
+        score: ScoreFn | None = None,
     ) -> None:
         if not text_only and image_paths is None:
             raise ValueError("ChatPredictor: the model with images needs an image resolver (--scenes DIR)")
-        self.chat, self.image_paths, self.text_only = chat, image_paths, text_only
+        self.chat, self.image_paths, self.text_only, self.score = chat, image_paths, text_only, score
         self.name = f"{name}-text-only" if text_only else name
 
     def predict(self, records: Sequence[QARecord]) -> list[str]:
         out = []
         for r in records:
             images = [] if self.text_only else [self.image_paths(r.scene, v) for v in r.views]
-            out.append(str(self.chat(r.question, images)))
+            if self.score is not None and r.answer.type == "choice":
+                options = list(r.answer.options or ())
+                scores = list(self.score(r.question, images, options))
+                out.append(options[max(range(len(options)), key=lambda i: (scores[i], -i))])
+            else:
+                out.append(str(self.chat(r.question, images)))
         return out
 
 

@@ -5,6 +5,8 @@
   (gst.eval.qa_metrics). ``--predictions FILE`` scores any method's answers.
 - ``--checkpoint DIR --method model --scenes DIR``: the world model answers with the record's observed views
   (gst.api chat, greedy, no segments); ``--method text-only``: the same model with the image tokens removed.
+  ``--choices score`` (default) answers choice questions with the option of highest likelihood under the
+  model (``GST.score_replies``); ``--choices generate`` decodes them freely like every other answer.
 """
 
 from __future__ import annotations
@@ -47,6 +49,13 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=int, default=64, help="longest model answer, tokens (default 64)")
     p.add_argument(
         "--scenes", default=None, help="scene folders, for the model's input images (with --checkpoint)"
+    )
+    p.add_argument(
+        "--choices",
+        choices=("score", "generate"),
+        default="score",
+        help="model: answer choice questions with the most likely option (score, default) or by "
+        "free greedy decoding (generate)",
     )
     p.add_argument("--json", action="store_true", help="print the results JSON on stdout")
     p.add_argument("--out", default=None, help="write results.json and report.md here")
@@ -95,7 +104,17 @@ def _model_predictor(args: argparse.Namespace, num_records: int):
         bar.update(1)
         return chat(question, paths)
 
-    return ChatPredictor(answer, resolver, text_only=text_only, name="gst")
+    def score(question, paths, options):
+        bar.update(1)
+        return gst.score_replies(question, paths, options)
+
+    return ChatPredictor(
+        answer,
+        resolver,
+        text_only=text_only,
+        name="gst",
+        score=score if args.choices == "score" else None,
+    )
 
 
 def run_eval_qa(args: argparse.Namespace) -> int:
@@ -127,6 +146,7 @@ def run_eval_qa(args: argparse.Namespace) -> int:
             "num_scenes": len({r.scene for r in records}),
             "train_data": args.train_data,
         },
+        "choices": args.choices if args.method in ("model", "text-only") else None,
         "metrics": evaluate_texts(records, texts),
         "metric_definitions": METRIC_DEFINITIONS,
     }
