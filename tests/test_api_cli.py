@@ -164,11 +164,15 @@ def test_eval_qa_model_and_text_only(ckpt, scenes, tmp_path, capsys) -> None:
     base = ["eval", "qa", "--data", str(data), "--checkpoint", str(ckpt), "--max-new-tokens", "4", "--json"]
     assert cli_main([*base, "--method", "model", "--scenes", str(scenes)]) == 0
     model = _json(capsys)
-    assert model["method"] == "gst" and model["data"]["num_records"] == 3 and model["choices"] == "score"
-    # A scored choice is always one of the options, so it always parses.
-    assert model["metrics"]["families"]["relative_direction"]["unparseable"] == 0
-    assert cli_main([*base, "--method", "model", "--scenes", str(scenes), "--choices", "generate"]) == 0
-    assert _json(capsys)["choices"] == "generate"
+    assert (
+        model["method"] == "gst" and model["data"]["num_records"] == 3 and model["closed_answers"] == "score"
+    )
+    # A scored choice or count is always a valid answer, so it always parses.
+    assert model["metrics"]["overall"]["unparseable"] == 0
+    assert (
+        cli_main([*base, "--method", "model", "--scenes", str(scenes), "--closed-answers", "generate"]) == 0
+    )
+    assert _json(capsys)["closed_answers"] == "generate"
     assert cli_main([*base, "--method", "text-only"]) == 0
     assert _json(capsys)["method"] == "gst-text-only"
     assert cli_main([*base, "--method", "model"]) == 1

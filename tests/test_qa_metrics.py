@@ -18,7 +18,13 @@ from gst.data.qa_types import (
     point_answer,
     write_jsonl,
 )
-from gst.eval.qa_baselines import ChatPredictor, MostFrequentBaseline, OraclePredictor, PredictionsFile
+from gst.eval.qa_baselines import (
+    COUNT_CANDIDATES,
+    ChatPredictor,
+    MostFrequentBaseline,
+    OraclePredictor,
+    PredictionsFile,
+)
 from gst.eval.qa_metrics import (
     MRA_TOLERANCES,
     OrientedBox,
@@ -200,13 +206,16 @@ def test_chat_predictor_scores_choice_options() -> None:
 
     val = [r for r in RECORDS if r.split == "val"]
     texts = ChatPredictor(chat, None, text_only=True, score=score).predict(val)
-    choices = [r for r in val if r.answer.type == "choice"]
-    assert scored == [tuple(r.answer.options) for r in choices] and len(asked) == len(val) - len(choices)
+    closed = [r for r in val if r.answer.type in ("choice", "count")]
+    assert {r.answer.type for r in closed} == {"choice", "count"}
+    assert scored == [tuple(r.answer.options or COUNT_CANDIDATES) for r in closed]
+    assert len(asked) == len(val) - len(closed)
+    assert COUNT_CANDIDATES == tuple(str(n) for n in range(11))
     for r, text in zip(val, texts, strict=True):
         if r.answer.type == "choice":
             assert text == min(r.answer.options, key=len)  # min keeps the first of equal lengths
         else:
-            assert text == "7"
+            assert text == ("0" if r.answer.type == "count" else "7")
 
 
 def test_cli_eval_qa(tmp_path, capsys) -> None:

@@ -13,9 +13,10 @@ A predictor maps QA records to answer texts (``QAPredictor.predict``). Implement
 - ``ChatPredictor``: any chat function ``(question, image paths) -> answer`` (the world model once its
   checkpoint loads, issue 4), given the record's observed views; with ``text_only=True`` it receives
   no images: the "model with the image tokens removed" baseline. Given a score function
-  ``(question, image paths, options) -> log-likelihoods`` it answers choice questions with the option
-  the model finds most likely (multiple choice by likelihood, as lm-evaluation-harness scores it) and
-  generates every other answer.
+  ``(question, image paths, candidates) -> log-likelihoods`` it answers questions with a closed answer
+  set by the candidate the model finds most likely (multiple choice by likelihood, as
+  lm-evaluation-harness scores it): choices among their options, counts among ``COUNT_CANDIDATES``;
+  it generates every other answer.
 - ``PredictionsFile``: answers from a JSONL file of ``{"id": record id, "answer_text": str}`` lines.
 """
 
@@ -34,6 +35,7 @@ from gst.data.qa_types import Answer, QARecord, box_answer, format_answer, numbe
 ChatFn = Callable[[str, Sequence[Path]], str]  # (question, observed image paths) -> answer text
 # (question, observed image paths, candidate answers) -> one log-likelihood per candidate
 ScoreFn = Callable[[str, Sequence[Path], Sequence[str]], Sequence[float]]
+COUNT_CANDIDATES = tuple(str(n) for n in range(11))  # scenes hold 2-6 objects; counts of a kind fewer
 
 
 class QAPredictor(Protocol):
@@ -114,8 +116,8 @@ class ChatPredictor:
     """Ask a chat function each record's question with the record's observed views.
 
     ``image_paths(scene, view)`` resolves a view to its image file (for scenes on disk:
-    ``scene_image_resolver(root)``). ``text_only=True`` passes no images. ``score``: answer choice
-    questions with the most likely of their options (ties: the first option) instead of generating.
+    ``scene_image_resolver(root)``). ``text_only=True`` passes no images. ``score``: answer choice and
+    count questions with the most likely candidate (ties: the first) instead of generating.
     """
 
     def __init__(
@@ -136,13 +138,20 @@ class ChatPredictor:
         out = []
         for r in records:
             images = [] if self.text_only else [self.image_paths(r.scene, v) for v in r.views]
-            if self.score is not None and r.answer.type == "choice":
-                options = list(r.answer.options or ())
-                scores = list(self.score(r.question, images, options))
-                out.append(options[max(range(len(options)), key=lambda i: (scores[i], -i))])
+            candidates = self._candidates(r)
+            if self.score is not None and candidates:
+                scores = list(self.score(r.question, images, candidates))
+                out.append(candidates[max(range(len(candidates)), key=lambda i: (scores[i], -i))])
             else:
                 out.append(str(self.chat(r.question, images)))
         return out
+
+    @staticmethod
+    def _candidates(r: QARecord) -> list[str]:
+        """The closed answer set of a record (empty for open answers: numbers, points, boxes)."""
+        if r.answer.type == "choice":
+            return list(r.answer.options or ())
+        return list(COUNT_CANDIDATES) if r.answer.type == "count" else []
 
 
 def scene_image_resolver(root: str | Path) -> Callable[[str, int], Path]:

@@ -5,8 +5,9 @@
   (gst.eval.qa_metrics). ``--predictions FILE`` scores any method's answers.
 - ``--checkpoint DIR --method model --scenes DIR``: the world model answers with the record's observed views
   (gst.api chat, greedy, no segments); ``--method text-only``: the same model with the image tokens removed.
-  ``--choices score`` (default) answers choice questions with the option of highest likelihood under the
-  model (``GST.score_replies``); ``--choices generate`` decodes them freely like every other answer.
+  ``--closed-answers score`` (default) answers questions with a closed answer set (choices: their options;
+  counts: 0-10) with the candidate of highest likelihood under the model (``GST.score_replies``);
+  ``--closed-answers generate`` decodes them freely like every other answer.
 """
 
 from __future__ import annotations
@@ -51,11 +52,11 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
         "--scenes", default=None, help="scene folders, for the model's input images (with --checkpoint)"
     )
     p.add_argument(
-        "--choices",
+        "--closed-answers",
         choices=("score", "generate"),
         default="score",
-        help="model: answer choice questions with the most likely option (score, default) or by "
-        "free greedy decoding (generate)",
+        help="model: answer choice and count questions with the most likely candidate (score, default) "
+        "or by free greedy decoding (generate)",
     )
     p.add_argument("--json", action="store_true", help="print the results JSON on stdout")
     p.add_argument("--out", default=None, help="write results.json and report.md here")
@@ -113,7 +114,7 @@ def _model_predictor(args: argparse.Namespace, num_records: int):
         resolver,
         text_only=text_only,
         name="gst",
-        score=score if args.choices == "score" else None,
+        score=score if args.closed_answers == "score" else None,
     )
 
 
@@ -146,7 +147,7 @@ def run_eval_qa(args: argparse.Namespace) -> int:
             "num_scenes": len({r.scene for r in records}),
             "train_data": args.train_data,
         },
-        "choices": args.choices if args.method in ("model", "text-only") else None,
+        "closed_answers": args.closed_answers if args.method in ("model", "text-only") else None,
         "metrics": evaluate_texts(records, texts),
         "metric_definitions": METRIC_DEFINITIONS,
     }
