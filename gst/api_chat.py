@@ -104,9 +104,7 @@ class ChatSession:
         cells = torch.full((len(replies), length, 2), NO_GRID)  # (N, T, 2): replies are text
         cells[:, : prompt.shape[0]] = grid
         logits = self.gst.model(ids.to(device), cells.to(device)).logits[..., : layout.image_offset]
-        allowed = torch.zeros(layout.image_offset, dtype=torch.bool, device=device)
-        allowed[: layout.num_text] = True
-        allowed[end] = True
+        allowed = text_reply_rows(layout, device)
         logp = logits.float().masked_fill(~allowed, float("-inf")).log_softmax(-1)  # (N, T, V')
         scores = []
         for i, reply in enumerate(replies):
@@ -180,6 +178,15 @@ class ChatSession:
         return parts
 
 
+def text_reply_rows(layout: Any, device: torch.device | str) -> torch.Tensor:
+    """The rows a text reply may hold, as a mask over text + special rows: text ids and ``<|end|>``.
+    Shapes: -> (image_offset,) bool."""
+    allowed = torch.zeros(layout.image_offset, dtype=torch.bool, device=device)
+    allowed[: layout.num_text] = True
+    allowed[layout.special_id("<|end|>")] = True
+    return allowed
+
+
 @torch.no_grad()
 def decode_reply(
     model: GSTModel,
@@ -195,9 +202,7 @@ def decode_reply(
     (a started segment is finished). Shapes: prompt (T,), grid (T, 2) -> new ids (N,), their grid (N, 2)."""
     layout, device = model.layout, model.device
     sid = layout.special_id
-    allowed = torch.zeros(layout.image_offset, dtype=torch.bool, device=device)  # text + special rows
-    allowed[: layout.num_text] = True
-    allowed[sid("<|end|>")] = True
+    allowed = text_reply_rows(layout, device)
     segments = {
         sid("<|img_start|>"): (HeadKind.IMAGE, grid_coords(*seq.image_grid), sid("<|img_end|>")),
         sid("<|cam_start|>"): (HeadKind.CAMERA, grid_coords(*seq.camera_grid), sid("<|cam_end|>")),
@@ -248,4 +253,4 @@ def decode_reply(
     return torch.tensor(new_ids, dtype=torch.long), torch.cat(new_grid) if new_grid else torch.zeros(0, 2)
 
 
-__all__ = ["ChatSession", "decode_reply"]
+__all__ = ["ChatSession", "decode_reply", "text_reply_rows"]

@@ -32,7 +32,7 @@ from gst.api import (
     read_camera_json,
     uncrop_intrinsics,
 )
-from gst.api_chat import decode_reply
+from gst.api_chat import decode_reply, text_reply_rows
 from gst.data.views import crop_resize_intrinsics
 from gst.model import (
     GSTModelConfig,
@@ -390,6 +390,7 @@ def test_score_replies_is_the_log_likelihood_text_decoding_assigns(gst: GST) -> 
     allowed = torch.zeros(layout.image_offset, dtype=torch.bool)
     allowed[: layout.num_text] = True
     allowed[end] = True
+    assert torch.equal(text_reply_rows(layout, "cpu"), allowed)
     for candidate, score in zip(candidates, scores, strict=True):
         reply, total = gst.text_tokenizer.encode(candidate) + [end], 0.0
         for j, token in enumerate(reply):
