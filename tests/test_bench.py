@@ -88,3 +88,21 @@ def test_scale_rows_measure_each_configuration_in_its_own_process(tmp_path: Path
         assert d["seq_len"] == 3 * grid * grid + 7 and d["image_px"] == 8 * grid and d["batch_size"] == 2
         assert d["process_peak_rss_mib"] >= d["process_rss_after_build_mib"] > 0
         assert d["params_m"] > d["embedding_params_m"] > 0 and d["precision"] == "fp32"
+
+
+def test_pose_latency_per_camera_grid_and_grid_parsing() -> None:
+    import pytest
+
+    from gst.model.backbone import build_gst_model
+    from gst.model.bench import bench_layout, benchmark_pose_latency, parse_grids
+    from gst.model.config import GSTModelConfig, get_preset
+
+    assert parse_grids("8x8, 4x2,2X2") == ((8, 8), (4, 2), (2, 2))
+    for bad in ("8", "4x", "0x2"):
+        with pytest.raises(ValueError, match="--camera-grids"):
+            parse_grids(bad)
+    torch.manual_seed(0)
+    model = build_gst_model(GSTModelConfig(backbone=get_preset("micro")), bench_layout(384))
+    rows = benchmark_pose_latency(model, (4, 4), ((4, 4), (4, 2), (1, 1)), repeats=1)
+    assert [(r["camera_grid"], r["camera_tokens"]) for r in rows] == [([4, 4], 16), ([4, 2], 8), ([1, 1], 1)]
+    assert all(r["seconds"] > 0 and r["batch_size"] == 1 for r in rows)

@@ -4,7 +4,8 @@ Functions for ``gst bench`` (issue 7) and a small CLI:
 
     OMP_NUM_THREADS=1 .venv/bin/python -m gst.model.bench train-step --preset tiny --batch-size 32
     OMP_NUM_THREADS=1 .venv/bin/python -m gst.model.bench kv-cache --preset tiny --grid 16 --batch-size 1
-    OMP_NUM_THREADS=1 .venv/bin/python -m gst.model.bench pose-latency --preset tiny --grid 16 --batch-size 1
+    OMP_NUM_THREADS=1 .venv/bin/python -m gst.model.bench pose-latency --preset tiny --grid 8 --batch-size 1 \
+        --camera-grids 8x8,4x4,4x2,2x2
 
 Each prints one JSON object (machine, torch threads and settings included); train-step adds the
 process's peak memory (``gst bench --only scale`` runs it once per configuration, in a fresh process).
@@ -187,13 +188,14 @@ def benchmark_kv_cache(model: GSTModel, seq_cfg: SequenceConfig, *, batch_size: 
 def benchmark_pose_latency(
     model: GSTModel,
     image_grid: tuple[int, int],
-    camera_sides: tuple[int, ...],
+    camera_grids: tuple[tuple[int, int], ...],
     *,
     batch_size: int = 1,
     repeats: int = 3,
     seed: int = 0,
 ) -> list[dict[str, float]]:
-    """Greedy ``estimate_camera_tokens`` latency (KV cache) per square camera grid side (issue 7)."""
+    """Greedy ``estimate_camera_tokens`` latency (KV cache: prefill of both images, then one step per
+    camera token) per camera grid (issue 7)."""
     g = torch.Generator().manual_seed(seed)
     num_image = image_grid[0] * image_grid[1]
     obs, tgt = (
@@ -202,8 +204,8 @@ def benchmark_pose_latency(
         for _ in range(2)
     )
     rows = []
-    for side in camera_sides:
-        seq_cfg = SequenceConfig(image_grid=image_grid, camera_grid=(side, side))
+    for grid in camera_grids:
+        seq_cfg = SequenceConfig(image_grid=image_grid, camera_grid=grid)
         times = time_call(
             lambda seq_cfg=seq_cfg: estimate_camera_tokens(model, obs, tgt, seq_cfg=seq_cfg, config=GREEDY),
             model.device,
@@ -211,13 +213,27 @@ def benchmark_pose_latency(
         )
         rows.append(
             {
-                "camera_grid": side,
-                "camera_tokens": side * side,
+                "camera_grid": list(grid),
+                "camera_tokens": grid[0] * grid[1],
                 "seconds": min(times),
                 "batch_size": batch_size,
             }
         )
     return rows
+
+
+def parse_grids(text: str) -> tuple[tuple[int, int], ...]:
+    """``"8x8,4x2"`` -> ((8, 8), (4, 2)); errors name the bad entry."""
+    grids = []
+    for part in text.split(","):
+        try:
+            h, w = (int(x) for x in part.strip().lower().split("x"))
+        except ValueError:
+            raise ValueError(f"--camera-grids: {part!r} is not HxW (e.g. 4x2)") from None
+        if h < 1 or w < 1:
+            raise ValueError(f"--camera-grids: {part!r} must be at least 1x1")
+        grids.append((h, w))
+    return tuple(grids)
 
 
 def current_rss_mib() -> float:
@@ -268,6 +284,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--grid", type=int, default=8, help="image token grid side (h = w)")
     parser.add_argument("--camera-grid", type=int, default=None, help="camera grid side (default: --grid)")
+    parser.add_argument(
+        "--camera-grids",
+        default=None,
+        help="pose-latency: camera grids HxW, comma-separated (default: the grid, half, quarter and 2x2)",
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="training batch, or decoding conditions")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--num-text", type=int, default=49152)
@@ -306,10 +327,9 @@ def main(argv: list[str] | None = None) -> int:
         with torch.no_grad():
             info["result"] = benchmark_kv_cache(model, seq_cfg, batch_size=args.batch_size)
     else:
-        sides = tuple(s for s in (args.grid, args.grid // 2, args.grid // 4, 2) if s >= 2)
-        info["result"] = benchmark_pose_latency(
-            model, seq_cfg.image_grid, tuple(dict.fromkeys(sides)), batch_size=args.batch_size
-        )
+        sides = tuple(dict.fromkeys(s for s in (args.grid, args.grid // 2, args.grid // 4, 2) if s >= 2))
+        grids = parse_grids(args.camera_grids) if args.camera_grids else tuple((s, s) for s in sides)
+        info["result"] = benchmark_pose_latency(model, seq_cfg.image_grid, grids, batch_size=args.batch_size)
     print(json.dumps(info, indent=1))
     return 0
 
