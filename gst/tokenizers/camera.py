@@ -23,12 +23,13 @@ Pipeline (GST's camera tokenization, made camera-aware and precise):
 
 Token layout: codes (B, h, w); raster positions ``[s * h * w / S, (s + 1) * h * w / S)`` hold stage s
 (for S dividing h: rows ``[s * h / S, (s + 1) * h / S)``), so raster order is coarse to fine, the natural
-order for auto-regressive decoding. A 2x2 grid of four one-token stages is the smallest camera code.
-Tokens are a code of the whole camera, not local ray descriptors: every ray patch determines the camera,
-so locality buys no precision, and local codes at this codebook size cannot reach a fraction of a degree
-(see the notes).
+order for auto-regressive decoding; grids smaller than the image grid (down to 2x2, issue 7) trade the
+code's precision for fewer decoding steps. Tokens are a code of the whole camera, not local ray
+descriptors: every ray patch determines the camera, so locality buys no precision, and local codes at
+this codebook size cannot reach a fraction of a degree (see the notes).
 
-Glossary: B batch, h/w token grid, S stages, C latent channels per token, Hr/Wr ray map size."""
+Glossary: B batch, h/w token grid, S stages, C latent channels per token, Hr/Wr ray map size.
+"""
 
 from __future__ import annotations
 
@@ -137,13 +138,12 @@ class CameraTokenizer(nn.Module):
         self.config = config
         S, C = config.num_stages, config.quantizer.latent_dim
         h, w = config.grid_hw
-        self.stage_tokens = h * w // S  # tokens per stage: a contiguous run in raster order
-        tokens = self.stage_tokens
+        self.stage_tokens = n = h * w // S  # tokens per stage: a contiguous run in raster order
         self.encoders = nn.ModuleList(
-            [_mlp(NUM_PARAMS, config.hidden, tokens * C, config.depth) for _ in range(S)]
+            [_mlp(NUM_PARAMS, config.hidden, n * C, config.depth) for _ in range(S)]
         )
         self.decoders = nn.ModuleList(
-            [_mlp(tokens * C, config.hidden, NUM_PARAMS, config.depth) for _ in range(S)]
+            [_mlp(n * C, config.hidden, NUM_PARAMS, config.depth) for _ in range(S)]
         )
         self.quantizer = Quantizer(config.quantizer)
 
