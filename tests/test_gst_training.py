@@ -39,7 +39,7 @@ def data(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("gst")
     scenes, toks = make_scenes(tmp / "scenes"), make_tokenizers(tmp / "tok")
     build_token_cache(scenes, toks, tmp / "cache", CacheConfig(pairs_per_scene=4, seed=0, val_fraction=0.5))
-    return {"cache": tmp / "cache", "tok": toks}
+    return {"cache": tmp / "cache", "tok": toks, "scenes": scenes}
 
 
 def _task(data: dict, **train_kw) -> GSTTask:
@@ -182,3 +182,48 @@ def test_cli_train_resume_and_curves(data: dict, tmp_path: Path, capsys) -> None
     replay = FilePosePredictor(preds)
     assert replay.scale_known and len(replay._by_key) == 3
     assert all(key[0] in ("scene_00002", "scene_00004") for key in replay._by_key)
+
+
+def test_init_from_fine_tunes_a_trained_checkpoint(data: dict, tmp_path: Path, capsys) -> None:
+    from gst.data.token_cache import open_token_cache
+    from gst.training.gst_init import with_initial_weights
+
+    def gst(out: Path, *extra: str, cache: Path = data["cache"], tok: Path = data["tok"]) -> int:
+        args = ["train", "gst", "--preset", "micro", "--data", str(cache), "--tokenizers", str(tok)]
+        return cli_main([*args, "--out", str(out), "--set", "eval.num_pose_pairs=0", *extra])
+
+    base = tmp_path / "base"
+    assert gst(base, "--max-steps", "2", "--set", "train.lr=0.01") == 0
+    capsys.readouterr()
+    trained = load_gst_model(base / "checkpoints" / "step_00000002" / "export")
+    # The fine-tuning run starts from exactly the trained weights, not from the preset's initialisation.
+    run = with_cache_grids(get_run_preset("micro"), open_token_cache(data["cache"]))
+    fresh = GSTTask(run, data["cache"], data["tok"]).build_model().state_dict()
+    run = with_initial_weights(run, base)
+    start = GSTTask(run, data["cache"], data["tok"]).build_model().state_dict()
+    assert run.init_from.endswith("step_00000002/export")
+    assert all(torch.equal(start[k], v) for k, v in trained.state_dict().items())
+    key = "lm.model.layers.0.mlp.up_proj.weight"
+    assert not torch.equal(start[key], fresh[key])
+    # Through the CLI: trains, records where it started, resumes with the same command.
+    tuned = tmp_path / "tuned"
+    assert gst(tuned, "--init-from", str(base), "--max-steps", "2") == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 2
+    assert gst(tuned, "--init-from", str(base), "--max-steps", "3", "--resume") == 0
+    assert json.loads(capsys.readouterr().out)["resumed_from"] == 2
+    config = json.loads((tuned / "config.json").read_text())
+    assert config["task"]["run"]["init_from"] == run.init_from
+    meta = read_gst_meta(tuned / "checkpoints" / "step_00000003" / "export")
+    assert meta["extra"]["init_from"] == run.init_from
+    # What cannot be fine-tuned is refused, naming the reason.
+    assert gst(tmp_path / "a", "--init-from", str(base), "--set", "model.backbone.num_layers=3") == 1
+    assert "keeps its architecture" in capsys.readouterr().err
+    assert gst(tmp_path / "b", "--init-from", str(base), "--pretrained", str(tmp_path)) == 1
+    assert "not both" in capsys.readouterr().err
+    other_tok = make_tokenizers(tmp_path / "other", seed=3)
+    other = tmp_path / "other_cache"
+    build_token_cache(data["scenes"], other_tok, other, CacheConfig(pairs_per_scene=4, val_fraction=0.5))
+    assert gst(tmp_path / "c", "--init-from", str(base), cache=other, tok=other_tok) == 1
+    assert "another image tokenizer" in capsys.readouterr().err
+    assert gst(tmp_path / "d", "--init-from", str(tmp_path / "missing")) == 1
+    assert "no such folder" in capsys.readouterr().err

@@ -125,7 +125,7 @@ def _chat_cache(args: argparse.Namespace) -> int:
 
 
 def resolve_run_config(args: argparse.Namespace):
-    """Preset -> --pretrained -> the cache's grids -> --set overrides -> --max-steps."""
+    """Preset -> --pretrained or --init-from -> the cache's grids -> --set overrides -> --max-steps."""
     from gst.data.token_cache import open_token_cache
     from gst.model import GSTModelConfig
     from gst.training.gst_task import get_run_preset, with_cache_grids
@@ -134,6 +134,12 @@ def resolve_run_config(args: argparse.Namespace):
     run = get_run_preset(args.preset)
     if args.pretrained:
         run = dataclasses.replace(run, model=GSTModelConfig(pretrained=args.pretrained), text=args.pretrained)
+    if getattr(args, "init_from", None):
+        from gst.training.gst_init import with_initial_weights
+
+        if args.pretrained:
+            raise ValueError("give --pretrained (a language model) or --init-from (a GST model), not both")
+        run = with_initial_weights(run, args.init_from)
     run = with_cache_grids(run, open_token_cache(args.data))
     run = apply_overrides(run, args.set or [])
     if args.max_steps is not None:
@@ -446,6 +452,12 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="start from a local LM (HF dir, .gguf, or smollm2-135m-instruct) instead of the "
         "preset's backbone; also its text tokenizer",
+    )
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help="fine-tune a trained GST checkpoint (e.g. assets/gst-tiny): its backbone and weights, a "
+        "fresh optimiser and schedule; the cache must use its tokenizers",
     )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="typed config override (repeatable)")
     p.set_defaults(func=_train_gst)

@@ -93,6 +93,7 @@ class GSTRunConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     eval: GSTEvalConfig = field(default_factory=GSTEvalConfig)
     train: TrainConfig
+    init_from: str | None = None  # a trained backbone folder to fine-tune (gst.training.gst_init)
 
     def __post_init__(self) -> None:
         if self.pad_vocab_to < 1:
@@ -318,6 +319,8 @@ class GSTTask(Task):
         run = {k: v for k, v in to_dict(self.run).items() if k != "train"}
         if self.chat is None:  # runs from before chat rows existed saved no such key: they still resume
             run["sequence"] = {k: v for k, v in run["sequence"].items() if k != "chat_fraction"}
+        if run.get("init_from") is None:  # nor runs from before --init-from
+            run.pop("init_from", None)
         out = {
             "run": run,
             "vocabulary": self.vocab.to_dict(),
@@ -337,6 +340,10 @@ class GSTTask(Task):
         return out
 
     def build_model(self) -> nn.Module:
+        if self.run.init_from is not None:
+            from gst.training.gst_init import load_initial_model
+
+            return load_initial_model(self.run, self.layout, self.cache.manifest)
         return build_gst_model(self.run.model, self.vocab)
 
     def batch(self, index: int, generator: torch.Generator, batch_size: int) -> SequenceBatch:
@@ -468,6 +475,7 @@ class GSTTask(Task):
             "pose_scale": manifest["tokenizers"]["camera"]["pose_scale"],
             "image_hw": manifest["image_hw"],
             "cache": str(self.cache.root.resolve()),
+            **({"init_from": self.run.init_from} if self.run.init_from is not None else {}),
         }
 
 
