@@ -163,3 +163,38 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     cfg.write_text(cfg.read_text().replace('"format_version": 1', '"format_version": 9'))
     with pytest.raises(ValueError, match="format version 9"):
         load_tokenizer(tmp_path / "img")
+
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+
+
+@pytest.mark.skipif(
+    not (ASSETS / "tokenizers-tiny-aa" / "image" / "model.safetensors").exists(),
+    reason="no supersampled tiny image tokenizer asset",
+)
+def test_shipped_supersampled_tokenizer_meets_the_psnr_target(tmp_path: Path) -> None:
+    """Unseen procedural scenes (a seed no training set used) rendered at 128 px and shrunk to the
+    tokenizer's 64 px, as its training views were: >= 25 dB (measured 25.78 on this set; 25.24 on the
+    480-view held-out split of the model card), and well above the tokenizer trained on 64 px renders."""
+    from gst.training.image_data import load_image_splits
+    from gst.training.tokenizer_config import ImageDataConfig
+    from gst.training.tokenizer_eval import evaluate_image_tokenizer
+
+    try:
+        from gst.data.synth.render import Renderer
+
+        renderer = Renderer()
+    except (ImportError, RuntimeError) as err:
+        pytest.skip(f"no headless OpenGL context (moderngl + EGL): {err}")
+    from gst.data.synth.writer import SynthConfig, generate_dataset
+
+    config = SynthConfig(num_scenes=4, views_per_scene=6, image_hw=(128, 128), seed=4242)
+    generate_dataset(config, tmp_path, renderer=renderer)
+    renderer.release()
+    train, val, _ = load_image_splits(tmp_path, (64, 64), ImageDataConfig(val_fraction=0.0))
+    views = torch.cat([train, val])
+    assert views.shape == (24, 3, 64, 64)
+    new = evaluate_image_tokenizer(load_tokenizer(ASSETS / "tokenizers-tiny-aa" / "image"), views)
+    old = evaluate_image_tokenizer(load_tokenizer(ASSETS / "tokenizers-tiny" / "image"), views)
+    assert new["psnr"] >= 25.0 and new["psnr"] >= new["baseline_bilinear_psnr"] + 3.0
+    assert new["psnr"] >= old["psnr"] + 2.0 and new["ssim"] >= old["ssim"] + 0.08
