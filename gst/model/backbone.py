@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import inspect
 import json
 import math
 import os
@@ -93,6 +94,10 @@ class GSTModel(nn.Module):
         self.config = config
         init_std = config.backbone.init_std if config.backbone is not None else 0.02
         self.grid_emb = GridPositionEmbedding(self.hidden_size, config.grid_num_freqs, init_std)
+        # transformers 5.24 renamed the KV cache argument and output field `past_key_values` -> `cache`
+        # (the old name is deprecated, removal announced for 5.40); use whichever this version takes.
+        forward_args = inspect.signature(type(lm.base_model).forward).parameters
+        self._cache_arg = "cache" if "cache" in forward_args else "past_key_values"
 
     @property
     def hidden_size(self) -> int:
@@ -139,11 +144,11 @@ class GSTModel(nn.Module):
             inputs_embeds=emb,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             use_cache=use_cache,
+            **{self._cache_arg: past_key_values},
         )
         hidden = out.last_hidden_state  # (B, T, D)
-        result = GSTOutput(past_key_values=out.past_key_values if use_cache else None)
+        result = GSTOutput(past_key_values=getattr(out, self._cache_arg) if use_cache else None)
         head_layer = self.lm.get_output_embeddings()
         if head is None:
             result.logits = head_layer(hidden)  # (B, T, V)
