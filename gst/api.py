@@ -352,6 +352,17 @@ class GST:
             question, list(paths), max_new_tokens=max_new_tokens, allow_segments=False
         ).text.strip()
 
+    def answer_number(
+        self, question: str, images: Sequence[ImageInput], unit: str, decimals: int, max_new_tokens: int = 16
+    ) -> str:
+        """Greedy answer to one question in a fresh conversation, constrained to one number in the fixed
+        format ``gst.api_chat.NumberFormat`` (e.g. "3.85 m"); ``gst.eval.qa_baselines.NumberFn``."""
+        from gst.api_chat import NumberFormat
+
+        session = self.start_chat(max_new_tokens=max_new_tokens, allow_segments=False)
+        constraint = NumberFormat(self.text_tokenizer, self.layout, unit, decimals)
+        return session.ask(question, images, constraint=constraint).text.strip()
+
     def score_replies(
         self, question: str, images: Sequence[ImageInput], candidates: Sequence[str]
     ) -> list[float]:

@@ -10,14 +10,16 @@ length, grid positions as in training, heads restricted to that kind) and closed
 reply then holds the segment decoded: an image (3, h_px, w_px), or a camera as a ``PoseEstimate``
 relative to the observed image ("turned 35 degrees left, moved 0.8 m forward").
 ``gst.model.generate_text`` masks codes out of text decoding, so it cannot write segments; text steps
-here sample exactly as it does.
+here sample exactly as it does. A ``constraint`` (such as ``NumberFormat``) further narrows each text
+step to the ids that keep the reply a prefix of an allowed string.
 
 Glossary: T tokens, N new tokens.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -29,6 +31,9 @@ from gst.model.sequences import NO_GRID, ImageSegment, build_chat_example, grid_
 
 if TYPE_CHECKING:
     from gst.api import GST
+
+# (reply ids so far) -> (image_offset,) bool mask of the ids allowed next (text ids and <|end|>)
+ReplyConstraint = Callable[[list[int]], torch.Tensor]
 
 
 class ChatSession:
@@ -112,8 +117,11 @@ class ChatSession:
             scores.append(float(logp[i, at, torch.tensor(reply, device=device)].sum()))
         return scores
 
-    def ask(self, text: str, images: Sequence[ImageInput] = ()) -> ChatReply:
-        """Add a user turn (images, then text), decode the reply, keep both in the history."""
+    def ask(
+        self, text: str, images: Sequence[ImageInput] = (), *, constraint: ReplyConstraint | None = None
+    ) -> ChatReply:
+        """Add a user turn (images, then text), decode the reply, keep both in the history.
+        ``constraint``: only replies it allows (e.g. ``NumberFormat``); segments are then never started."""
         user, prompt, grid = self._prompt(text, images)
         start = prompt[-1:]
         limit = self._max_positions()
@@ -133,7 +141,8 @@ class ChatSession:
             self.max_new_tokens,
             self.sampling,
             self._generator,
-            self.allow_segments,
+            self.allow_segments and constraint is None,
+            constraint,
         )
         end = self.gst.layout.special_id("<|end|>")
         finished = bool(new_ids.numel()) and int(new_ids[-1]) == end
@@ -197,6 +206,7 @@ def decode_reply(
     sampling: SamplingConfig,
     generator: torch.Generator,
     allow_segments: bool,
+    constraint: ReplyConstraint | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """KV-cache decoding of one reply (module docstring), stopping after ``<|end|>`` or ``max_new_tokens``
     (a started segment is finished). Shapes: prompt (T,), grid (T, 2) -> new ids (N,), their grid (N, 2)."""
@@ -228,9 +238,8 @@ def decode_reply(
         new_grid.append(cells)
 
     while len(new_ids) < max_new_tokens:
-        logits = out.logits[:, : layout.image_offset].masked_fill(
-            ~allowed, float("-inf")
-        )  # (1, text+special)
+        mask = allowed if constraint is None else allowed & constraint(new_ids).to(device)
+        logits = out.logits[:, : layout.image_offset].masked_fill(~mask, float("-inf"))  # (1, text+special)
         token = int(sample_logits(logits, sampling, generator)[0])
         if token == sid("<|end|>"):
             new_ids.append(token)
@@ -254,3 +263,42 @@ def decode_reply(
 
 
 __all__ = ["ChatSession", "decode_reply", "text_reply_rows"]
+
+
+class NumberFormat:
+    """A ``ReplyConstraint`` for one number as ``gst.data.qa_types`` writes it: 1-3 integer digits, exactly
+    ``decimals`` decimals (none: no point), a space, ``unit``, then ``<|end|>`` (e.g. "3.85 m", "122 deg").
+
+    Each step allows the text ids whose piece keeps the decoded reply a prefix of that format (any text
+    tokenizer: pieces are decoded once), and ``<|end|>`` once the number is complete. Greedy decoding under
+    it writes the most likely number digit by digit: a well-formed answer, however the question is
+    phrased (LLMI3D: numbers as free text are error-prone)."""
+
+    def __init__(self, text_tokenizer: Any, layout: Any, unit: str, decimals: int) -> None:
+        if decimals < 0 or not unit or not re.fullmatch(r"[A-Za-z]+", unit):
+            raise ValueError(f"NumberFormat: need decimals >= 0 and a unit of letters: {decimals}, {unit!r}")
+        self.tokenizer, self.layout = text_tokenizer, layout
+        self.pieces = [text_tokenizer.decode([i]) for i in range(layout.num_text)]
+        number = r"\d{1,3}" + (rf"\.\d{{{decimals}}}" if decimals else "")
+        unit_prefixes = "|".join(re.escape(unit[:k]) for k in range(len(unit) + 1))
+        partial = [r"\d{0,3}", rf"{number} (?:{unit_prefixes})"]
+        if decimals:
+            partial.append(rf"\d{{1,3}}\.\d{{0,{decimals}}}")
+        self._partial = re.compile("|".join(f"(?:{p})" for p in partial))
+        self._complete = re.compile(rf"{number} {re.escape(unit)}")
+
+    def is_prefix(self, text: str) -> bool:
+        return self._partial.fullmatch(text) is not None
+
+    def is_complete(self, text: str) -> bool:
+        return self._complete.fullmatch(text) is not None
+
+    def __call__(self, new_ids: list[int]) -> torch.Tensor:
+        text = self.tokenizer.decode([i for i in new_ids if i < self.layout.num_text])
+        mask = torch.zeros(self.layout.image_offset, dtype=torch.bool)
+        for i, piece in enumerate(self.pieces):
+            if piece and self.is_prefix(text + piece):
+                mask[i] = True
+        if self.is_complete(text):
+            mask[self.layout.special_id("<|end|>")] = True
+        return mask

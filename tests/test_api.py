@@ -406,6 +406,39 @@ def test_score_replies_is_the_log_likelihood_text_decoding_assigns(gst: GST) -> 
         gst.score_replies(question, images, [])
 
 
+def test_number_format_allows_exactly_the_answer_format(gst: GST) -> None:
+    from gst.api_chat import NumberFormat
+    from gst.data.qa_types import parse_answer
+
+    tok, layout, end = gst.text_tokenizer, gst.layout, gst.layout.special_id("<|end|>")
+    metres = NumberFormat(tok, layout, "m", 2)
+
+    def allowed(fmt: NumberFormat, text: str) -> set[str]:
+        mask = fmt(tok.encode(text))
+        pieces = {tok.decode([i]) for i in range(layout.num_text) if mask[i]}
+        return pieces | ({"<end>"} if mask[end] else set())
+
+    digits = set("0123456789")
+    assert allowed(metres, "") == digits
+    assert allowed(metres, "3") == digits | {"."}
+    assert allowed(metres, "385") == {"."}  # at most three integer digits
+    assert allowed(metres, "3.8") == digits
+    assert allowed(metres, "3.85") == {" "}
+    assert allowed(metres, "3.85 ") == {"m"}
+    assert allowed(metres, "3.85 m") == {"<end>"}
+    degrees = NumberFormat(tok, layout, "deg", 0)
+    assert allowed(degrees, "12") == digits | {" "} and allowed(degrees, "122 de") == {"g"}
+    assert not degrees.is_prefix("12.") and degrees.is_complete("122 deg") and not metres.is_complete("3.8 m")
+    with pytest.raises(ValueError, match="unit of letters"):
+        NumberFormat(tok, layout, "", 2)
+    # The untrained model's constrained answers are well formed, parse back, and are deterministic.
+    for unit, decimals in (("m", 2), ("deg", 0)):
+        answer = gst.answer_number("How far is the red box?", [_image(20, 20)], unit, decimals)
+        assert NumberFormat(tok, layout, unit, decimals).is_complete(answer)
+        assert parse_answer(answer, "number", unit=unit).unit == unit
+        assert gst.answer_number("How far is the red box?", [_image(20, 20)], unit, decimals) == answer
+
+
 @pytest.mark.parametrize("segment", ["<|cam_start|>", "<|img_start|>"])
 def test_chat_reply_segments_are_decoded(gst: GST, segment: str) -> None:
     token = gst.layout.special_id(segment)

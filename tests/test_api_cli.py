@@ -158,16 +158,21 @@ def test_eval_qa_model_and_text_only(ckpt, scenes, tmp_path, capsys) -> None:
         "question": "Is the red box left or right?",
         "answer": {"type": "choice", "value": "left", "options": ["left", "right"]}, "answer_text": "left",
     }  # fmt: skip
+    distance = {
+        **record, "id": "x/4", "family": "distance", "kind": "dist_cam",
+        "question": "How far is the red box from the camera, in metres?",
+        "answer": {"type": "number", "value": 2.5, "unit": "m"}, "answer_text": "2.50 m",
+    }  # fmt: skip
     data = tmp_path / "qa.jsonl"
-    lines = [record, {**record, "id": "x/2", "views": [1]}, choice]
+    lines = [record, {**record, "id": "x/2", "views": [1]}, choice, distance]
     data.write_text("".join(json.dumps(r) + "\n" for r in lines))
     base = ["eval", "qa", "--data", str(data), "--checkpoint", str(ckpt), "--max-new-tokens", "4", "--json"]
-    assert cli_main([*base, "--method", "model", "--scenes", str(scenes)]) == 0
+    assert cli_main([*base, "--method", "model", "--scenes", str(scenes), "--numbers", "constrained"]) == 0
     model = _json(capsys)
-    assert (
-        model["method"] == "gst" and model["data"]["num_records"] == 3 and model["closed_answers"] == "score"
-    )
-    # A scored choice or count is always a valid answer, so it always parses.
+    assert model["method"] == "gst" and model["data"]["num_records"] == 4
+    assert model["closed_answers"] == "score" and model["numbers"] == "constrained"
+    # A scored choice or count is always a valid answer, and a constrained number is well formed (even
+    # with --max-new-tokens 4: the format sets its own length), so every answer parses.
     assert model["metrics"]["overall"]["unparseable"] == 0
     assert (
         cli_main([*base, "--method", "model", "--scenes", str(scenes), "--closed-answers", "generate"]) == 0

@@ -218,6 +218,22 @@ def test_chat_predictor_scores_choice_options() -> None:
             assert text == ("0" if r.answer.type == "count" else "7")
 
 
+def test_chat_predictor_answers_numbers_in_their_format() -> None:
+    numbered = []
+
+    def number(question, images, unit, decimals):
+        numbered.append((unit, decimals))
+        return f"{1:.{decimals}f} {unit}"
+
+    val = [r for r in RECORDS if r.split == "val"]
+    texts = ChatPredictor(lambda q, i: "free text", None, text_only=True, number=number).predict(val)
+    numbers = [r for r in val if r.answer.type == "number"]
+    assert numbers and numbered == [(r.answer.unit, {"m": 2, "deg": 0}[r.answer.unit]) for r in numbers]
+    for r, text in zip(val, texts, strict=True):
+        want = f"1{'.00' if r.answer.unit == 'm' else ''} {r.answer.unit}" if r in numbers else "free text"
+        assert text == want
+
+
 def test_cli_eval_qa(tmp_path, capsys) -> None:
     data = tmp_path / "qa.jsonl"
     write_jsonl(RECORDS, data)

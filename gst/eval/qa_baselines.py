@@ -16,7 +16,9 @@ A predictor maps QA records to answer texts (``QAPredictor.predict``). Implement
   ``(question, image paths, candidates) -> log-likelihoods`` it answers questions with a closed answer
   set by the candidate the model finds most likely (multiple choice by likelihood, as
   lm-evaluation-harness scores it): choices among their options, counts among ``COUNT_CANDIDATES``;
-  it generates every other answer.
+  it generates every other answer. Given a number function ``(question, image paths, unit, decimals)
+  -> answer`` it answers number questions with it (the model's greedy number under the answer format,
+  ``GST.answer_number``) instead of free decoding.
 - ``PredictionsFile``: answers from a JSONL file of ``{"id": record id, "answer_text": str}`` lines.
 """
 
@@ -30,11 +32,21 @@ from typing import Protocol
 
 import numpy as np
 
-from gst.data.qa_types import Answer, QARecord, box_answer, format_answer, number_answer, point_answer
+from gst.data.qa_types import (
+    UNIT_DECIMALS,
+    Answer,
+    QARecord,
+    box_answer,
+    format_answer,
+    number_answer,
+    point_answer,
+)
 
 ChatFn = Callable[[str, Sequence[Path]], str]  # (question, observed image paths) -> answer text
 # (question, observed image paths, candidate answers) -> one log-likelihood per candidate
 ScoreFn = Callable[[str, Sequence[Path], Sequence[str]], Sequence[float]]
+# (question, observed image paths, unit, decimals) -> an answer written as one number in that unit
+NumberFn = Callable[[str, Sequence[Path], str, int], str]
 COUNT_CANDIDATES = tuple(str(n) for n in range(11))  # scenes hold 2-6 objects; counts of a kind fewer
 
 
@@ -117,7 +129,8 @@ class ChatPredictor:
 
     ``image_paths(scene, view)`` resolves a view to its image file (for scenes on disk:
     ``scene_image_resolver(root)``). ``text_only=True`` passes no images. ``score``: answer choice and
-    count questions with the most likely candidate (ties: the first) instead of generating.
+    count questions with the most likely candidate (ties: the first) instead of generating; ``number``:
+    answer number questions in their unit's fixed format (``UNIT_DECIMALS``) instead of free decoding.
     """
 
     def __init__(
@@ -128,10 +141,12 @@ class ChatPredictor:
         text_only: bool,
         name: str = "model",
         score: ScoreFn | None = None,
+        number: NumberFn | None = None,
     ) -> None:
         if not text_only and image_paths is None:
             raise ValueError("ChatPredictor: the model with images needs an image resolver (--scenes DIR)")
         self.chat, self.image_paths, self.text_only, self.score = chat, image_paths, text_only, score
+        self.number = number
         self.name = f"{name}-text-only" if text_only else name
 
     def predict(self, records: Sequence[QARecord]) -> list[str]:
@@ -142,6 +157,9 @@ class ChatPredictor:
             if self.score is not None and candidates:
                 scores = list(self.score(r.question, images, candidates))
                 out.append(candidates[max(range(len(candidates)), key=lambda i: (scores[i], -i))])
+            elif self.number is not None and r.answer.type == "number":
+                unit = str(r.answer.unit)
+                out.append(str(self.number(r.question, images, unit, UNIT_DECIMALS[unit])))
             else:
                 out.append(str(self.chat(r.question, images)))
         return out

@@ -58,6 +58,13 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
         help="model: answer choice and count questions with the most likely candidate (score, default) "
         "or by free greedy decoding (generate)",
     )
+    p.add_argument(
+        "--numbers",
+        choices=("generate", "constrained"),
+        default="generate",
+        help="model: answer number questions by free greedy decoding (generate, default) or greedily "
+        "within the answer format, one number in the question's unit (constrained)",
+    )
     p.add_argument("--json", action="store_true", help="print the results JSON on stdout")
     p.add_argument("--out", default=None, help="write results.json and report.md here")
     p.set_defaults(func=run_eval_qa)
@@ -109,12 +116,17 @@ def _model_predictor(args: argparse.Namespace, num_records: int):
         bar.update(1)
         return gst.score_replies(question, paths, options)
 
+    def number(question, paths, unit, decimals):
+        bar.update(1)
+        return gst.answer_number(question, paths, unit, decimals)
+
     return ChatPredictor(
         answer,
         resolver,
         text_only=text_only,
         name="gst",
         score=score if args.closed_answers == "score" else None,
+        number=number if args.numbers == "constrained" else None,
     )
 
 
@@ -148,6 +160,7 @@ def run_eval_qa(args: argparse.Namespace) -> int:
             "train_data": args.train_data,
         },
         "closed_answers": args.closed_answers if args.method in ("model", "text-only") else None,
+        "numbers": args.numbers if args.method in ("model", "text-only") else None,
         "metrics": evaluate_texts(records, texts),
         "metric_definitions": METRIC_DEFINITIONS,
     }
