@@ -262,17 +262,14 @@ def decode_reply(
     return torch.tensor(new_ids, dtype=torch.long), torch.cat(new_grid) if new_grid else torch.zeros(0, 2)
 
 
-__all__ = ["ChatSession", "decode_reply", "text_reply_rows"]
-
-
 class NumberFormat:
     """A ``ReplyConstraint`` for one number as ``gst.data.qa_types`` writes it: 1-3 integer digits, exactly
     ``decimals`` decimals (none: no point), a space, ``unit``, then ``<|end|>`` (e.g. "3.85 m", "122 deg").
 
     Each step allows the text ids whose piece keeps the decoded reply a prefix of that format (any text
     tokenizer: pieces are decoded once), and ``<|end|>`` once the number is complete. Greedy decoding under
-    it writes the most likely number digit by digit: a well-formed answer, however the question is
-    phrased (LLMI3D: numbers as free text are error-prone)."""
+    it writes the most likely allowed token at each step: always a well-formed answer, however the
+    question is phrased (LLMI3D: numbers as free text are error-prone)."""
 
     def __init__(self, text_tokenizer: Any, layout: Any, unit: str, decimals: int) -> None:
         if decimals < 0 or not unit or not re.fullmatch(r"[A-Za-z]+", unit):
@@ -302,3 +299,6 @@ class NumberFormat:
         if self.is_complete(text):
             mask[self.layout.special_id("<|end|>")] = True
         return mask
+
+
+__all__ = ["ChatSession", "NumberFormat", "ReplyConstraint", "decode_reply", "text_reply_rows"]
