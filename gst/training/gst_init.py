@@ -5,7 +5,8 @@ padding from the checkpoint (so the model built is the one trained) and records 
 ``run.init_from``; ``load_initial_model`` then builds the model from those weights after checking that
 the run can use them: the same vocabulary layout, the same image and camera tokenizers (by content
 hash) and the same token grids as the cache. The optimiser, schedule and step count start fresh;
-``--resume`` of a fine-tuning run loads its own checkpoints as usual.
+``--resume`` of a fine-tuning run takes the same ``--init-from`` (it is part of the run's config, and
+the checkpoint must still be there to give the architecture), then loads the run's own checkpoint.
 
 ``checkpoint`` is anything ``GST.from_pretrained`` reads: a `gst train export` folder (such as
 ``assets/gst-tiny``), a training export, or a `gst train gst` run folder (its newest checkpoint).
