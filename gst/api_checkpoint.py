@@ -184,6 +184,20 @@ def _check_tokenizer_hashes(files: CheckpointFiles, extra: dict[str, Any]) -> No
             )
 
 
+def read_backbone_meta(model_dir: Path) -> dict[str, Any]:
+    """``model_dir/gst_model.json`` of a backbone trained by `gst train gst`: a gst-model version 1 file
+    whose ``extra`` holds the vocabulary, sequence config, text tokenizer and tokenizer hashes."""
+    meta_path = model_dir / "gst_model.json"
+    meta = read_json(meta_path)
+    if meta.get("format") != "gst-model" or meta.get("version") != 1 or not {"config", "layout"} <= set(meta):
+        raise ValueError(f"{meta_path}: not a gst-model version 1 file; re-export the checkpoint")
+    extra = meta.get("extra") or {}
+    lacking = [k for k in ("vocabulary", "sequence", "text_tokenizer", "tokenizers") if k not in extra]
+    if lacking:
+        raise ValueError(f"{meta_path}: 'extra' lacks {lacking}; export the model with `gst train gst`")
+    return meta
+
+
 def load_components(files: CheckpointFiles, device: str | torch.device = "cpu") -> Components:
     """Load and cross-check every part of a checkpoint (module docstring)."""
     from gst.model import SequenceConfig, load_gst_model
@@ -192,13 +206,8 @@ def load_components(files: CheckpointFiles, device: str | torch.device = "cpu") 
     from gst.tokenizers.vocab import Vocabulary
 
     meta_path = files.model_dir / "gst_model.json"
-    meta = read_json(meta_path)
-    if meta.get("format") != "gst-model" or meta.get("version") != 1:
-        raise ValueError(f"{meta_path}: not a gst-model version 1 file; re-export the checkpoint")
-    extra = meta.get("extra") or {}
-    lacking = [k for k in ("vocabulary", "sequence", "text_tokenizer", "tokenizers") if k not in extra]
-    if lacking:
-        raise ValueError(f"{meta_path}: 'extra' lacks {lacking}; export the model with `gst train gst`")
+    meta = read_backbone_meta(files.model_dir)
+    extra = meta["extra"]
     vocab = _guarded(lambda: Vocabulary.from_dict(extra["vocabulary"]), meta_path, "vocabulary")
     sequence = _guarded(lambda: SequenceConfig.from_dict(extra["sequence"]), meta_path, "sequence config")
     _check_tokenizer_hashes(files, extra)

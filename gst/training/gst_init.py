@@ -18,30 +18,17 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gst.api_checkpoint import read_json, resolve_checkpoint
+from gst.api_checkpoint import read_backbone_meta, resolve_checkpoint
 from gst.model import GSTModel, GSTModelConfig, TokenLayout, load_gst_model
 
 if TYPE_CHECKING:
     from gst.training.gst_task import GSTRunConfig
 
 
-def _backbone_meta(model_dir: Path) -> dict[str, Any]:
-    meta_path = model_dir / "gst_model.json"
-    meta = read_json(meta_path)
-    extra = meta.get("extra") or {}
-    lacking = [k for k in ("vocabulary", "sequence", "text_tokenizer", "tokenizers") if k not in extra]
-    if meta.get("format") != "gst-model" or "config" not in meta or lacking:
-        raise ValueError(
-            f"{meta_path}: not a GST backbone written by `gst train gst` (lacks {lacking or ['format']}); "
-            "--init-from needs a trained GST checkpoint"
-        )
-    return meta
-
-
 def with_initial_weights(run: GSTRunConfig, checkpoint: str | Path) -> GSTRunConfig:
     """``run`` set up to fine-tune ``checkpoint``'s backbone (module docstring)."""
     files = resolve_checkpoint(checkpoint)
-    meta = _backbone_meta(files.model_dir)
+    meta = read_backbone_meta(files.model_dir)
     extra = meta["extra"]
     text = str(extra["text_tokenizer"])
     if text != "byt5" and not Path(text).is_absolute() and (files.root / text).exists():
@@ -58,7 +45,7 @@ def with_initial_weights(run: GSTRunConfig, checkpoint: str | Path) -> GSTRunCon
 def load_initial_model(run: GSTRunConfig, layout: TokenLayout, cache_manifest: dict[str, Any]) -> GSTModel:
     """The backbone at ``run.init_from``, checked against the run's layout, tokenizers and grids."""
     model_dir = Path(str(run.init_from))
-    meta = _backbone_meta(model_dir)
+    meta = read_backbone_meta(model_dir)
     where = model_dir / "gst_model.json"
     extra = meta["extra"]
     problems = []
