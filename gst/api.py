@@ -134,6 +134,7 @@ class GST:
         self.vocab, self.sequence, self.layout = vocab, sequence, model.layout
         self.checkpoint, self.crop = checkpoint, crop
         self.image_hw: tuple[int, int] = tuple(image_tokenizer.config.image_hw)  # type: ignore[assignment]
+        self._number_formats: dict[tuple[str, int], Any] = {}  # (unit, decimals) -> NumberFormat
 
     @classmethod
     def from_pretrained(
@@ -359,9 +360,11 @@ class GST:
         format ``gst.api_chat.NumberFormat`` (e.g. "3.85 m"); ``gst.eval.qa_baselines.NumberFn``."""
         from gst.api_chat import NumberFormat
 
+        key = (unit, decimals)
+        if key not in self._number_formats:  # decodes every text id once: reused across questions
+            self._number_formats[key] = NumberFormat(self.text_tokenizer, self.layout, unit, decimals)
         session = self.start_chat(max_new_tokens=max_new_tokens, allow_segments=False)
-        constraint = NumberFormat(self.text_tokenizer, self.layout, unit, decimals)
-        return session.ask(question, images, constraint=constraint).text.strip()
+        return session.ask(question, images, constraint=self._number_formats[key]).text.strip()
 
     def score_replies(
         self, question: str, images: Sequence[ImageInput], candidates: Sequence[str]
