@@ -227,3 +227,53 @@ def test_init_from_fine_tunes_a_trained_checkpoint(data: dict, tmp_path: Path, c
     assert "another image tokenizer" in capsys.readouterr().err
     assert gst(tmp_path / "d", "--init-from", str(tmp_path / "missing")) == 1
     assert "no such folder" in capsys.readouterr().err
+
+
+def _pose_task(data: dict, **train_kw) -> GSTTask:
+    """The micro task with the auxiliary pose readout (GeoVR-style) switched on."""
+    task = _task(data, **train_kw)
+    run = dataclasses.replace(
+        task.run,
+        model=dataclasses.replace(task.run.model, pose_head_dim=13),
+        loss=dataclasses.replace(task.run.loss, pose_weight=1.0),
+    )
+    return GSTTask(run, data["cache"], data["tok"])
+
+
+def test_pose_readout_targets_learning_and_eval(data: dict, tmp_path: Path) -> None:
+    from gst.geometry import normalized_relative_pose
+
+    task = _pose_task(data, max_steps=25, checkpoint_every=25, warmup_steps=2)
+    batch = task.batch(0, torch.Generator().manual_seed(0), 8)
+    est = batch.task == TASK_EST
+    assert batch.pose_target.shape == (8, 13) and torch.isfinite(batch.pose_target).all()
+    # The target is the camera tokenizer's own parameter vector of the pair's true relative camera.
+    rows = task.train_rows(0, 8)
+    split, cam_tok = task.train_split, task.camera_tokenizer
+    K = torch.from_numpy(split.K_tgt[rows]).double()
+    w2c_rel = torch.from_numpy(split.w2c_rel[rows]).double()
+    eye = torch.eye(4, dtype=torch.float64).expand(8, 4, 4)
+    expected = cam_tok.camera_vector(K, normalized_relative_pose(eye, w2c_rel, cam_tok.config.pose_scale))
+    torch.testing.assert_close(batch.pose_target, expected.float(), atol=1e-5, rtol=0)
+
+    model = task.build_model()
+    _, before = task.loss(model, batch, 0)
+    assert before["est/pose_rows"] == float(est.sum()) > 0 and before["est/pose_huber"] > 0.0
+    result = train(task, task.run.train, tmp_path / "run")
+    trained = load_gst_model(result.checkpoint / "export")
+    assert trained.config.pose_head_dim == 13 and trained.pose_head is not None
+    _, after = task.loss(trained, batch, 0)
+    assert after["est/pose_huber"] < 0.5 * before["est/pose_huber"]
+    assert {"pose_head/rotation_err_median_deg", "pose/rotation_err_median_deg"} <= set(result.eval_metrics)
+    assert 0.0 <= result.eval_metrics["pose_head/rotation_err_median_deg"] <= 180.0
+
+
+def test_pose_readout_needs_a_head_of_the_right_size(data: dict) -> None:
+    task = _task(data)
+    run = dataclasses.replace(task.run, loss=dataclasses.replace(task.run.loss, pose_weight=1.0))
+    with pytest.raises(ValueError, match="model.pose_head_dim=13"):
+        GSTTask(run, data["cache"], data["tok"])
+    model = task.build_model()  # no head: asking for its readout is an error, not a silent skip
+    batch = task.batch(0, torch.Generator().manual_seed(0), 4)
+    with pytest.raises(ValueError, match="no pose head"):
+        model(batch.input_ids, batch.grid_pos, pose_positions=torch.ones_like(batch.input_ids, dtype=torch.bool))

@@ -50,6 +50,7 @@ class GSTOutput:
     logits: torch.Tensor | None = None
     kind_logits: dict[HeadKind, torch.Tensor] = field(default_factory=dict)
     past_key_values: object | None = None  # a transformers Cache when use_cache=True
+    pose: torch.Tensor | None = None  # (N, pose_head_dim) at the ``pose_positions`` asked for
 
 
 class GridPositionEmbedding(nn.Module):
@@ -94,6 +95,8 @@ class GSTModel(nn.Module):
         self.config = config
         init_std = config.backbone.init_std if config.backbone is not None else 0.02
         self.grid_emb = GridPositionEmbedding(self.hidden_size, config.grid_num_freqs, init_std)
+        # Created after grid_emb, so models without the head initialise exactly as before it existed.
+        self.pose_head = nn.Linear(self.hidden_size, config.pose_head_dim) if config.pose_head_dim else None
         # transformers 5.24 renamed the KV cache argument and output field `past_key_values` -> `cache`
         # (the old name is deprecated, removal announced for 5.40); use whichever this version takes.
         forward_args = inspect.signature(type(lm.base_model).forward).parameters
@@ -128,6 +131,7 @@ class GSTModel(nn.Module):
         past_key_values: object | None = None,
         use_cache: bool = False,
         head: HeadKind | torch.Tensor | None = None,
+        pose_positions: torch.Tensor | None = None,
     ) -> GSTOutput:
         """Run the backbone and the (optionally restricted) output head.
 
@@ -137,7 +141,8 @@ class GSTModel(nn.Module):
 
         Shapes: input_ids (B, T) long; grid_pos (B, T, 2) float (see GridPositionEmbedding);
         attention_mask (B, T) 1 = attend, 0 = padding; position_ids (B, T) or (1, T) long, default
-        continues after the cache.
+        continues after the cache; pose_positions (B, T) bool: where to read the pose head
+        (``GSTOutput.pose``, (N, pose_head_dim) in row-major order of the mask).
         """
         emb = self.embed(input_ids, grid_pos)  # (B, T, D)
         out = self.lm.base_model(
@@ -159,6 +164,10 @@ class GSTModel(nn.Module):
                 sel = head == kind  # (B, T)
                 if bool(sel.any()):
                     result.kind_logits[kind] = self._head_rows(hidden[sel], kind)  # (N, K)
+        if pose_positions is not None:
+            if self.pose_head is None:
+                raise ValueError("pose_positions given, but this model has no pose head (pose_head_dim=0)")
+            result.pose = self.pose_head(hidden[pose_positions])  # (N, P)
         return result
 
     def _head_rows(self, hidden: torch.Tensor, kind: HeadKind) -> torch.Tensor:

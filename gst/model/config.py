@@ -212,8 +212,15 @@ class GSTModelConfig:
     grid_num_freqs: int = 8  # Fourier octaves per axis of the 2D grid position (resolves 2^7 cells)
     new_row_noise: float = 0.02  # std of the noise on new vocabulary rows, relative to the rows' std
     seed: int = 0  # initialisation seed (new vocabulary rows, grid embedding, from-scratch weights)
+    # Auxiliary geometric readout (GeoVR-style): a linear map from the hidden state at an est row's
+    # [cam_start] to the camera parameter vector (13 numbers: ``gst.tokenizers.camera.camera_vector``),
+    # trained by ``LossConfig.pose_weight``. It gives the backbone a smooth pose target beside the
+    # categorical camera codes. 0 = no head (checkpoints from before it load unchanged).
+    pose_head_dim: int = 0
 
     def __post_init__(self) -> None:
+        if self.pose_head_dim < 0:
+            raise ValueError(f"GSTModelConfig.pose_head_dim must be >= 0, got {self.pose_head_dim}")
         if (self.backbone is None) == (self.pretrained is None):
             raise ValueError(
                 "GSTModelConfig: give exactly one of `backbone` (a preset) and `pretrained` (a path)"

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from gst.model.backbone import GSTModel
 from gst.model.config import HeadKind, TokenLayout
-from gst.model.sequences import IGNORE_INDEX, TASK_NAMES, SequenceBatch
+from gst.model.sequences import IGNORE_INDEX, TASK_EST, TASK_NAMES, SequenceBatch
 
 _KIND_NAMES = {HeadKind.FULL: "text", HeadKind.IMAGE: "image", HeadKind.CAMERA: "camera"}
 
@@ -31,9 +31,13 @@ class LossConfig:
     image_weight: float = 1.0
     text_weight: float = 1.0
     restrict_vocab: bool = True  # softmax over the target segment's codes (see module docstring)
+    # Weight of the auxiliary pose readout (GeoVR-style geometric target): Huber loss (delta 1, mean over
+    # the P numbers) between the pose head at each est row's [cam_start] and the batch's pose_target,
+    # added to the token loss. Needs a model with a pose head (GSTModelConfig.pose_head_dim). 0 = off.
+    pose_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("camera_weight", "image_weight", "text_weight"):
+        for name in ("camera_weight", "image_weight", "text_weight", "pose_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"LossConfig.{name} must be >= 0, got {getattr(self, name)}")
 
@@ -46,7 +50,8 @@ class LossConfig:
 @dataclass
 class GSTLossOutput:
     """Shapes: loss () with grad; metrics {name: () detached}: ``{task}/{kind}_ce`` (nats per token),
-    ``{task}/{kind}_acc`` (top-1 accuracy), ``{task}/{kind}_tokens``, plus ``tokens``."""
+    ``{task}/{kind}_acc`` (top-1 accuracy), ``{task}/{kind}_tokens``, plus ``tokens``; with the pose
+    readout on, ``est/pose_huber`` (mean Huber loss per number) and ``est/pose_rows``."""
 
     loss: torch.Tensor
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -78,7 +83,14 @@ def compute_loss(model: GSTModel, batch: SequenceBatch, config: LossConfig | Non
         [batch.labels[:, 1:], torch.full_like(batch.labels[:, :1], IGNORE_INDEX)], 1
     )  # (B, T)
     kinds = head_kinds(layout, targets, config.restrict_vocab)  # (B, T)
-    out = model(batch.input_ids, batch.grid_pos, attention_mask=batch.attention_mask, head=kinds)
+    pose_positions = _pose_positions(layout, batch) if config.pose_weight > 0 else None  # (B, T)
+    out = model(
+        batch.input_ids,
+        batch.grid_pos,
+        attention_mask=batch.attention_mask,
+        head=kinds,
+        pose_positions=pose_positions,
+    )
     task = batch.task.unsqueeze(1).expand_as(targets)  # (B, T)
     total = torch.zeros((), device=batch.input_ids.device)
     weight_sum = torch.zeros((), device=batch.input_ids.device)
@@ -94,7 +106,26 @@ def compute_loss(model: GSTModel, batch: SequenceBatch, config: LossConfig | Non
         _kind_metrics(metrics, _KIND_NAMES[kind], ce.detach(), logits.detach().argmax(-1) == tgt, task[sel])
     metrics["tokens"] = torch.as_tensor(float((kinds != HeadKind.NONE).sum()))
     loss = total / weight_sum.clamp_min(1.0)
+    if pose_positions is not None and out.pose is not None and out.pose.shape[0] > 0:
+        rows = pose_positions.any(1)  # (B,) one [cam_start] per est row
+        target = batch.pose_target[rows].to(out.pose.device, torch.float32)  # (N, P)
+        huber = F.huber_loss(out.pose.float(), target, delta=1.0)  # mean over N and P
+        loss = loss + config.pose_weight * huber
+        metrics["est/pose_huber"] = huber.detach()
+        metrics["est/pose_rows"] = torch.as_tensor(float(target.shape[0]))
     return GSTLossOutput(loss=loss, metrics=metrics)
+
+
+def _pose_positions(layout: TokenLayout, batch: SequenceBatch) -> torch.Tensor:
+    """The [cam_start] of every est row with a pose target: where the camera is read out before its
+    first code. Shapes: -> (B, T) bool, at most one True per row."""
+    if batch.pose_target is None:
+        raise ValueError(
+            "LossConfig.pose_weight > 0 needs batches with pose_target (the camera parameter vector of "
+            "each est row); the GST training task fills it"
+        )
+    has_target = (batch.task == TASK_EST) & torch.isfinite(batch.pose_target).all(1)  # (B,)
+    return (batch.input_ids == layout.special_id("<|cam_start|>")) & has_target.unsqueeze(1)
 
 
 def _kind_metrics(

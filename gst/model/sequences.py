@@ -101,7 +101,9 @@ class SequenceBatch:
     Shapes: input_ids (B, T) long; labels (B, T) long, IGNORE_INDEX outside the loss (aligned with
     input_ids: the model predicts labels[t] from tokens < t, the loss shifts); grid_pos (B, T, 2) float32;
     attention_mask (B, T) long, 1 = token, 0 = padding, or None when no row is padded (pose batches: lets
-    SDPA use its causal flash kernel); task (B,) long in {TASK_GEN, TASK_EST, TASK_CHAT}.
+    SDPA use its causal flash kernel); task (B,) long in {TASK_GEN, TASK_EST, TASK_CHAT}; pose_target
+    (B, P) float32 or None: the camera parameter vector an est row's pose head should read out at its
+    ``[cam_start]`` (``LossConfig.pose_weight``), NaN in rows without one.
     """
 
     input_ids: torch.Tensor
@@ -109,6 +111,7 @@ class SequenceBatch:
     grid_pos: torch.Tensor
     attention_mask: torch.Tensor | None
     task: torch.Tensor
+    pose_target: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> SequenceBatch:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}

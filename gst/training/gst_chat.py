@@ -58,7 +58,22 @@ def concat_batches(layout: TokenLayout, batches: list[SequenceBatch]) -> Sequenc
         grid_pos=torch.cat([pad(b.grid_pos, NO_GRID) for b in batches]),  # (B, T, 2)
         attention_mask=torch.cat([pad(m, 0) for m in masks]),  # (B, T)
         task=torch.cat([b.task for b in batches]),  # (B,)
+        pose_target=_concat_pose_targets(batches),
     )
+
+
+def _concat_pose_targets(batches: list[SequenceBatch]) -> torch.Tensor | None:
+    """Rows' pose targets, NaN for rows of batches without any (chat). Shapes: -> (B, P) or None."""
+    dims = {b.pose_target.shape[1] for b in batches if b.pose_target is not None}
+    if not dims:
+        return None
+    (dim,) = dims
+    return torch.cat(
+        [
+            b.pose_target if b.pose_target is not None else torch.full((b.batch_size, dim), float("nan"))
+            for b in batches
+        ]
+    )  # (B, P)
 
 
 @torch.no_grad()

@@ -268,7 +268,33 @@ class GSTTask(Task):
             self.val_split = self.train_split
         self._perms: dict[tuple[int, ...], dict[int, np.ndarray]] = {}  # salt -> epoch -> permutation
         self._camera_tokenizer: nn.Module | None = None
+        self._check_pose_readout()
         self._init_chat(chat_dir, tokenizers_dir)
+
+    def _check_pose_readout(self) -> None:
+        """``loss.pose_weight`` > 0 needs a pose head sized for the camera parameter vector."""
+        from gst.tokenizers.camera import NUM_PARAMS
+
+        dim, weight = self.run.model.pose_head_dim, self.run.loss.pose_weight
+        if weight > 0 and dim != NUM_PARAMS:
+            raise ValueError(
+                f"loss.pose_weight={weight} reads the camera parameter vector ({NUM_PARAMS} numbers) from "
+                f"the pose head, but model.pose_head_dim={dim}; set --set model.pose_head_dim={NUM_PARAMS}"
+            )
+
+    @property
+    def camera_tokenizer(self) -> nn.Module:
+        """The cache's camera tokenizer (loaded on first use): pose decoding and pose-head targets."""
+        if self._camera_tokenizer is None:
+            from gst.tokenizers.io import load_tokenizer
+
+            self._camera_tokenizer = load_tokenizer(self.cache.manifest["tokenizers"]["camera"]["path"])
+        return self._camera_tokenizer
+
+    def pose_targets(self, split: CacheSplit, rows: np.ndarray) -> torch.Tensor:
+        """The camera parameter vector of pairs' true relative cameras (what the pose head reads out).
+        Shapes: -> (n, 13) float32."""
+        return pose_head_targets(self.camera_tokenizer, split, rows)
 
     def _init_chat(self, chat_dir: str | Path | None, tokenizers_dir: str | Path) -> None:
         """Open the chat cache (same tokenizers and image grid as the pair cache) and the text tokenizer."""
@@ -354,11 +380,12 @@ class GSTTask(Task):
             rows = self.train_rows(index, batch_size - num_chat)
             obs, tgt, cam = self.train_split.codes(rows)
             step = index // (self.run.train.grad_accum_steps * _world_size())  # the optimiser-update index
-            parts.append(
-                collate_pose_batch(
-                    self.layout, self.run.sequence, obs, tgt, cam, step=step, generator=generator
-                )
+            pose = collate_pose_batch(
+                self.layout, self.run.sequence, obs, tgt, cam, step=step, generator=generator
             )
+            if self.run.loss.pose_weight > 0:
+                pose.pose_target = self.pose_targets(self.train_split, rows)
+            parts.append(pose)
         if num_chat:
             rows = self.chat_pool[self.chat_rows(index, num_chat)]
             parts.append(self.chat_batch(self.chat_train, rows))
@@ -410,10 +437,6 @@ class GSTTask(Task):
             batch_size=cfg.batch_size,
         )
         if cfg.num_pose_pairs > 0:
-            if self._camera_tokenizer is None:
-                from gst.tokenizers.io import load_tokenizer
-
-                self._camera_tokenizer = load_tokenizer(self.cache.manifest["tokenizers"]["camera"]["path"])
             rows = eval_rows(len(self.val_split), cfg.num_pose_pairs, cfg.subset_seed)
             metrics.update(
                 pose_metrics(
@@ -422,10 +445,22 @@ class GSTTask(Task):
                     self.run.sequence,
                     self.val_split,
                     rows,
-                    self._camera_tokenizer,
+                    self.camera_tokenizer,
                     batch_size=cfg.batch_size,
                 )
             )
+            if _unwrap(model).pose_head is not None:
+                metrics.update(
+                    pose_head_metrics(
+                        model,
+                        self.layout,
+                        self.run.sequence,
+                        self.val_split,
+                        rows,
+                        self.camera_tokenizer,
+                        batch_size=cfg.batch_size,
+                    )
+                )
         if self.chat is not None:
             for prefix, phrasing in (("chat", "all"), ("chat/heldout", "heldout")):
                 rows = self.chat_val.rows(phrasing)
@@ -504,6 +539,8 @@ def teacher_forced_metrics(
     ``loss`` (token mean over both), and ``{gen,est}/{camera,image}_{ce,acc}`` (CE in nats per token,
     top-1 accuracy), each a token-weighted mean over ``rows``."""
     seq = dataclasses.replace(seq, cond_dropout=0.0, cond_dropout_est=0.0)
+    # Token scores only: the pose readout is scored by pose_head_metrics, in degrees.
+    loss_config = dataclasses.replace(loss_config or LossConfig(), pose_weight=0.0)
     sums: dict[str, float] = {}
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(0)  # draws nothing: no dropout, tasks given
@@ -593,6 +630,61 @@ def score_poses(predictions: PosePredictions, split: CacheSplit) -> dict[str, fl
     return metrics
 
 
+def pose_head_targets(camera_tokenizer: nn.Module, split: CacheSplit, rows: np.ndarray) -> torch.Tensor:
+    """The camera tokenizer's parameter vector of pairs' true relative cameras (normalised by its
+    pose scale). Shapes: -> (n, 13) float32."""
+    from gst.geometry import normalize_relative_pose
+
+    K = torch.from_numpy(np.asarray(split.K_tgt[rows], dtype=np.float64))  # (n, 3, 3)
+    w2c = torch.from_numpy(np.asarray(split.w2c_rel[rows], dtype=np.float64))  # (n, 4, 4)
+    w2c = normalize_relative_pose(w2c, camera_tokenizer.config.pose_scale)
+    return camera_tokenizer.camera_vector(K, w2c).float()
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+@torch.no_grad()
+def pose_head_metrics(
+    model: nn.Module,
+    layout: TokenLayout,
+    seq: SequenceConfig,
+    split: CacheSplit,
+    rows: np.ndarray,
+    camera_tokenizer: nn.Module,
+    *,
+    batch_size: int = 64,
+) -> dict[str, float]:
+    """``pose_head/*``: the auxiliary pose readout at each est row's [cam_start] (no camera code has
+    been seen there), turned into a camera by the tokenizer's ``params_from_vector`` and scored as
+    ``score_poses`` scores decoded codes."""
+    from gst.geometry import denormalize_relative_pose, rotation_error_deg, translation_direction_error_deg
+
+    seq = dataclasses.replace(seq, cond_dropout=0.0, cond_dropout_est=0.0)
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(0)
+    preds = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        obs, tgt, cam = split.codes(chunk)
+        tasks = torch.full((len(chunk),), TASK_EST, dtype=torch.long)
+        batch = collate_pose_batch(layout, seq, obs, tgt, cam, step=0, generator=generator, tasks=tasks)
+        positions = batch.input_ids == layout.special_id("<|cam_start|>")  # (b, T), one per row
+        out = model(batch.input_ids.to(device), batch.grid_pos.to(device), pose_positions=positions.to(device))
+        preds.append(out.pose.float().cpu())
+    params = camera_tokenizer.params_from_vector(torch.cat(preds))
+    w2c = denormalize_relative_pose(params.w2c().double(), camera_tokenizer.config.pose_scale)
+    w2c_true = torch.from_numpy(np.asarray(split.w2c_rel[rows])).double()  # (n, 4, 4)
+    rot = rotation_error_deg(w2c[:, :3, :3], w2c_true[:, :3, :3])  # (n,)
+    trans = translation_direction_error_deg(w2c[:, :3, 3], w2c_true[:, :3, 3])  # (n,)
+    return {
+        "pose_head/rotation_err_median_deg": float(rot.median()),
+        "pose_head/rotation_acc_15deg": float((rot < 15.0).double().mean()),
+        "pose_head/translation_dir_err_median_deg": float(trans.median()),
+    }
+
+
 def pose_metrics(
     model: nn.Module,
     layout: TokenLayout,
@@ -618,6 +710,8 @@ __all__ = [
     "eval_rows",
     "load_text_tokenizer",
     "PosePredictions",
+    "pose_head_metrics",
+    "pose_head_targets",
     "pose_metrics",
     "predict_poses",
     "score_poses",
