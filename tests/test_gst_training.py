@@ -276,4 +276,6 @@ def test_pose_readout_needs_a_head_of_the_right_size(data: dict) -> None:
     model = task.build_model()  # no head: asking for its readout is an error, not a silent skip
     batch = task.batch(0, torch.Generator().manual_seed(0), 4)
     with pytest.raises(ValueError, match="no pose head"):
-        model(batch.input_ids, batch.grid_pos, pose_positions=torch.ones_like(batch.input_ids, dtype=torch.bool))
+        model(
+            batch.input_ids, batch.grid_pos, pose_positions=torch.ones_like(batch.input_ids, dtype=torch.bool)
+        )

@@ -671,7 +671,9 @@ def pose_head_metrics(
         tasks = torch.full((len(chunk),), TASK_EST, dtype=torch.long)
         batch = collate_pose_batch(layout, seq, obs, tgt, cam, step=0, generator=generator, tasks=tasks)
         positions = batch.input_ids == layout.special_id("<|cam_start|>")  # (b, T), one per row
-        out = model(batch.input_ids.to(device), batch.grid_pos.to(device), pose_positions=positions.to(device))
+        out = model(
+            batch.input_ids.to(device), batch.grid_pos.to(device), pose_positions=positions.to(device)
+        )
         preds.append(out.pose.float().cpu())
     params = camera_tokenizer.params_from_vector(torch.cat(preds))
     w2c = denormalize_relative_pose(params.w2c().double(), camera_tokenizer.config.pose_scale)
