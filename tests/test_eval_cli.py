@@ -89,6 +89,8 @@ def test_pose_cli_baselines_report_and_rescoring(world, tmp_path, capsys):
             "sift",
             "--method",
             "prior",
+            "--method",
+            "mean",
             "--train-data",
             str(world / "train"),
             "--out",
@@ -98,6 +100,10 @@ def test_pose_cli_baselines_report_and_rescoring(world, tmp_path, capsys):
     )
     assert code == 0
     res = _json_out(capsys)
+    mean = res["methods"].pop("mean")  # one constant pose for every pair
+    assert (
+        len({json.dumps(r["w2c_rel_pred"]) for r in mean["rows"]}) == 1 and mean["summary"]["num_failed"] == 0
+    )
     assert res["kind"] == "pose" and res["pairs"]["num_pairs"] == 8 and res["pairs"]["seed"] == 3
     assert sum(res["pairs"]["baseline_angle_histogram"]["counts"]) == 8
     assert set(res["methods"]) == {"sift_essential", "prior"}

@@ -168,6 +168,28 @@ def test_prior_draws_training_poses_deterministically_without_the_target(tmp_pat
     assert len({r["info"]["training_pair"] for r in rows}) > 1
 
 
+def test_mean_pose_is_the_rotation_mean_of_the_training_pairs():
+    from gst.eval.baselines import MeanPose
+    from gst.geometry import rotation_error_deg
+
+    def yaw(deg: float, t: tuple[float, float, float]) -> torch.Tensor:
+        a = math.radians(deg)
+        w2c = torch.eye(4, dtype=torch.float64)
+        w2c[0, 0], w2c[0, 2], w2c[2, 0], w2c[2, 2] = math.cos(a), math.sin(a), -math.sin(a), math.cos(a)
+        w2c[:3, 3] = torch.tensor(t, dtype=torch.float64)
+        return w2c
+
+    # Turns of -40 and +40 degrees about one axis average to no turn; +10 and +30 to +20.
+    mean = MeanPose(torch.stack([yaw(-40, (1, 0, 0)), yaw(40, (-1, 0, 2))]), torch.tensor([1.0, 1.2]))
+    assert float(rotation_error_deg(mean.w2c_rel[:3, :3], torch.eye(3, dtype=torch.float64))) < 1e-9
+    torch.testing.assert_close(mean.w2c_rel[:3, 3], torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))
+    mean = MeanPose(torch.stack([yaw(10, (0, 0, 0)), yaw(30, (0, 0, 0))]), torch.tensor([1.0, 1.0]))
+    assert float(rotation_error_deg(mean.w2c_rel[:3, :3], yaw(20, (0, 0, 0))[:3, :3])) < 1e-9
+    K_obs = torch.tensor([[50.0, 0, 31.5], [0, 50.0, 31.5], [0, 0, 1]])
+    pred = mean.predict_pose(torch.zeros(3, 8, 8), torch.ones(3, 8, 8), K_obs)
+    assert float(pred.K_tgt[0, 0]) == pytest.approx(50.0) and mean.config()["num_training_pairs"] == 2
+
+
 def test_evalset_resizes_images_and_intrinsics_together(tmp_path):
     scene = ring_scene_on_disk(tmp_path, "big", num_views=4, hw=(60, 80))
     evalset = EvalSet(scenes=[scene], pairs=[], resolution=20)

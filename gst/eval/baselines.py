@@ -6,6 +6,7 @@
   translation). Too few matches or inliers is a failure, scored as such.
 - ``PriorPose``: chance level. Returns the relative pose (and focal ratio) of a training pair drawn at
   random, without looking at either image.
+- ``MeanPose``: the best constant. The mean training relative pose for every pair.
 - ``CopyView``: the observed image as the prediction of the target view.
 - ``ReconstructionCeilingView``: decode(encode(target)), the best an image tokenizer lets any model
   do; it looks at the target, so it is reported as a ceiling, not a method.
@@ -206,6 +207,48 @@ class PriorPose:
         K[0, 0] *= self.focal_ratio[m]
         K[1, 1] *= self.focal_ratio[m]
         return PosePrediction(w2c_rel=self.w2c_rel[m].clone(), K_tgt=K, info={"training_pair": m})
+
+
+class MeanPose:
+    """The best constant: one pose for every pair, the mean of the training pairs' relative poses
+    (rotation: the chordal L2 mean, i.e. the mean rotation matrix projected onto SO(3) by SVD;
+    translation: the mean; focal ratio: the median). Never looks at the images. Where the sign of a
+    turn is a coin flip for a model, this constant scores better median errors than guessing it."""
+
+    name = "mean"
+    scale_known = True
+    uses_target_intrinsics = False
+
+    def __init__(self, w2c_rel: torch.Tensor, focal_ratio: torch.Tensor):
+        """Shapes: w2c_rel (M, 4, 4) training relative poses; focal_ratio (M,) f_tgt / f_obs."""
+        if len(w2c_rel) == 0 or len(w2c_rel) != len(focal_ratio):
+            raise ValueError("MeanPose needs at least one training pair")
+        U, _, Vh = torch.linalg.svd(w2c_rel[:, :3, :3].double().mean(0))
+        D = torch.diag(torch.tensor([1.0, 1.0, float(torch.linalg.det(U @ Vh))], dtype=torch.float64))
+        w2c = torch.eye(4, dtype=torch.float64)
+        w2c[:3, :3] = U @ D @ Vh  # nearest rotation to the mean matrix
+        w2c[:3, 3] = w2c_rel[:, :3, 3].double().mean(0)
+        self.w2c_rel = w2c
+        self.focal_ratio = float(focal_ratio.double().median())
+        self.num_training_pairs = len(w2c_rel)
+
+    @classmethod
+    def from_prior(cls, prior: PriorPose) -> MeanPose:
+        """The mean of the training pairs a ``PriorPose`` draws from."""
+        return cls(prior.w2c_rel, prior.focal_ratio)
+
+    def config(self) -> dict:
+        return {
+            "num_training_pairs": self.num_training_pairs,
+            "w2c_rel": self.w2c_rel.tolist(),
+            "focal_ratio": self.focal_ratio,
+        }
+
+    def predict_pose(self, observed, target, K_obs, *, K_tgt=None, pair=None) -> PosePrediction:
+        K = K_obs.double().clone()
+        K[0, 0] *= self.focal_ratio
+        K[1, 1] *= self.focal_ratio
+        return PosePrediction(w2c_rel=self.w2c_rel.clone(), K_tgt=K, info={})
 
 
 def resize_image(image: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 Methods per run (each scored by the same code on the same pairs):
 - pose: ``--method sift`` (OpenCV SIFT + essential matrix, given intrinsics), ``--method prior``
-  (a random training pair's relative pose; needs ``--train-data``), ``--predictions FILE`` (any
+  (a random training pair's relative pose; needs ``--train-data``), ``--method mean`` (the mean training
+  relative pose for every pair, the best constant; needs ``--train-data``), ``--predictions FILE`` (any
   method, format in gst.eval.predictors), ``--checkpoint DIR`` (the world model, through gst.api:
   greedy camera decoding, metric translation);
 - nvs: ``--method copy`` (the observed image), ``--tokenizer DIR`` (decode(encode(target)) ceiling),
@@ -21,7 +22,7 @@ import json
 import sys
 from pathlib import Path
 
-POSE_METHODS = ("sift", "prior")
+POSE_METHODS = ("sift", "prior", "mean")
 VIEW_METHODS = ("copy",)
 GRID_PAIRS = 6  # pairs shown in the view grid and the frusta figure
 
@@ -86,9 +87,13 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="baseline(s) to run (repeatable; default: sift, plus prior with --train-data)",
     )
-    pose.add_argument("--train-data", default=None, help="training scenes the prior draws its poses from")
+    pose.add_argument(
+        "--train-data",
+        default=None,
+        help="training scenes the prior and mean baselines draw their poses from",
+    )
     pose.add_argument("--train-split", default=None, help="split of --train-data (e.g. train)")
-    pose.add_argument("--prior-samples", type=int, default=2000, help="training pairs the prior draws from")
+    pose.add_argument("--prior-samples", type=int, default=2000, help="training pairs prior/mean draw from")
     pose.add_argument("--sift-ratio", type=float, default=0.85, help="Lowe ratio for SIFT matching (0.85)")
     pose.add_argument(
         "--sift-contrast",
@@ -174,7 +179,7 @@ def _setup(args: argparse.Namespace):
 
 
 def _pose_predictors(args: argparse.Namespace, config) -> list[tuple[object, dict]]:
-    from gst.eval.baselines import PriorPose, SiftEssentialPose
+    from gst.eval.baselines import MeanPose, PriorPose, SiftEssentialPose
     from gst.eval.data import load_scenes
     from gst.eval.predictors import FilePosePredictor
     from gst.eval.report import sha256_of
@@ -194,10 +199,10 @@ def _pose_predictors(args: argparse.Namespace, config) -> list[tuple[object, dic
                 seed=args.seed,
             )
             out.append((sift, {"source": "baseline", "config": sift.config()}))
-        elif m == "prior":
+        elif m in ("prior", "mean"):
             if args.train_data is None:
                 raise ValueError(
-                    "--method prior needs --train-data DIR (the scenes whose pair distribution it "
+                    f"--method {m} needs --train-data DIR (the scenes whose pair distribution it "
                     "samples; for NeRF-synthetic the same folder with --train-split train)"
                 )
             train_scenes = _prior_scenes(args)
@@ -205,13 +210,14 @@ def _pose_predictors(args: argparse.Namespace, config) -> list[tuple[object, dic
                 args.train_data, split=args.train_split, scenes=train_scenes, val_fraction=args.val_fraction
             )
             prior = PriorPose.from_scenes(train, args.prior_samples, seed=args.seed + 1, config=config)
+            method = prior if m == "prior" else MeanPose.from_prior(prior)
             out.append(
                 (
-                    prior,
+                    method,
                     {
                         "source": "baseline",
                         "config": {
-                            **prior.config(),
+                            **method.config(),
                             "train_data": str(Path(args.train_data).resolve()),
                             "train_split": args.train_split,
                             "train_scene_split": train_scenes,
