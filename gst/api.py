@@ -77,6 +77,7 @@ from gst.api_types import (
     uncrop_intrinsics,
 )
 from gst.data.views import CropMode, crop_resize, crop_resize_intrinsics
+from gst.geometry import denormalize_relative_pose
 from gst.model import (
     GSTModel,
     SamplingConfig,
@@ -84,6 +85,7 @@ from gst.model import (
     estimate_camera_tokens,
     generate_camera_and_image,
     generate_image_given_camera,
+    read_pose_head,
 )
 from gst.model.sampling import GREEDY
 from gst.tokenizers.image import to_signed, to_unit
@@ -93,6 +95,7 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "gst-tiny"
 # Views: plain sampling. Greedy image decoding of an auto-regressive model collapses into repeated codes.
 DEFAULT_VIEW_SAMPLING = SamplingConfig(temperature=1.0, top_k=0)
 DEFAULT_CAMERA_SAMPLING = SamplingConfig(temperature=1.0)  # joint samples: draw from p(camera | obs)
+POSE_READOUTS = ("codes", "head")  # estimate_pose: decode camera codes, or read the auxiliary pose head
 
 
 @dataclass(frozen=True)
@@ -206,14 +209,20 @@ class GST:
         Shapes: (N, hc*wc) -> N PoseEstimates."""
         codes = (camera_ids.cpu() - self.layout.camera_offset).reshape(-1, *self.sequence.camera_grid)
         K_m, w2c = self.camera_tokenizer.decode_cameras(codes.to(self.device))  # (N, 3, 3), (N, 4, 4) f64
-        out = []
-        for i in range(codes.shape[0]):
-            K, hw = K_m[i].cpu(), self.image_hw
-            if target_hw is not None:
-                K, hw = uncrop_intrinsics(K, target_hw, self.image_hw, self.crop), tuple(target_hw)
-            motion, summary = describe_camera(w2c[i].cpu(), K, hw)
-            out.append(PoseEstimate(K, w2c[i].cpu(), hw, codes[i], motion, summary))
-        return out
+        return [
+            self._pose_estimate(K_m[i].cpu(), w2c[i].cpu(), codes[i], target_hw) for i in range(len(codes))
+        ]
+
+    def _pose_estimate(
+        self, K_model: torch.Tensor, w2c: torch.Tensor, codes: torch.Tensor, target_hw: tuple[int, int] | None
+    ) -> PoseEstimate:
+        """A camera with K in model pixels, as a PoseEstimate for a ``target_hw`` image (default the
+        model's). Shapes: (3, 3), (4, 4), (hc, wc)."""
+        K, hw = K_model, self.image_hw
+        if target_hw is not None:
+            K, hw = uncrop_intrinsics(K, target_hw, self.image_hw, self.crop), tuple(target_hw)
+        motion, summary = describe_camera(w2c, K, hw)
+        return PoseEstimate(K, w2c, hw, codes, motion, summary)
 
     @torch.no_grad()
     def encode_camera(self, w2c: torch.Tensor, K_model: torch.Tensor) -> torch.Tensor:
@@ -226,6 +235,18 @@ class GST:
         )  # (1, hc, wc)
         return codes.reshape(1, -1) + self.layout.camera_offset
 
+    @torch.no_grad()
+    def _head_pose(self, obs: _Prepared, tgt: _Prepared) -> PoseEstimate:
+        """The pose head's camera (``read_pose_head``, the camera tokenizer's parameter vector), exact;
+        its camera codes are the tokenizer's encoding of it."""
+        vector = read_pose_head(self.model, obs.ids, tgt.ids, seq_cfg=self.sequence)  # (1, P)
+        params = self.camera_tokenizer.params_from_vector(vector.to(self.device))
+        K_model = params.K()[0].double().cpu()  # (3, 3) model pixels
+        scale = self.camera_tokenizer.config.pose_scale
+        w2c = denormalize_relative_pose(params.w2c()[0].double().cpu(), scale)  # (4, 4) world units
+        codes = self.encode_camera(w2c, K_model) - self.layout.camera_offset  # (1, hc*wc)
+        return self._pose_estimate(K_model, w2c, codes.reshape(self.sequence.camera_grid).cpu(), tgt.input_hw)
+
     # ---- tasks ----
     def estimate_pose(
         self,
@@ -234,12 +255,20 @@ class GST:
         *,
         sampling: SamplingConfig | None = None,
         seed: int = 0,
+        readout: str = "codes",
     ) -> PoseEstimate:
         """Where the target image's camera is, relative to the observed one (est layout, greedy by default).
 
         ``K_tgt`` is in pixels of the target image as given; ``w2c`` in world units (module docstring).
+        ``readout="codes"`` decodes camera codes (``sampling``); ``"head"`` reads the auxiliary pose head
+        (models trained with ``loss.pose_weight`` > 0) in one forward at ``[cam_start]``: a camera
+        regressed directly, with no code sampled (its ``camera_codes`` are its encoding).
         """
+        if readout not in POSE_READOUTS:
+            raise ValueError(f"readout must be one of {POSE_READOUTS}, got {readout!r}")
         obs, tgt = self.prepare(observed), self.prepare(target)
+        if readout == "head":
+            return self._head_pose(obs, tgt)
         out = estimate_camera_tokens(
             self.model,
             obs.ids,
@@ -399,15 +428,17 @@ class GSTPosePredictor:
         seed: int = 0,
         name: str = "gst",
         progress: Any = None,
+        readout: str = "codes",
     ) -> None:
         self.gst, self.sampling, self.seed, self.name, self.progress = gst, sampling, seed, name, progress
+        self.readout = readout
 
     def predict_pose(self, observed, target, K_obs, *, K_tgt=None, pair=None):
         from gst.eval.baselines import pair_seed
         from gst.eval.predictors import PosePrediction
 
         est = self.gst.estimate_pose(
-            observed, target, sampling=self.sampling, seed=pair_seed(self.seed, pair)
+            observed, target, sampling=self.sampling, seed=pair_seed(self.seed, pair), readout=self.readout
         )
         _tick(self.progress)
         return PosePrediction(w2c_rel=est.w2c, K_tgt=est.K_tgt, info={"summary": est.summary})

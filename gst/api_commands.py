@@ -69,7 +69,9 @@ def _print_json(data: Any) -> None:
 
 def run_pose(args: argparse.Namespace) -> int:
     gst = _load(args)
-    pose = gst.estimate_pose(args.observed, args.target, sampling=_sampling(args), seed=args.seed)
+    pose = gst.estimate_pose(
+        args.observed, args.target, sampling=_sampling(args), seed=args.seed, readout=args.readout
+    )
     if args.json:
         _print_json(pose.to_dict())
         return 0
@@ -362,6 +364,13 @@ def register_top(sub: argparse._SubParsersAction) -> None:
     p.add_argument("target", help="the image whose camera to estimate")
     _model_args(p)
     _sampling_args(p, temperature=0.0)
+    p.add_argument(
+        "--readout",
+        choices=("codes", "head"),
+        default="codes",
+        help="decode the camera codes (default), or read the auxiliary pose head (models trained with "
+        "loss.pose_weight > 0; the sampling flags do not apply)",
+    )
     p.add_argument(
         "--json", action="store_true", help="print the camera as JSON (gst.camera.v1, for --camera)"
     )

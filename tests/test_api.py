@@ -280,6 +280,37 @@ def test_estimate_pose_returns_a_rigid_camera(gst: GST) -> None:
     assert pose.to_dict()["format"] == "gst.camera.v1"
 
 
+def test_pose_head_readout_returns_the_head_camera_exactly(gst: GST) -> None:
+    from gst.geometry import rotation_error_deg
+
+    with pytest.raises(ValueError, match="no pose head"):  # the shipped layout of this model has none
+        gst.estimate_pose(_image(20, 20), _image(20, 20, seed=1), readout="head")
+    with pytest.raises(ValueError, match="readout must be one of"):
+        gst.estimate_pose(_image(20, 20), _image(20, 20, seed=1), readout="rays")
+    headed = copy.copy(gst)
+    headed.model = copy.deepcopy(gst.model)
+    headed.model.pose_head = torch.nn.Linear(headed.model.hidden_size, 13)
+    # A head that ignores its input and reads out one camera: turned 30 degrees about y, moved 1 m
+    # along +x, focal length 20 px at the 16 px model width, principal point at the centre.
+    R = torch.tensor(orbit_camera(30, 0)[:3, :3].tolist(), dtype=torch.float64)
+    w2c = torch.eye(4, dtype=torch.float64)
+    w2c[:3, :3], w2c[:3, 3] = R, torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+    K = torch.tensor([[20.0, 0, 7.5], [0, 20.0, 7.5], [0, 0, 1]], dtype=torch.float64)
+    vector = gst.camera_tokenizer.camera_vector(K[None], w2c[None])[0]
+    torch.nn.init.zeros_(headed.model.pose_head.weight)
+    with torch.no_grad():
+        headed.model.pose_head.bias.copy_(vector)
+    pose = headed.estimate_pose(_image(20, 20), _image(16, 16, seed=1), readout="head")
+    _assert_rigid(pose.w2c)
+    assert float(rotation_error_deg(pose.w2c[:3, :3], R)) < 1e-4
+    torch.testing.assert_close(pose.w2c[:3, 3], w2c[:3, 3], atol=1e-6, rtol=0)
+    torch.testing.assert_close(pose.K_tgt, K, atol=1e-4, rtol=0)
+    assert pose.camera_codes.shape == (4, 4) and "30 degrees" in pose.summary
+    predictor = GSTPosePredictor(headed, readout="head")
+    pred = predictor.predict_pose(_image(20, 20), _image(16, 16, seed=1), K)
+    torch.testing.assert_close(pred.w2c_rel, pose.w2c)
+
+
 def test_synthesize_view_shape_range_and_seed(gst: GST) -> None:
     obs = _image(24, 40)
     view = gst.synthesize_view(obs, orbit_camera(30, 10), num_samples=2, seed=3)

@@ -102,6 +102,13 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
         help="SIFT contrastThreshold (default 0.01; OpenCV's 0.04)",
     )
     pose.add_argument("--ransac-px", type=float, default=1.0, help="RANSAC epipolar threshold, pixels")
+    pose.add_argument(
+        "--pose-readout",
+        choices=("codes", "head"),
+        default="codes",
+        help="--checkpoint: decode camera codes greedily (default), or read the auxiliary pose head "
+        "(models trained with loss.pose_weight > 0)",
+    )
     pose.set_defaults(func=run_pose)
 
     nvs = sub.add_parser(
@@ -138,13 +145,17 @@ def _model_predictor(args: argparse.Namespace, kind: str) -> tuple[object, dict]
 
     gst = GST.from_pretrained(args.checkpoint, device=args.device)
     bar = tqdm(total=args.num_pairs, desc=f"gst {kind}", unit="pair", disable=args.json, file=sys.stderr)
-    cls = GSTPosePredictor if kind == "pose" else GSTViewPredictor
-    predictor = cls(gst, seed=args.seed, progress=bar)
+    if kind == "pose":
+        predictor = GSTPosePredictor(gst, seed=args.seed, progress=bar, readout=args.pose_readout)
+        decoding = "greedy camera tokens" if args.pose_readout == "codes" else "pose head readout"
+    else:
+        predictor = GSTViewPredictor(gst, seed=args.seed, progress=bar)
+        decoding = "sampled image tokens (temperature 1)"
     meta = {
         "source": "world model checkpoint",
         "checkpoint": str(Path(args.checkpoint).resolve()),
         "sha256": sha256_of(gst.checkpoint),
-        "decoding": "greedy camera tokens" if kind == "pose" else "sampled image tokens (temperature 1)",
+        "decoding": decoding,
     }
     return predictor, meta
 

@@ -17,6 +17,7 @@ from gst.model.sampling import (
     SamplingConfig,
     estimate_camera_tokens,
     generate_camera_and_image,
+    read_pose_head,
     generate_image_given_camera,
     generate_text,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "compute_loss",
     "estimate_camera_tokens",
     "generate_camera_and_image",
+    "read_pose_head",
     "generate_image_given_camera",
     "generate_text",
     "get_preset",

@@ -267,6 +267,22 @@ def estimate_camera_tokens(
     return GenerationOutput(camera_ids=cam, num_forwards=forwards)
 
 
+@torch.no_grad()
+def read_pose_head(
+    model: GSTModel, obs_ids: torch.Tensor, tgt_ids: torch.Tensor, *, seq_cfg: SequenceConfig
+) -> torch.Tensor:
+    """The auxiliary pose readout (``GSTModelConfig.pose_head_dim``) at the est row's [cam_start]: one
+    forward of the prefix, no camera code sampled. Shapes: obs_ids, tgt_ids (B, h*w) -> (B, P) float32."""
+    if model.pose_head is None:
+        raise ValueError("this model has no pose head (pose_head_dim=0); read its pose from the camera codes")
+    rows, grid = _template(model, seq_cfg, TASK_EST, obs_ids, tgt_ids, None, guided=False)
+    prefix = pose_offsets(seq_cfg, TASK_EST).cam  # tokens up to and including [cam_start]
+    rows, grid = rows[:, :prefix], grid[:prefix].expand(rows.shape[0], -1, -1)  # (B, Tp), (B, Tp, 2)
+    at_end = torch.zeros_like(rows, dtype=torch.bool)
+    at_end[:, -1] = True
+    return model(rows, grid, pose_positions=at_end).pose.float()  # (B, P)
+
+
 def generate_camera_and_image(
     model: GSTModel,
     obs_ids: torch.Tensor,
