@@ -17,9 +17,9 @@ from gst.model.sampling import (
     SamplingConfig,
     estimate_camera_tokens,
     generate_camera_and_image,
-    read_pose_head,
     generate_image_given_camera,
     generate_text,
+    read_pose_head,
 )
 from gst.model.sequences import (
     SequenceBatch,
