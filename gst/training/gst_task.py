@@ -53,6 +53,7 @@ from gst.model import (
     compute_loss,
     estimate_camera_tokens,
     get_preset,
+    read_pose_head,
     save_gst_model,
 )
 from gst.model.sequences import TASK_EST, TASK_GEN
@@ -615,19 +616,11 @@ def predict_poses(
 
 def score_poses(predictions: PosePredictions, split: CacheSplit) -> dict[str, float]:
     """``pose/*``: the model; ``ceiling/*``: the true camera codes decoded the same way (the tokenizer's own
-    error, the best a perfect token predictor could reach). Rotation: geodesic error (degrees), median
-    and the fraction under 15 degrees; translation: direction error (degrees), median."""
-    from gst.geometry import rotation_error_deg, translation_direction_error_deg
-
-    w2c_true = torch.from_numpy(np.asarray(split.w2c_rel[predictions.rows])).double()  # (n, 4, 4)
-    metrics = {}
-    for prefix, w2c in (("pose", predictions.w2c_pred), ("ceiling", predictions.w2c_ceiling)):
-        rot = rotation_error_deg(w2c[:, :3, :3], w2c_true[:, :3, :3])  # (n,)
-        trans = translation_direction_error_deg(w2c[:, :3, 3], w2c_true[:, :3, 3])  # (n,)
-        metrics[f"{prefix}/rotation_err_median_deg"] = float(rot.median())
-        metrics[f"{prefix}/rotation_acc_15deg"] = float((rot < 15.0).double().mean())
-        metrics[f"{prefix}/translation_dir_err_median_deg"] = float(trans.median())
-    return metrics
+    error, the best a perfect token predictor could reach); ``_pose_scores`` each."""
+    return {
+        **_pose_scores("pose", predictions.w2c_pred, split, predictions.rows),
+        **_pose_scores("ceiling", predictions.w2c_ceiling, split, predictions.rows),
+    }
 
 
 def pose_head_targets(camera_tokenizer: nn.Module, split: CacheSplit, rows: np.ndarray) -> torch.Tensor:
@@ -656,34 +649,35 @@ def pose_head_metrics(
     *,
     batch_size: int = 64,
 ) -> dict[str, float]:
-    """``pose_head/*``: the auxiliary pose readout at each est row's [cam_start] (no camera code has
-    been seen there), turned into a camera by the tokenizer's ``params_from_vector`` and scored as
+    """``pose_head/*``: the auxiliary pose readout at each est row's [cam_start] (``read_pose_head``: no
+    camera code seen), made a camera by the tokenizer's ``params_from_vector`` and scored as
     ``score_poses`` scores decoded codes."""
-    from gst.geometry import denormalize_relative_pose, rotation_error_deg, translation_direction_error_deg
+    from gst.geometry import denormalize_relative_pose
 
-    seq = dataclasses.replace(seq, cond_dropout=0.0, cond_dropout_est=0.0)
-    device = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(0)
     preds = []
     for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        obs, tgt, cam = split.codes(chunk)
-        tasks = torch.full((len(chunk),), TASK_EST, dtype=torch.long)
-        batch = collate_pose_batch(layout, seq, obs, tgt, cam, step=0, generator=generator, tasks=tasks)
-        positions = batch.input_ids == layout.special_id("<|cam_start|>")  # (b, T), one per row
-        out = model(
-            batch.input_ids.to(device), batch.grid_pos.to(device), pose_positions=positions.to(device)
-        )
-        preds.append(out.pose.float().cpu())
+        obs, tgt, _ = split.codes(rows[start : start + batch_size])
+        obs_ids = obs.reshape(len(obs), -1) + layout.image_offset  # (b, h*w)
+        tgt_ids = tgt.reshape(len(tgt), -1) + layout.image_offset  # (b, h*w)
+        preds.append(read_pose_head(model, obs_ids, tgt_ids, seq_cfg=seq).cpu())  # (b, 13)
     params = camera_tokenizer.params_from_vector(torch.cat(preds))
     w2c = denormalize_relative_pose(params.w2c().double(), camera_tokenizer.config.pose_scale)
+    return _pose_scores("pose_head", w2c, split, rows)
+
+
+def _pose_scores(prefix: str, w2c: torch.Tensor, split: CacheSplit, rows: np.ndarray) -> dict[str, float]:
+    """Rotation: geodesic error (degrees), median and the fraction under 15 degrees; translation:
+    direction error (degrees), median; against the cache's true relative poses of ``rows``.
+    Shapes: w2c (n, 4, 4) float64, world units."""
+    from gst.geometry import rotation_error_deg, translation_direction_error_deg
+
     w2c_true = torch.from_numpy(np.asarray(split.w2c_rel[rows])).double()  # (n, 4, 4)
     rot = rotation_error_deg(w2c[:, :3, :3], w2c_true[:, :3, :3])  # (n,)
     trans = translation_direction_error_deg(w2c[:, :3, 3], w2c_true[:, :3, 3])  # (n,)
     return {
-        "pose_head/rotation_err_median_deg": float(rot.median()),
-        "pose_head/rotation_acc_15deg": float((rot < 15.0).double().mean()),
-        "pose_head/translation_dir_err_median_deg": float(trans.median()),
+        f"{prefix}/rotation_err_median_deg": float(rot.median()),
+        f"{prefix}/rotation_acc_15deg": float((rot < 15.0).double().mean()),
+        f"{prefix}/translation_dir_err_median_deg": float(trans.median()),
     }
 
 
