@@ -270,6 +270,8 @@ class GSTTask(Task):
         self._perms: dict[tuple[int, ...], dict[int, np.ndarray]] = {}  # salt -> epoch -> permutation
         self._camera_tokenizer: nn.Module | None = None
         self._check_pose_readout()
+        # A micro-batch without est rows (alternate or gen mixes) leaves the pose head without gradient.
+        self.find_unused_parameters = run.loss.pose_weight > 0
         self._init_chat(chat_dir, tokenizers_dir)
 
     def _check_pose_readout(self) -> None:
