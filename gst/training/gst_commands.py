@@ -203,6 +203,7 @@ _CURVE_COLUMNS = (
     ("eval/gen/image_acc", "val_gen_img_acc"),
     ("eval/pose/rotation_err_median_deg", "rot_err_med"),
     ("eval/pose/translation_dir_err_median_deg", "tdir_err_med"),
+    ("eval/pose_head/rotation_err_median_deg", "head_rot_err_med"),  # models with a pose head
     ("eval/chat/token_acc", "val_chat_tok_acc"),
     ("eval/chat/exact", "val_chat_exact"),
 )
@@ -251,6 +252,7 @@ def plot_curves(tables: dict[str, list[dict[str, Any]]], path: Path) -> None:
         ("val_loss", "val loss"),
         ("val_est_cam_acc", "val est camera-token acc"),
         ("rot_err_med", "val rotation error, median (deg)"),
+        ("head_rot_err_med", "val rotation error, pose head (deg)"),
         ("val_chat_exact", "val chat answers exact (teacher-forced)"),
     )
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
