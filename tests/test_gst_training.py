@@ -279,3 +279,34 @@ def test_pose_readout_needs_a_head_of_the_right_size(data: dict) -> None:
         model(
             batch.input_ids, batch.grid_pos, pose_positions=torch.ones_like(batch.input_ids, dtype=torch.bool)
         )
+
+
+def test_codebook_code_init_makes_alike_codes_start_alike(data: dict) -> None:
+    from gst.tokenizers.io import load_tokenizer
+
+    task = _task(data)
+    random_model = task.build_model()
+    run = dataclasses.replace(task.run, code_init="codebook")
+    model = GSTTask(run, data["cache"], data["tok"]).build_model()
+    layout = model.layout
+    before = random_model.lm.get_input_embeddings().weight.detach()
+    after = model.lm.get_input_embeddings().weight.detach()
+    img0, cam0 = layout.image_offset, layout.camera_offset
+    # Text and special rows are untouched; every code row moved by the same norm (init_std * sqrt(D)).
+    assert torch.equal(after[:img0], before[:img0])
+    added = after[img0 : cam0 + layout.num_camera_codes] - before[img0 : cam0 + layout.num_camera_codes]
+    torch.testing.assert_close(added[: layout.num_image_codes].norm(dim=1), torch.full((32,), 0.02 * 8.0))
+    # The added image parts reproduce the codebook's cosine similarities exactly (orthonormal projection).
+    codebook = load_tokenizer(data["tok"] / "image").quantizer.codebook_vectors()
+    unit = codebook / codebook.norm(dim=1, keepdim=True)
+    img = added[: layout.num_image_codes]
+    img = img / img.norm(dim=1, keepdim=True)
+    torch.testing.assert_close(img @ img.T, unit @ unit.T, atol=1e-5, rtol=0)
+    # Image and camera parts live in orthogonal subspaces; the same seed gives the same model.
+    assert float((added[: layout.num_image_codes] @ added[layout.num_image_codes :].T).abs().max()) < 1e-6
+    again = GSTTask(run, data["cache"], data["tok"]).build_model()
+    assert torch.equal(again.lm.get_input_embeddings().weight, after)
+    with pytest.raises(ValueError, match="code_init must be"):
+        dataclasses.replace(task.run, code_init="pca")
+    with pytest.raises(ValueError, match="--init-from keeps"):
+        dataclasses.replace(run, init_from="somewhere")

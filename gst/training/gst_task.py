@@ -33,7 +33,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -95,10 +95,19 @@ class GSTRunConfig:
     eval: GSTEvalConfig = field(default_factory=GSTEvalConfig)
     train: TrainConfig
     init_from: str | None = None  # a trained backbone folder to fine-tune (gst.training.gst_init)
+    # random: every code embedding an independent random row; codebook: plus the tokenizers' own code
+    # vectors, projected (gst.training.code_init), so alike codes start alike. From-scratch runs only.
+    code_init: Literal["random", "codebook"] = "random"
 
     def __post_init__(self) -> None:
         if self.pad_vocab_to < 1:
             raise ValueError(f"pad_vocab_to must be >= 1, got {self.pad_vocab_to}")
+        if self.code_init not in ("random", "codebook"):
+            raise ValueError(f"code_init must be 'random' or 'codebook', got {self.code_init!r}")
+        if self.code_init != "random" and self.init_from is not None:
+            raise ValueError(
+                "code_init=codebook initialises a new model; --init-from keeps its trained weights"
+            )
 
 
 def _run(name: str, train: TrainConfig, **kw: Any) -> GSTRunConfig:
@@ -350,6 +359,13 @@ class GSTTask(Task):
             run["sequence"] = {k: v for k, v in run["sequence"].items() if k != "chat_fraction"}
         if run.get("init_from") is None:  # nor runs from before --init-from
             run.pop("init_from", None)
+        # nor runs from before the pose readout and code initialisation (saved without these keys)
+        if run["model"].get("pose_head_dim") == 0:
+            run["model"].pop("pose_head_dim")
+        if run["loss"].get("pose_weight") == 0:
+            run["loss"].pop("pose_weight")
+        if run.get("code_init") == "random":
+            run.pop("code_init")
         out = {
             "run": run,
             "vocabulary": self.vocab.to_dict(),
@@ -373,7 +389,14 @@ class GSTTask(Task):
             from gst.training.gst_init import load_initial_model
 
             return load_initial_model(self.run, self.layout, self.cache.manifest)
-        return build_gst_model(self.run.model, self.vocab)
+        model = build_gst_model(self.run.model, self.vocab)
+        if self.run.code_init == "codebook":
+            from gst.tokenizers.io import load_tokenizer
+            from gst.training.code_init import init_code_embeddings
+
+            image = load_tokenizer(self.cache.manifest["tokenizers"]["image"]["path"])
+            init_code_embeddings(model, image, self.camera_tokenizer, seed=self.run.model.seed)
+        return model
 
     def batch(self, index: int, generator: torch.Generator, batch_size: int) -> SequenceBatch:
         """Pose rows, then (with a chat cache) ``num_chat_rows`` chat rows, right-padded together."""
