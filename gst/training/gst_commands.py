@@ -320,7 +320,7 @@ def score_on_cache(
     from gst.data.token_cache import open_token_cache
     from gst.model import SequenceConfig, load_gst_model, read_gst_meta
     from gst.tokenizers.io import load_tokenizer
-    from gst.training.gst_task import eval_rows, predict_poses, score_poses, teacher_forced_metrics
+    from gst.training.gst_eval import eval_rows, predict_poses, score_poses, teacher_forced_metrics
 
     folder = resolve_model_dir(model_dir)
     cache = open_token_cache(cache_dir, tokenizers_dir=tokenizers_dir)
