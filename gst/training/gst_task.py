@@ -58,13 +58,10 @@ from gst.tokenizers.vocab import Vocabulary
 from gst.training.config import TrainConfig
 from gst.training.gst_chat import chat_metrics, concat_batches, qa_chat_example
 from gst.training.gst_eval import (
-    PosePredictions,
     eval_rows,
     pose_head_metrics,
     pose_head_targets,
     pose_metrics,
-    predict_poses,
-    score_poses,
     teacher_forced_metrics,
 )
 from gst.training.overrides import to_dict
@@ -557,15 +554,7 @@ __all__ = [
     "GSTTask",
     "RUN_PRESETS",
     "build_vocabulary",
-    "eval_rows",
     "load_text_tokenizer",
-    "PosePredictions",
-    "pose_head_metrics",
-    "pose_head_targets",
-    "pose_metrics",
-    "predict_poses",
-    "score_poses",
-    "teacher_forced_metrics",
     "get_run_preset",
     "text_vocab_size",
     "with_cache_grids",
