@@ -242,10 +242,6 @@ def with_cache_grids(run: GSTRunConfig, cache: TokenCache) -> GSTRunConfig:
     return dataclasses.replace(run, sequence=seq)
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
-
-
 def _world_size() -> int:
     return torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
 
@@ -483,7 +479,7 @@ class GSTTask(Task):
                     batch_size=cfg.batch_size,
                 )
             )
-            if _unwrap(model).pose_head is not None:
+            if model.pose_head is not None:  # evaluate() gets the unwrapped model
                 metrics.update(
                     pose_head_metrics(
                         model,
