@@ -196,10 +196,13 @@ def pose_metrics(
     *,
     batch_size: int = 64,
 ) -> dict[str, float]:
-    """``score_poses(predict_poses(...))``: greedy est pose error against the cache's true pose."""
-    return score_poses(
-        predict_poses(model, layout, seq, split, rows, camera_tokenizer, batch_size=batch_size), split
-    )
+    """``score_poses(predict_poses(...))``: greedy est pose error against the cache's true pose, plus
+    ``pose_head_metrics`` for a model with a pose head."""
+    args = (model, layout, seq, split, rows, camera_tokenizer)
+    metrics = score_poses(predict_poses(*args, batch_size=batch_size), split)
+    if model.pose_head is not None:
+        metrics.update(pose_head_metrics(*args, batch_size=batch_size))
+    return metrics
 
 
 __all__ = [

@@ -59,7 +59,6 @@ from gst.training.config import TrainConfig
 from gst.training.gst_chat import chat_metrics, concat_batches, qa_chat_example
 from gst.training.gst_eval import (
     eval_rows,
-    pose_head_metrics,
     pose_head_targets,
     pose_metrics,
     teacher_forced_metrics,
@@ -479,18 +478,6 @@ class GSTTask(Task):
                     batch_size=cfg.batch_size,
                 )
             )
-            if model.pose_head is not None:  # evaluate() gets the unwrapped model
-                metrics.update(
-                    pose_head_metrics(
-                        model,
-                        self.layout,
-                        self.run.sequence,
-                        self.val_split,
-                        rows,
-                        self.camera_tokenizer,
-                        batch_size=cfg.batch_size,
-                    )
-                )
         if self.chat is not None:
             for prefix, phrasing in (("chat", "all"), ("chat/heldout", "heldout")):
                 rows = self.chat_val.rows(phrasing)
