@@ -383,12 +383,35 @@ class GST:
         ).text.strip()
 
     def answer_number(
-        self, question: str, images: Sequence[ImageInput], unit: str, decimals: int, max_new_tokens: int = 16
+        self,
+        question: str,
+        images: Sequence[ImageInput],
+        unit: str,
+        decimals: int,
+        max_new_tokens: int = 16,
+        *,
+        decoding: str = "greedy",
     ) -> str:
-        """Greedy answer to one question in a fresh conversation, constrained to one number in the fixed
-        format ``gst.api_chat.NumberFormat`` (e.g. "3.85 m"); ``gst.eval.qa_baselines.NumberFn``."""
+        """Answer one question with one number in the fixed format of ``gst.api_chat.NumberFormat`` (e.g.
+        "3.85 m"), in a fresh conversation; ``gst.eval.qa_baselines.NumberFn``. ``decoding="greedy"``:
+        greedy decoding within the format. ``"mbr"``: every value of the unit's log-spaced grid
+        (``gst.eval.qa_metrics.number_grid``) is scored as a reply and the one with the highest expected
+        MRA under those likelihoods is answered (minimum Bayes risk; the grid's values have the unit's
+        decimals, so ``decimals`` must be those)."""
         from gst.api_chat import NumberFormat
 
+        if decoding == "mbr":
+            from gst.data.qa_types import UNIT_DECIMALS
+            from gst.eval.qa_metrics import mbr_number, number_grid
+
+            if UNIT_DECIMALS.get(unit) != decimals:
+                wanted = UNIT_DECIMALS.get(unit)
+                raise ValueError(f"answer_number: mbr writes {unit!r} with {wanted} decimals, not {decimals}")
+            values = number_grid(unit)
+            texts = [f"{v:.{decimals}f} {unit}" for v in values]
+            return texts[values.index(mbr_number(values, self.score_replies(question, images, texts)))]
+        if decoding != "greedy":
+            raise ValueError(f"answer_number: decoding must be 'greedy' or 'mbr', got {decoding!r}")
         key = (unit, decimals)
         if key not in self._number_formats:  # decodes every text id once: reused across questions
             self._number_formats[key] = NumberFormat(self.text_tokenizer, self.layout, unit, decimals)

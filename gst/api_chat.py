@@ -32,6 +32,7 @@ from gst.model.sequences import NO_GRID, ImageSegment, build_chat_example, grid_
 if TYPE_CHECKING:
     from gst.api import GST
 
+SCORE_CHUNK = 32  # candidate replies scored in one batch over a shared prompt cache (ChatSession.score)
 # (reply ids so far) -> (image_offset,) bool mask of the ids allowed next (text ids and <|end|>)
 ReplyConstraint = Callable[[list[int]], torch.Tensor]
 
@@ -98,23 +99,43 @@ class ChatSession:
         layout, device = self.gst.layout, self.gst.model.device
         end = layout.special_id("<|end|>")
         replies = [self.gst.text_tokenizer.encode(c) + [end] for c in candidates]
-        length = prompt.shape[0] + max(len(r) for r in replies)
-        if length > self._max_positions():
+        longest = max(len(r) for r in replies)
+        if prompt.shape[0] + longest > self._max_positions():
+            length = prompt.shape[0] + longest
             raise ValueError(f"score: prompt and reply take {length} tokens; the model reads fewer")
-        # Right padding needs no attention mask: a causal model's earlier positions never see it.
-        ids = torch.full((len(replies), length), end, dtype=torch.long)  # (N, T)
-        ids[:, : prompt.shape[0]] = prompt
-        for i, reply in enumerate(replies):
-            ids[i, prompt.shape[0] : prompt.shape[0] + len(reply)] = torch.tensor(reply)
-        cells = torch.full((len(replies), length, 2), NO_GRID)  # (N, T, 2): replies are text
-        cells[:, : prompt.shape[0]] = grid
-        logits = self.gst.model(ids.to(device), cells.to(device)).logits[..., : layout.image_offset]
         allowed = text_reply_rows(layout, device)
-        logp = logits.float().masked_fill(~allowed, float("-inf")).log_softmax(-1)  # (N, T, V')
+
+        def logp(logits: torch.Tensor) -> torch.Tensor:  # (..., V) -> (..., V') over what decoding samples
+            return (
+                logits[..., : layout.image_offset]
+                .float()
+                .masked_fill(~allowed, float("-inf"))
+                .log_softmax(-1)
+            )
+
+        # The prompt's KV cache is shared by a chunk of candidates at a time (a number grid has ~130):
+        # memory stays at SCORE_CHUNK copies of it. Right padding needs no attention mask: a causal
+        # model's earlier positions never see it.
         scores = []
-        for i, reply in enumerate(replies):
-            at = torch.arange(prompt.shape[0] - 1, prompt.shape[0] - 1 + len(reply), device=device)
-            scores.append(float(logp[i, at, torch.tensor(reply, device=device)].sum()))
+        for lo in range(0, len(replies), SCORE_CHUNK):
+            chunk = replies[lo : lo + SCORE_CHUNK]
+            out = self.gst.model(prompt[None].to(device), grid[None].to(device), use_cache=True)
+            first = logp(out.logits[0, -1])  # (V',): the first reply token
+            part = [float(first[reply[0]]) for reply in chunk]
+            width = max(len(r) for r in chunk)
+            if width > 1:
+                ids = torch.full((len(chunk), width - 1), end, dtype=torch.long)  # (n, L - 1): inputs
+                for i, reply in enumerate(chunk):
+                    ids[i, : len(reply) - 1] = torch.tensor(reply[:-1])
+                cache = out.past_key_values
+                cache.batch_repeat_interleave(len(chunk))
+                cells = torch.full((len(chunk), width - 1, 2), NO_GRID)  # replies are text
+                rest = self.gst.model(ids.to(device), cells.to(device), past_key_values=cache, use_cache=True)
+                steps = logp(rest.logits)  # (n, L - 1, V'): step j predicts reply token j + 1
+                for i, reply in enumerate(chunk):
+                    at = torch.arange(len(reply) - 1, device=device)
+                    part[i] += float(steps[i, at, torch.tensor(reply[1:], device=device)].sum())
+            scores += part
         return scores
 
     def ask(

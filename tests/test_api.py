@@ -410,7 +410,9 @@ def test_chat_multi_turn_history(gst: GST) -> None:
     )
 
 
-def test_score_replies_is_the_log_likelihood_text_decoding_assigns(gst: GST) -> None:
+def test_score_replies_is_the_log_likelihood_text_decoding_assigns(gst: GST, monkeypatch) -> None:
+    import gst.api_chat as api_chat
+
     question, images = "Which is closer?", [_image(20, 20)]
     candidates = ["red box", "the blue sphere", "left"]
     scores = gst.score_replies(question, images, candidates)
@@ -433,6 +435,8 @@ def test_score_replies_is_the_log_likelihood_text_decoding_assigns(gst: GST) -> 
         assert score == pytest.approx(total, abs=1e-3)
     assert len(set(scores)) == 3 and all(s < 0 for s in scores)
     assert session.num_tokens == 0  # scoring leaves the history alone
+    monkeypatch.setattr(api_chat, "SCORE_CHUNK", 2)  # candidates in chunks over the prompt's cache
+    assert gst.score_replies(question, images, candidates) == pytest.approx(scores, abs=1e-4)
     with pytest.raises(ValueError, match="no candidate"):
         gst.score_replies(question, images, [])
 
@@ -468,6 +472,23 @@ def test_number_format_allows_exactly_the_answer_format(gst: GST) -> None:
         assert NumberFormat(tok, layout, unit, decimals).is_complete(answer)
         assert parse_answer(answer, "number", unit=unit).unit == unit
         assert gst.answer_number("How far is the red box?", [_image(20, 20)], unit, decimals) == answer
+
+
+def test_answer_number_mbr_is_the_expected_mra_choice_over_the_grid(gst: GST) -> None:
+    from gst.eval.qa_metrics import mbr_number, number_grid
+
+    question, images = "How far is the red box?", [_image(20, 20)]
+    for unit, decimals in (("m", 2), ("deg", 0)):
+        values = number_grid(unit)
+        texts = [f"{v:.{decimals}f} {unit}" for v in values]
+        answer = gst.answer_number(question, images, unit, decimals, decoding="mbr")
+        expected = mbr_number(values, gst.score_replies(question, images, texts))
+        assert answer == f"{expected:.{decimals}f} {unit}" and answer in texts
+        assert gst.answer_number(question, images, unit, decimals, decoding="mbr") == answer
+    with pytest.raises(ValueError, match="2 decimals, not 1"):
+        gst.answer_number(question, images, "m", 1, decoding="mbr")
+    with pytest.raises(ValueError, match="'greedy' or 'mbr'"):
+        gst.answer_number(question, images, "m", 2, decoding="beam")
 
 
 @pytest.mark.parametrize("segment", ["<|cam_start|>", "<|img_start|>"])

@@ -178,7 +178,9 @@ def test_eval_qa_model_and_text_only(ckpt, scenes, tmp_path, capsys) -> None:
         cli_main([*base, "--method", "model", "--scenes", str(scenes), "--closed-answers", "generate"]) == 0
     )
     assert _json(capsys)["closed_answers"] == "generate"
-    assert cli_main([*base, "--method", "text-only"]) == 0
-    assert _json(capsys)["method"] == "gst-text-only"
+    assert cli_main([*base, "--method", "text-only", "--numbers", "mbr"]) == 0
+    text_only = _json(capsys)
+    assert text_only["method"] == "gst-text-only" and text_only["numbers"] == "mbr"
+    assert text_only["metrics"]["overall"]["unparseable"] == 0  # an MBR number is a grid value, well formed
     assert cli_main([*base, "--method", "model"]) == 1
     assert "--scenes DIR" in capsys.readouterr().err

@@ -30,7 +30,9 @@ from gst.eval.qa_metrics import (
     OrientedBox,
     box_iou_3d,
     evaluate_texts,
+    mbr_number,
     mean_relative_accuracy,
+    number_grid,
     score_answer,
 )
 
@@ -102,6 +104,39 @@ def test_box_iou_matches_monte_carlo_for_general_rotations() -> None:
         assert box_iou_3d(b, a) == pytest.approx(exact, abs=1e-9)
         # 200k samples: the standard error of the estimate is below 0.002 here
         assert exact == pytest.approx(monte_carlo_iou(a, b, 200_000, seed=1), abs=0.01)
+
+
+def test_number_grid_covers_the_answers_at_the_units_decimals() -> None:
+    metres, degrees = number_grid("m"), number_grid("deg")
+    assert metres[0] == 0.05 and metres[-1] == 20.0 and degrees[0] == 1.0 and degrees[-1] == 180.0
+    for grid, decimals in ((metres, 2), (degrees, 0)):
+        assert grid == sorted(set(grid)) and all(round(v, decimals) == v for v in grid)
+    # From 1 m and 30 deg up, neighbours are under 7 % apart: half a step is under the 5 % tolerance.
+    for grid, start in ((metres, 1.0), (degrees, 30.0)):
+        upper = [v for v in grid if v >= start]
+        assert max(b / a for a, b in zip(upper, upper[1:], strict=False)) < 1.07
+    with pytest.raises(ValueError, match="no grid for unit 'ft'"):
+        number_grid("ft")
+
+
+def test_mbr_number_maximises_expected_mra_under_cell_weighted_likelihoods() -> None:
+    values, ll = [1.0, 2.0, 3.0, 5.0, 8.0, 13.0], [0.0, -1.0, -0.5, -2.0, 0.0, -3.0]
+    # Reference: each value's belief is its likelihood times its cell (midpoint to midpoint; the end
+    # cells mirrored): widths 1, 1, 1.5, 2.5, 4, 5 here; then the scalar MRA, candidate by candidate.
+    belief = [w * math.exp(x) for w, x in zip([1.0, 1.0, 1.5, 2.5, 4.0, 5.0], ll, strict=True)]
+    pairs = list(zip(belief, values, strict=True))
+    expected = [sum(b * mean_relative_accuracy(c, v) for b, v in pairs) for c in values]
+    assert mbr_number(values, ll) == values[int(np.argmax(expected))] == 8.0
+    assert mbr_number(values, [-40.0, 0.0, -40.0, -40.0, -40.0, -40.0]) == 2.0  # a confident model: its mode
+    # Equal string likelihoods on a log grid are a flat belief in value, not in log value.
+    assert mbr_number(number_grid("m"), [0.0] * len(number_grid("m"))) > 10.0
+    assert mbr_number([4.0], [-3.0]) == 4.0
+    with pytest.raises(ValueError, match="strictly ascending"):
+        mbr_number([2.0, 1.0], [0.0, 0.0])
+    with pytest.raises(ValueError, match="finite log-likelihoods"):
+        mbr_number([1.0, 2.0], [0.0, float("nan")])
+    with pytest.raises(ValueError, match="positive values"):
+        mbr_number([0.0, 2.0], [0.0, 0.0])
 
 
 def test_score_answer_per_type() -> None:

@@ -7,7 +7,9 @@
   (gst.api chat, greedy, no segments); ``--method text-only``: the same model with the image tokens removed.
   ``--closed-answers score`` (default) answers questions with a closed answer set (choices: their options;
   counts: 0-10) with the candidate of highest likelihood under the model (``GST.score_replies``);
-  ``--closed-answers generate`` decodes them freely like every other answer.
+  ``--closed-answers generate`` decodes them freely like every other answer. ``--numbers constrained``
+  decodes number answers greedily within their format; ``--numbers mbr`` scores a log-spaced grid of
+  values and answers the one of highest expected MRA under those likelihoods (minimum Bayes risk).
 """
 
 from __future__ import annotations
@@ -60,10 +62,11 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--numbers",
-        choices=("generate", "constrained"),
+        choices=("generate", "constrained", "mbr"),
         default="generate",
-        help="model: answer number questions by free greedy decoding (generate, default) or greedily "
-        "within the answer format, one number in the question's unit (constrained)",
+        help="model: answer number questions by free greedy decoding (generate, default), greedily "
+        "within the answer format, one number in the question's unit (constrained), or with the value of "
+        "a log-spaced grid of highest expected MRA under the model's likelihoods (mbr)",
     )
     p.add_argument("--json", action="store_true", help="print the results JSON on stdout")
     p.add_argument("--out", default=None, help="write results.json and report.md here")
@@ -116,9 +119,11 @@ def _model_predictor(args: argparse.Namespace, num_records: int):
         bar.update(1)
         return gst.score_replies(question, paths, options)
 
+    decoding = "mbr" if args.numbers == "mbr" else "greedy"
+
     def number(question, paths, unit, decimals):
         bar.update(1)
-        return gst.answer_number(question, paths, unit, decimals)
+        return gst.answer_number(question, paths, unit, decimals, decoding=decoding)
 
     return ChatPredictor(
         answer,
@@ -126,7 +131,7 @@ def _model_predictor(args: argparse.Namespace, num_records: int):
         text_only=text_only,
         name="gst",
         score=score if args.closed_answers == "score" else None,
-        number=number if args.numbers == "constrained" else None,
+        number=number if args.numbers != "generate" else None,
     )
 
 
