@@ -419,12 +419,44 @@ class GST:
         return session.ask(question, images, constraint=self._number_formats[key]).text.strip()
 
     def score_replies(
-        self, question: str, images: Sequence[ImageInput], candidates: Sequence[str]
+        self, question: str, images: Sequence[ImageInput], candidates: Sequence[str], *, complete: bool = True
     ) -> list[float]:
-        """Log-likelihood of each candidate answer to one question, in a fresh conversation
-        (``ChatSession.score``); ``gst.eval.qa_baselines.ScoreFn``."""
-        return self.start_chat(allow_segments=False).score(question, images, candidates)
+        """Log-likelihood of each candidate answer (or, ``complete=False``, answer start) to one question,
+        in a fresh conversation (``ChatSession.score``); ``gst.eval.qa_baselines.ScoreFn``."""
+        return self.start_chat(allow_segments=False).score(question, images, candidates, complete=complete)
 
+    def answer_coordinates(self, question: str, images: Sequence[ImageInput], kind: str) -> str:
+        """Answer a 3D point or box question (``kind`` "point" or "box") in the format of
+        ``gst.data.qa_types`` ("(x, y, z) m"; "center (x, y, z) m, size (w, h, d) m"), one coordinate
+        at a time: every value of the coordinate's grid (x, y: ``coordinate_grid``; depth and sizes: the
+        metre ``number_grid``) is scored after the coordinates chosen so far, and the mean of the
+        model's belief (``posterior_mean``, the Bayes choice for squared error) is written, to 2
+        decimals. Numbers written freely are error-prone (LLMI3D); this never writes a malformed one.
+        ``gst.eval.qa_baselines.CoordinatesFn``."""
+        from gst.eval.qa_metrics import coordinate_grid, number_grid, posterior_mean
+
+        if kind not in _COORDINATE_TEMPLATES:
+            raise ValueError(f"answer_coordinates: kind must be 'point' or 'box', got {kind!r}")
+        pieces, positive = _COORDINATE_TEMPLATES[kind]
+        grids = {False: coordinate_grid(), True: number_grid("m")}
+        text = ""
+        for k, is_positive in enumerate(positive):
+            values, last = grids[is_positive], k == len(positive) - 1
+            texts = [f"{text}{pieces[k]}{v:.2f}{pieces[k + 1]}" for v in values]
+            scores = self.score_replies(question, images, texts, complete=last)
+            text += f"{pieces[k]}{round(posterior_mean(values, scores), 2) + 0.0:.2f}"
+        return text + pieces[-1]
+
+
+# The text around each coordinate of a point or box answer (gst.data.qa_types formats), and whether
+# each coordinate is positive (depth, sizes: the metre number grid) or signed (x, y).
+_COORDINATE_TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[bool, ...]]] = {
+    "point": (("(", ", ", ", ", ") m"), (False, False, True)),
+    "box": (
+        ("center (", ", ", ", ", ") m, size (", ", ", ", ", ") m"),
+        (False, False, True, True, True, True),
+    ),
+}
 
 # ---- gst.eval predictors ----
 

@@ -88,17 +88,22 @@ class ChatSession:
         return user, prompt, grid
 
     @torch.no_grad()
-    def score(self, text: str, images: Sequence[ImageInput], candidates: Sequence[str]) -> list[float]:
+    def score(
+        self, text: str, images: Sequence[ImageInput], candidates: Sequence[str], *, complete: bool = True
+    ) -> list[float]:
         """Log-likelihood (nats) of each candidate reply, its text then ``<|end|>``, to a user turn;
-        the history is left unchanged. Each step is scored under the distribution text decoding samples
-        from (text ids and ``<|end|>``), so the best-scoring candidate is the reply decoding would most
-        likely write among them: multiple-choice answered by likelihood, as lm-evaluation-harness does."""
+        ``complete=False`` scores the text alone, as the start of a reply. The history is left
+        unchanged. Each step is scored under the distribution text decoding samples from (text ids and
+        ``<|end|>``), so the best-scoring candidate is the reply decoding would most likely write among
+        them: multiple-choice answered by likelihood, as lm-evaluation-harness does."""
         if not candidates:
             raise ValueError("score: no candidate replies given")
         _, prompt, grid = self._prompt(text, images)
         layout, device = self.gst.layout, self.gst.model.device
         end = layout.special_id("<|end|>")
-        replies = [self.gst.text_tokenizer.encode(c) + [end] for c in candidates]
+        replies = [self.gst.text_tokenizer.encode(c) + [end] * complete for c in candidates]
+        if not all(replies):
+            raise ValueError("score: an empty candidate scores nothing without <|end|> (complete=False)")
         longest = max(len(r) for r in replies)
         if prompt.shape[0] + longest > self._max_positions():
             length = prompt.shape[0] + longest

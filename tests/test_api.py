@@ -491,6 +491,42 @@ def test_answer_number_mbr_is_the_expected_mra_choice_over_the_grid(gst: GST) ->
         gst.answer_number(question, images, "m", 2, decoding="beam")
 
 
+def test_answer_coordinates_writes_the_belief_mean_one_coordinate_at_a_time(gst: GST) -> None:
+    from gst.data.qa_types import parse_answer
+    from gst.eval.qa_metrics import coordinate_grid, posterior_mean
+
+    question, images = "Where is the red box?", [_image(20, 20)]
+    end = gst.layout.special_id("<|end|>")
+    # complete=False leaves out exactly the <|end|> step.
+    full, start = (gst.score_replies(question, images, ["(0.50, "], complete=c)[0] for c in (True, False))
+    session = gst.start_chat(allow_segments=False)
+    _, prompt, grid = session._prompt(question, images)
+    reply = torch.tensor(gst.text_tokenizer.encode("(0.50, "), dtype=torch.long)
+    with torch.no_grad():
+        logits = gst.model(
+            torch.cat([prompt, reply])[None], torch.cat([grid, torch.full((len(reply), 2), NO_GRID)])[None]
+        ).logits
+    last = logits[0, -1, : gst.layout.image_offset].masked_fill(
+        ~text_reply_rows(gst.layout, "cpu"), float("-inf")
+    )
+    assert full - start == pytest.approx(float(last.log_softmax(-1)[end]), abs=1e-4)
+    with pytest.raises(ValueError, match="empty candidate"):
+        gst.score_replies(question, images, [""], complete=False)
+
+    point = gst.answer_coordinates(question, images, "point")
+    x = posterior_mean(
+        coordinate_grid(),
+        gst.score_replies(question, images, [f"({v:.2f}, " for v in coordinate_grid()], complete=False),
+    )
+    assert point.startswith(f"({round(x, 2) + 0.0:.2f}, ") and point.endswith(") m")
+    assert parse_answer(point, "point").type == "point"
+    assert gst.answer_coordinates(question, images, "point") == point
+    box = parse_answer(gst.answer_coordinates(question, images, "box"), "box")
+    assert box.type == "box" and min(box.value["size"]) >= 0.05
+    with pytest.raises(ValueError, match="'point' or 'box'"):
+        gst.answer_coordinates(question, images, "sphere")
+
+
 @pytest.mark.parametrize("segment", ["<|cam_start|>", "<|img_start|>"])
 def test_chat_reply_segments_are_decoded(gst: GST, segment: str) -> None:
     token = gst.layout.special_id(segment)

@@ -178,9 +178,21 @@ def test_eval_qa_model_and_text_only(ckpt, scenes, tmp_path, capsys) -> None:
         cli_main([*base, "--method", "model", "--scenes", str(scenes), "--closed-answers", "generate"]) == 0
     )
     assert _json(capsys)["closed_answers"] == "generate"
+    point = {
+        **distance, "id": "x/5", "family": "grounding_3d", "kind": "g3d_point",
+        "question": "Where is the red box in the camera frame?",
+        "answer": {"type": "point", "value": [0.5, -0.2, 3.0]}, "answer_text": "(0.50, -0.20, 3.00) m",
+    }  # fmt: skip
+    box = {
+        **point, "id": "x/6", "kind": "g3d_box", "question": "Give the red box's 3D box.",
+        "answer": {"type": "box", "value": {"center": [0.5, -0.2, 3.0], "size": [0.4, 0.4, 0.4]}},
+        "answer_text": "center (0.50, -0.20, 3.00) m, size (0.40, 0.40, 0.40) m",
+    }  # fmt: skip
+    data.write_text("".join(json.dumps(r) + "\n" for r in [*lines, point, box]))
     assert cli_main([*base, "--method", "text-only", "--numbers", "mbr"]) == 0
     text_only = _json(capsys)
     assert text_only["method"] == "gst-text-only" and text_only["numbers"] == "mbr"
-    assert text_only["metrics"]["overall"]["unparseable"] == 0  # an MBR number is a grid value, well formed
+    # MBR numbers, points and boxes are grid values written in the answer format: all parse.
+    assert text_only["data"]["num_records"] == 6 and text_only["metrics"]["overall"]["unparseable"] == 0
     assert cli_main([*base, "--method", "model"]) == 1
     assert "--scenes DIR" in capsys.readouterr().err

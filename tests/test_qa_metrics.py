@@ -29,10 +29,12 @@ from gst.eval.qa_metrics import (
     MRA_TOLERANCES,
     OrientedBox,
     box_iou_3d,
+    coordinate_grid,
     evaluate_texts,
     mbr_number,
     mean_relative_accuracy,
     number_grid,
+    posterior_mean,
     score_answer,
 )
 
@@ -133,10 +135,20 @@ def test_mbr_number_maximises_expected_mra_under_cell_weighted_likelihoods() -> 
     assert mbr_number([4.0], [-3.0]) == 4.0
     with pytest.raises(ValueError, match="strictly ascending"):
         mbr_number([2.0, 1.0], [0.0, 0.0])
-    with pytest.raises(ValueError, match="finite log-likelihoods"):
+    with pytest.raises(ValueError, match="finite log-likelihood"):
         mbr_number([1.0, 2.0], [0.0, float("nan")])
     with pytest.raises(ValueError, match="positive values"):
         mbr_number([0.0, 2.0], [0.0, 0.0])
+
+
+def test_posterior_mean_and_coordinate_grid() -> None:
+    grid = coordinate_grid()
+    assert len(grid) == 201 and grid[0] == -5.0 and grid[100] == 0.0 and grid[-1] == 5.0
+    assert all(f"{v:.2f}" != "-0.00" for v in grid) and grid == sorted(set(grid))
+    # Cells 1, 1.5, 2 wide (ends mirrored): equal likelihoods give the cell-weighted mean.
+    assert posterior_mean([0.0, 1.0, 3.0], [0.0, 0.0, 0.0]) == pytest.approx((0 * 1 + 1 * 1.5 + 3 * 2) / 4.5)
+    assert posterior_mean([-1.0, 0.0, 1.0], [0.0, -50.0, 0.0]) == pytest.approx(0.0, abs=1e-12)
+    assert posterior_mean(grid, [-((v - 1.2) ** 2) * 50 for v in grid]) == pytest.approx(1.2, abs=1e-6)
 
 
 def test_score_answer_per_type() -> None:

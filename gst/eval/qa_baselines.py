@@ -47,6 +47,8 @@ ChatFn = Callable[[str, Sequence[Path]], str]  # (question, observed image paths
 ScoreFn = Callable[[str, Sequence[Path], Sequence[str]], Sequence[float]]
 # (question, observed image paths, unit, decimals) -> an answer written as one number in that unit
 NumberFn = Callable[[str, Sequence[Path], str, int], str]
+# (question, observed image paths, "point" or "box") -> answer text in that type's format
+CoordinatesFn = Callable[[str, Sequence[Path], str], str]
 COUNT_CANDIDATES = tuple(str(n) for n in range(11))  # scenes hold 2-6 objects; counts of a kind fewer
 
 
@@ -130,7 +132,8 @@ class ChatPredictor:
     ``image_paths(scene, view)`` resolves a view to its image file (for scenes on disk:
     ``scene_image_resolver(root)``). ``text_only=True`` passes no images. ``score``: answer choice and
     count questions with the most likely candidate (ties: the first) instead of generating; ``number``:
-    answer number questions in their unit's fixed format (``UNIT_DECIMALS``) instead of free decoding.
+    answer number questions in their unit's fixed format (``UNIT_DECIMALS``) instead of free decoding;
+    ``coordinates``: answer point and box questions in their format.
     """
 
     def __init__(
@@ -142,11 +145,12 @@ class ChatPredictor:
         name: str = "model",
         score: ScoreFn | None = None,
         number: NumberFn | None = None,
+        coordinates: CoordinatesFn | None = None,
     ) -> None:
         if not text_only and image_paths is None:
             raise ValueError("ChatPredictor: the model with images needs an image resolver (--scenes DIR)")
         self.chat, self.image_paths, self.text_only, self.score = chat, image_paths, text_only, score
-        self.number = number
+        self.number, self.coordinates = number, coordinates
         self.name = f"{name}-text-only" if text_only else name
 
     def predict(self, records: Sequence[QARecord]) -> list[str]:
@@ -160,6 +164,8 @@ class ChatPredictor:
             elif self.number is not None and r.answer.type == "number":
                 unit = str(r.answer.unit)
                 out.append(str(self.number(r.question, images, unit, UNIT_DECIMALS[unit])))
+            elif self.coordinates is not None and r.answer.type in ("point", "box"):
+                out.append(str(self.coordinates(r.question, images, r.answer.type)))
             else:
                 out.append(str(self.chat(r.question, images)))
         return out

@@ -9,7 +9,9 @@
   counts: 0-10) with the candidate of highest likelihood under the model (``GST.score_replies``);
   ``--closed-answers generate`` decodes them freely like every other answer. ``--numbers constrained``
   decodes number answers greedily within their format; ``--numbers mbr`` scores a log-spaced grid of
-  values and answers the one of highest expected MRA under those likelihoods (minimum Bayes risk).
+  values and answers the one of highest expected MRA under those likelihoods (minimum Bayes risk), and
+  answers points and boxes coordinate by coordinate with the mean of the model's belief over a grid
+  (``GST.answer_coordinates``).
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
         default="generate",
         help="model: answer number questions by free greedy decoding (generate, default), greedily "
         "within the answer format, one number in the question's unit (constrained), or with the value of "
-        "a log-spaced grid of highest expected MRA under the model's likelihoods (mbr)",
+        "a log-spaced grid of highest expected MRA under the model's likelihoods (mbr; points and boxes "
+        "then too: coordinate by coordinate, the mean of the model's belief over a grid)",
     )
     p.add_argument("--json", action="store_true", help="print the results JSON on stdout")
     p.add_argument("--out", default=None, help="write results.json and report.md here")
@@ -125,6 +128,10 @@ def _model_predictor(args: argparse.Namespace, num_records: int):
         bar.update(1)
         return gst.answer_number(question, paths, unit, decimals, decoding=decoding)
 
+    def coordinates(question, paths, kind):
+        bar.update(1)
+        return gst.answer_coordinates(question, paths, kind)
+
     return ChatPredictor(
         answer,
         resolver,
@@ -132,6 +139,7 @@ def _model_predictor(args: argparse.Namespace, num_records: int):
         name="gst",
         score=score if args.closed_answers == "score" else None,
         number=number if args.numbers != "generate" else None,
+        coordinates=coordinates if args.numbers == "mbr" else None,
     )
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from gst.data.qa_phrasings import FAMILIES, KIND_FAMILY
-from gst.data.qa_types import UNIT_DECIMALS, Answer, AnswerParseError, QARecord, parse_like
+from gst.data.qa_types import COORD_DECIMALS, UNIT_DECIMALS, Answer, AnswerParseError, QARecord, parse_like
 
 # VSI-Bench confidence thresholds theta = 0.50, 0.55, ..., 0.95, stored as the tolerances 1 - theta.
 MRA_TOLERANCES: tuple[float, ...] = tuple(round(0.50 - 0.05 * i, 2) for i in range(10))
@@ -81,29 +81,47 @@ def number_grid(unit: str) -> list[float]:
     return sorted(set(values))
 
 
-def mbr_number(values: Sequence[float], log_likelihoods: Sequence[float]) -> float:
-    """Minimum Bayes risk choice for MRA: the candidate with the highest expected MRA under the model's
-    belief over the candidates. ``values``: ascending grid; ``log_likelihoods``: of each value's exact
-    answer string. A string stands for the values around it: the belief in a candidate is its
-    likelihood times the width of its cell (midpoint to midpoint), so a log-spaced grid, dense at small
-    values, does not favour them. A confident model gets its mode; an unsure one a central value."""
+def coordinate_grid() -> list[float]:
+    """Candidate values of a signed coordinate (x or y in the camera frame), metres: -5 to 5 in 5 cm steps."""
+    return [round(0.05 * k, COORD_DECIMALS) + 0.0 for k in range(-100, 101)]  # + 0.0: no "-0.00"
+
+
+def grid_belief(values: Sequence[float], log_likelihoods: Sequence[float]) -> np.ndarray:
+    """The model's belief over a grid of candidate values, (G,) summing to 1. ``values``: strictly
+    ascending; ``log_likelihoods``: of each value's exact answer string. A string stands for the values
+    around it, so each candidate's belief is its likelihood times the width of its cell (midpoint to
+    midpoint, the end cells mirrored): a log-spaced grid, dense at small values, does not favour them."""
     v = np.asarray(values, dtype=np.float64)  # (G,)
     ll = np.asarray(log_likelihoods, dtype=np.float64)  # (G,)
-    if v.ndim != 1 or v.shape != ll.shape or v.size == 0 or np.any(v <= 0) or not np.all(np.isfinite(ll)):
-        raise ValueError(
-            f"mbr_number: need as many finite log-likelihoods as positive values, got {v.shape} / {ll.shape}"
-        )
+    if v.ndim != 1 or v.shape != ll.shape or v.size == 0 or not np.all(np.isfinite(ll)):
+        raise ValueError(f"need one finite log-likelihood per grid value, got {v.shape} / {ll.shape}")
     if np.any(np.diff(v) <= 0):
-        raise ValueError("mbr_number: the values must be strictly ascending")
+        raise ValueError("the grid values must be strictly ascending")
     if v.size == 1:
-        return float(v[0])
+        return np.ones(1)
     mid = (v[1:] + v[:-1]) / 2
     edges = np.concatenate([[2 * v[0] - mid[0]], mid, [2 * v[-1] - mid[-1]]])  # (G + 1,)
     p = np.exp(ll - ll.max()) * np.diff(edges)
-    p /= p.sum()
+    return p / p.sum()
+
+
+def mbr_number(values: Sequence[float], log_likelihoods: Sequence[float]) -> float:
+    """Minimum Bayes risk choice for MRA: the candidate with the highest expected MRA under the model's
+    belief over the same candidates (``grid_belief``). A confident model gets its mode; an unsure one a
+    central value."""
+    v = np.asarray(values, dtype=np.float64)  # (G,)
+    if np.any(v <= 0):
+        raise ValueError("mbr_number: MRA needs positive values")
+    p = grid_belief(v, log_likelihoods)
     rel = np.abs(v[:, None] - v[None, :]) / v[None, :]  # (G candidates, G truths)
     mra = (rel[..., None] < np.asarray(MRA_TOLERANCES)).mean(-1)  # (G, G)
     return float(v[int(np.argmax(mra @ p))])
+
+
+def posterior_mean(values: Sequence[float], log_likelihoods: Sequence[float]) -> float:
+    """The mean of the model's belief over a grid (``grid_belief``): the Bayes choice for squared error,
+    used coordinate by coordinate for points and boxes."""
+    return float(grid_belief(values, log_likelihoods) @ np.asarray(values, dtype=np.float64))
 
 
 @dataclass(frozen=True)
