@@ -8,6 +8,7 @@ Glossary: n scored pairs, b pairs per forward, h/w image token grid, hc/wc camer
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,6 +91,19 @@ class PosePredictions:
     w2c_ceiling: torch.Tensor
 
 
+def _pair_ids(
+    model: nn.Module, layout: TokenLayout, split: CacheSplit, rows: np.ndarray, batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The cached pairs of ``rows`` in chunks: observed and target image ids on the model's device, and
+    the true camera codes. Shapes: (b, h*w), (b, h*w), (b, hc, wc)."""
+    device = next(model.parameters()).device
+    for start in range(0, len(rows), batch_size):
+        obs, tgt, cam = split.codes(rows[start : start + batch_size])
+        obs_ids = (obs.reshape(len(obs), -1) + layout.image_offset).to(device)
+        tgt_ids = (tgt.reshape(len(tgt), -1) + layout.image_offset).to(device)
+        yield obs_ids, tgt_ids, cam
+
+
 @torch.no_grad()
 def predict_poses(
     model: nn.Module,
@@ -103,13 +117,8 @@ def predict_poses(
 ) -> PosePredictions:
     """Greedy est decoding (KV cache) of the camera codes of ``rows``, decoded to cameras."""
     hc, wc = seq.camera_grid
-    device = next(model.parameters()).device
     preds, ceilings = [], []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        obs, tgt, cam = split.codes(chunk)
-        obs_ids = (obs.reshape(len(chunk), -1) + layout.image_offset).to(device)  # (b, h*w)
-        tgt_ids = (tgt.reshape(len(chunk), -1) + layout.image_offset).to(device)  # (b, h*w)
+    for obs_ids, tgt_ids, cam in _pair_ids(model, layout, split, rows, batch_size):
         out = estimate_camera_tokens(model, obs_ids, tgt_ids, seq_cfg=seq)
         codes = (out.camera_ids[:, 0] - layout.camera_offset).reshape(-1, hc, wc).cpu()  # (b, hc, wc)
         preds.append(camera_tokenizer.decode_cameras(codes))
@@ -159,12 +168,10 @@ def pose_head_metrics(
     ``score_poses`` scores decoded codes."""
     from gst.geometry import denormalize_relative_pose
 
-    preds = []
-    for start in range(0, len(rows), batch_size):
-        obs, tgt, _ = split.codes(rows[start : start + batch_size])
-        obs_ids = obs.reshape(len(obs), -1) + layout.image_offset  # (b, h*w)
-        tgt_ids = tgt.reshape(len(tgt), -1) + layout.image_offset  # (b, h*w)
-        preds.append(read_pose_head(model, obs_ids, tgt_ids, seq_cfg=seq).cpu())  # (b, 13)
+    preds = [
+        read_pose_head(model, obs_ids, tgt_ids, seq_cfg=seq).cpu()  # (b, 13)
+        for obs_ids, tgt_ids, _ in _pair_ids(model, layout, split, rows, batch_size)
+    ]
     params = camera_tokenizer.params_from_vector(torch.cat(preds))
     w2c = denormalize_relative_pose(params.w2c().double(), camera_tokenizer.config.pose_scale)
     return _pose_scores("pose_head", w2c, split, rows)
