@@ -439,6 +439,7 @@ class GST:
             raise ValueError(f"answer_coordinates: kind must be 'point' or 'box', got {kind!r}")
         pieces, positive = _COORDINATE_TEMPLATES[kind]
         grids = {False: coordinate_grid(), True: number_grid("m")}
+        images = [self.prepare(img) for img in images]  # tokenized once, read by every coordinate's scoring
         text = ""
         for k, is_positive in enumerate(positive):
             values, last = grids[is_positive], k == len(positive) - 1

@@ -79,7 +79,10 @@ class ChatSession:
 
     def _prompt(self, text: str, images: Sequence[ImageInput]):
         """The user turn (ids, grid) and the whole prompt up to ``[assistant]``: ids (T,), grid (T, 2)."""
-        prepared = [self.gst.prepare(img).ids for img in images]  # errors name unreadable files
+        from gst.api import _Prepared
+
+        # errors name unreadable files; an image already prepared (GST.prepare) is not tokenized again
+        prepared = [(img if isinstance(img, _Prepared) else self.gst.prepare(img)).ids for img in images]
         user = self._message("user", [*prepared, text])
         start = torch.tensor([self.gst.layout.special_id("<|assistant|>")])
         chunks = self._system + self._turns + [user]
