@@ -3,8 +3,8 @@ same pairs: is the gap bigger than the noise of a few hundred pairs?
 
     python scripts/pose_auc_bootstrap.py A.json METHOD_A B.json METHOD_B [--resamples 2000] [--seed 0]
 
-AUC@30 as `gst.eval.metrics` computes it: per pair the larger of rotation and translation-direction
-error, accuracy at 1, 2, ..., 30 degrees averaged. Prints both AUCs, the 95 % interval of A - B over
+AUC@30 is `gst.eval.metrics.auc` (per pair the larger of rotation and translation-direction error;
+failures count as 180 degrees). Prints both AUCs, the 95 % interval of A - B over
 resamples of the pairs, and the share of resamples where A is not better.
 """
 
@@ -15,17 +15,27 @@ import json
 
 import numpy as np
 
+from gst.eval.metrics import auc
 
-def pair_errors(path: str, method: str) -> dict[tuple, float]:
+
+def pair_errors(path: str, method: str) -> dict[tuple, tuple[float, float]]:
+    """(scene, observed, target) -> (rotation, translation-direction) error in degrees (NaN: failed)."""
     methods = json.load(open(path))["methods"]
     if method not in methods:
         raise SystemExit(f"{path}: no method {method!r}; it has {sorted(methods)}")
-    rows = methods[method]["rows"]
-    return {(r["scene"], r["obs"], r["tgt"]): max(r["rot_err_deg"], r["trans_err_deg"]) for r in rows}
+    nan = float("nan")
+    return {
+        (r["scene"], r["obs"], r["tgt"]): (
+            nan if r["rot_err_deg"] is None else r["rot_err_deg"],
+            nan if r["trans_err_deg"] is None else r["trans_err_deg"],
+        )
+        for r in methods[method]["rows"]
+    }
 
 
 def auc30(errors: np.ndarray) -> float:
-    return float(np.mean([(errors < t).mean() for t in range(1, 31)]))
+    """Shapes: errors (n, 2) rotation, translation direction."""
+    return auc(errors[:, 0], errors[:, 1], 30)
 
 
 def main() -> None:
