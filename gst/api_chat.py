@@ -18,6 +18,8 @@ Glossary: T tokens, N new tokens.
 
 from __future__ import annotations
 
+import copy
+
 import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -121,21 +123,21 @@ class ChatSession:
                 .log_softmax(-1)
             )
 
-        # The prompt's KV cache is shared by a chunk of candidates at a time (a number grid has ~130):
-        # memory stays at SCORE_CHUNK copies of it. Right padding needs no attention mask: a causal
-        # model's earlier positions never see it.
+        # The prompt is read once; a copy of its KV cache is shared by a chunk of candidates at a time
+        # (a number grid has ~130): memory stays at SCORE_CHUNK copies of it. Right padding needs no
+        # attention mask: a causal model's earlier positions never see it.
+        out = self.gst.model(prompt[None].to(device), grid[None].to(device), use_cache=True)
+        first = logp(out.logits[0, -1])  # (V',): the first reply token
         scores = []
         for lo in range(0, len(replies), SCORE_CHUNK):
             chunk = replies[lo : lo + SCORE_CHUNK]
-            out = self.gst.model(prompt[None].to(device), grid[None].to(device), use_cache=True)
-            first = logp(out.logits[0, -1])  # (V',): the first reply token
             part = [float(first[reply[0]]) for reply in chunk]
             width = max(len(r) for r in chunk)
             if width > 1:
                 ids = torch.full((len(chunk), width - 1), end, dtype=torch.long)  # (n, L - 1): inputs
                 for i, reply in enumerate(chunk):
                     ids[i, : len(reply) - 1] = torch.tensor(reply[:-1])
-                cache = out.past_key_values
+                cache = copy.deepcopy(out.past_key_values)  # the next chunk reads the prompt's own
                 cache.batch_repeat_interleave(len(chunk))
                 cells = torch.full((len(chunk), width - 1, 2), NO_GRID)  # replies are text
                 rest = self.gst.model(ids.to(device), cells.to(device), past_key_values=cache, use_cache=True)
