@@ -123,15 +123,24 @@ class ChatSession:
                 .log_softmax(-1)
             )
 
-        # The prompt is read once; a copy of its KV cache is shared by a chunk of candidates at a time
-        # (a number grid has ~130): memory stays at SCORE_CHUNK copies of it. Right padding needs no
-        # attention mask: a causal model's earlier positions never see it.
-        out = self.gst.model(prompt[None].to(device), grid[None].to(device), use_cache=True)
-        first = logp(out.logits[0, -1])  # (V',): the first reply token
+        # The prompt is read once, with the token prefix every candidate shares (a box's coordinates
+        # chosen so far): its log-likelihood is counted once for all. A copy of that KV cache is shared
+        # by a chunk of candidates at a time (a number grid has ~130): memory stays at SCORE_CHUNK
+        # copies of it. Right padding needs no attention mask: a causal model's earlier positions never
+        # see it.
+        shared = _common_prefix(replies)
+        ids = torch.cat([prompt, torch.tensor(replies[0][:shared], dtype=torch.long)])
+        cells = torch.cat([grid, torch.full((shared, 2), NO_GRID)])
+        out = self.gst.model(ids[None].to(device), cells[None].to(device), use_cache=True)
+        steps = logp(out.logits[0, prompt.shape[0] - 1 :])  # (shared + 1, V'): the shared tokens, then
+        at = torch.arange(shared, device=device)
+        start = float(steps[at, ids[prompt.shape[0] :].to(device)].sum())
+        first = steps[-1]  # (V',): the first token after the shared prefix
+        replies = [reply[shared:] for reply in replies]
         scores = []
         for lo in range(0, len(replies), SCORE_CHUNK):
             chunk = replies[lo : lo + SCORE_CHUNK]
-            part = [float(first[reply[0]]) for reply in chunk]
+            part = [start + float(first[reply[0]]) for reply in chunk]
             width = max(len(r) for r in chunk)
             if width > 1:
                 ids = torch.full((len(chunk), width - 1), end, dtype=torch.long)  # (n, L - 1): inputs
@@ -330,6 +339,16 @@ class NumberFormat:
         if self.is_complete(text):
             mask[self.layout.special_id("<|end|>")] = True
         return mask
+
+
+def _common_prefix(replies: Sequence[Sequence[int]]) -> int:
+    """Length of the token prefix all replies share, leaving each at least one token of its own."""
+    n = min(len(r) for r in replies) - 1
+    first = replies[0]
+    for k in range(n):
+        if any(r[k] != first[k] for r in replies[1:]):
+            return k
+    return max(n, 0)
 
 
 __all__ = ["ChatSession", "NumberFormat", "ReplyConstraint", "decode_reply", "text_reply_rows"]

@@ -424,16 +424,25 @@ def test_score_replies_is_the_log_likelihood_text_decoding_assigns(gst: GST, mon
     allowed[: layout.num_text] = True
     allowed[end] = True
     assert torch.equal(text_reply_rows(layout, "cpu"), allowed)
-    for candidate, score in zip(candidates, scores, strict=True):
-        reply, total = gst.text_tokenizer.encode(candidate) + [end], 0.0
+
+    def reference(candidate: str, complete: bool = True) -> float:
+        reply, total = gst.text_tokenizer.encode(candidate) + [end] * complete, 0.0
         for j, token in enumerate(reply):
             ids = torch.cat([prompt, torch.tensor(reply[:j], dtype=torch.long)])
             cells = torch.cat([grid, torch.full((j, 2), NO_GRID)])
             with torch.no_grad():
                 logits = gst.model(ids[None], cells[None]).logits[0, -1, : layout.image_offset]
             total += float(logits.masked_fill(~allowed, float("-inf")).log_softmax(-1)[token])
-        assert score == pytest.approx(total, abs=1e-3)
+        return total
+
+    assert scores == pytest.approx([reference(c) for c in candidates], abs=1e-3)
     assert len(set(scores)) == 3 and all(s < 0 for s in scores)
+    # Candidates sharing a prefix (a box's coordinates so far): the prefix is read once, counted in each.
+    shared = ["center (1.25, ", "center (1.50, ", "center (0.75, 2", "center (1.25, "]
+    for complete in (True, False):
+        got = gst.score_replies(question, images, shared, complete=complete)
+        assert got == pytest.approx([reference(c, complete) for c in shared], abs=1e-3)
+    assert gst.score_replies(question, images, ["center"]) == pytest.approx([reference("center")], abs=1e-3)
     assert session.num_tokens == 0  # scoring leaves the history alone
     monkeypatch.setattr(api_chat, "SCORE_CHUNK", 2)  # candidates in chunks over the prompt's cache
     assert gst.score_replies(question, images, candidates) == pytest.approx(scores, abs=1e-4)
