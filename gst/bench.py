@@ -300,19 +300,31 @@ def bench_api_rows(args: argparse.Namespace, sizes: BenchSizes, device: torch.de
     return [row for path in args.checkpoint or [DEFAULT_CHECKPOINT] for row in _api_rows(path, sizes, device)]
 
 
+API_CALLS = ("estimate_pose", "synthesize_view", "answer_number mbr", "answer_coordinates box")
+
+
 def _api_rows(path: Path, sizes: BenchSizes, device: torch.device) -> list[dict]:
     from gst.api import GST, orbit_camera
     from gst.model.bench import time_call
 
     if not Path(path).exists():
         note = f"skipped: no checkpoint at {path}; pass --checkpoint DIR"
-        return [_row("api", name, None, "s", note=note) for name in ("estimate_pose", "synthesize_view")]
+        return [_row("api", name, None, "s", note=note) for name in API_CALLS]
     gst = GST.from_pretrained(path, device=device)
     a, b = EXAMPLES / "view_a.png", EXAMPLES / "view_b.png"
     calls = {
         "estimate_pose": lambda: gst.estimate_pose(a, b),
         "synthesize_view": lambda: gst.synthesize_view(a, orbit_camera(30.0, 10.0), seed=0),
+        # spatial QA as `gst eval qa --numbers mbr` answers it: a number by minimum Bayes risk over
+        # the metre grid, a 3D box coordinate by coordinate (6 grids)
+        "answer_number mbr": lambda: gst.answer_number(
+            "How far is the nearest object from the camera, in metres?", [a], "m", 2, decoding="mbr"
+        ),
+        "answer_coordinates box": lambda: gst.answer_coordinates(
+            "Give the 3D bounding box of the largest object in the camera frame.", [a], "box"
+        ),
     }
+    assert tuple(calls) == API_CALLS
     rows = []
     for name, fn in calls.items():
         seconds = min(time_call(fn, device, repeats=sizes.repeats))

@@ -44,7 +44,12 @@ def test_quick_bench_writes_positive_figures(tmp_path: Path, capsys) -> None:
         (16, True),
         (16, False),
     }
-    assert {r["figure"] for r in rows if r["bench"] == "api"} == {"estimate_pose", "synthesize_view"}
+    assert [r["figure"] for r in rows if r["bench"] == "api"] == [
+        "estimate_pose",
+        "synthesize_view",
+        "answer_number mbr",
+        "answer_coordinates box",
+    ]
     table = capsys.readouterr().out
     assert "estimate_pose" in table and "tokens/s" in table
 
@@ -52,7 +57,7 @@ def test_quick_bench_writes_positive_figures(tmp_path: Path, capsys) -> None:
 def test_missing_checkpoint_skips_api_rows(tmp_path: Path) -> None:
     code, result = _bench(tmp_path, "--only", "api", "--checkpoint", str(tmp_path / "nowhere"))
     assert code == 0
-    assert [r["value"] for r in result["rows"]] == [None, None]
+    assert [r["value"] for r in result["rows"]] == [None] * 4
     assert all("skipped" in r["details"]["note"] for r in result["rows"])
 
 
@@ -66,11 +71,10 @@ def test_api_rows_for_several_checkpoints_side_by_side(tmp_path: Path, capsys) -
     code, result = _bench(tmp_path, "--only", "api", "--checkpoint", str(a), "--checkpoint", str(b))
     assert code == 0
     rows = result["rows"]
+    calls = ["estimate_pose", "synthesize_view", "answer_number mbr", "answer_coordinates box"]
     assert [(r["figure"], r["details"]["checkpoint"]) for r in rows] == [
-        ("estimate_pose", str(a)),
-        ("synthesize_view", str(a)),
-        ("estimate_pose", str(b)),
-        ("synthesize_view", str(b)),
+        *[(c, str(a)) for c in calls],
+        *[(c, str(b)) for c in calls],
     ]
     assert all(r["value"] > 0 and r["details"]["camera_grid"] == [4, 4] for r in rows)
     assert f"--checkpoint {a} --checkpoint {b}" in rows[0]["command"]
