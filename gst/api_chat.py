@@ -19,7 +19,6 @@ Glossary: T tokens, N new tokens.
 from __future__ import annotations
 
 import copy
-
 import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any

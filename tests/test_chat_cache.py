@@ -130,10 +130,12 @@ def data(tmp_path_factory) -> dict:
     }
 
 
-def _task(data: dict, chat_fraction: float = 0.5, chat: Path | None = None, **train_kw) -> GSTTask:
+def _task(
+    data: dict, chat_fraction: float = 0.5, chat: Path | None = None, chat_turns: int = 1, **train_kw
+) -> GSTTask:
     run = with_cache_grids(get_run_preset("micro"), open_token_cache(data["cache"]))
     train_cfg = dataclasses.replace(run.train, tensorboard=False, progress=False, **train_kw)
-    seq = dataclasses.replace(run.sequence, chat_fraction=chat_fraction)
+    seq = dataclasses.replace(run.sequence, chat_fraction=chat_fraction, chat_turns=chat_turns)
     eval_cfg = dataclasses.replace(run.eval, num_pose_pairs=0)
     run = dataclasses.replace(run, train=train_cfg, sequence=seq, eval=eval_cfg)
     return GSTTask(run, data["cache"], data["tok"], chat_dir=chat or data["chat"])
@@ -199,6 +201,45 @@ def test_chat_row_matches_inference_and_masks_only_the_answer(data: dict) -> Non
     # Chat rows come from train-split records with training phrasings only.
     pool = {task.chat_train.records[i]["phrasing_split"] for i in task.chat_pool}
     assert pool == {"train"}
+
+
+def test_multi_turn_chat_rows_are_the_conversation_a_chat_session_reads(data: dict) -> None:
+    task = _task(data, chat_fraction=1.0, chat_turns=3)
+    layout, seq, tok, split = task.layout, task.run.sequence, task.text_tokenizer, task.chat_train
+    talks = [task.chat_conversation(0, k, p) for k, p in enumerate(range(len(task.chat_pool)))]
+    assert talks == [task.chat_conversation(0, k, p) for k, p in enumerate(range(len(task.chat_pool)))]
+    pool = set(task.chat_pool.tolist())
+    for k, talk in enumerate(talks):
+        views = split.records[talk[0]]["image_rows"]
+        same = [r for r in pool if split.records[r]["image_rows"] == views]
+        assert talk[0] == task.chat_pool[k] and len(set(talk)) == len(talk) == min(3, len(same))
+        assert set(talk) <= set(same)  # follow-ups: other training records about the same views
+    talk = max(talks, key=len)
+    assert len(talk) == 3
+    ids, labels, _ = qa_chat_example(layout, seq, split, talk, tok)
+    # The token sequence of a ChatSession that asked the three questions and got the three answers.
+    gst = SimpleNamespace(
+        layout=layout, sequence=seq, text_tokenizer=tok, generator=torch.Generator().manual_seed
+    )
+    session = ChatSession(gst, system=None, max_new_tokens=8, sampling=None, seed=0, allow_segments=False)
+    prepared = [codes.reshape(1, -1) + layout.image_offset for codes in split.images(talk[0])]
+    assistant, end = layout.special_id("<|assistant|>"), layout.special_id("<|end|>")
+    expected, answers = [], []
+    for k, row in enumerate(talk):
+        question, answer = split.texts(row)
+        user, _ = session._message("user", [*(prepared if k == 0 else []), question])
+        expected += [*user.tolist(), assistant, *tok.encode(answer), end]
+        answers += [*tok.encode(answer), end]
+    assert ids.tolist() == expected
+    assert labels[labels != IGNORE_INDEX].tolist() == answers
+    # Rows of one batch; records about other views never share a conversation.
+    batch = task.batch(0, torch.Generator().manual_seed(0), 4)
+    assert batch.input_ids.shape[0] == 4
+    other = next(r for r in pool if split.records[r]["image_rows"] != split.records[talk[0]]["image_rows"])
+    with pytest.raises(ValueError, match="other views"):
+        qa_chat_example(layout, seq, split, [talk[0], other], tok)
+    with pytest.raises(ValueError, match="chat_turns must be an integer >= 1"):
+        dataclasses.replace(seq, chat_turns=0)
 
 
 def test_chat_loss_decreases_and_eval_reports_chat(data: dict, tmp_path: Path) -> None:

@@ -55,6 +55,10 @@ class SequenceConfig:
     # Share of each training batch taken by chat (spatial QA) rows, rounded, at least one row when > 0;
     # needs a chat cache (`gst train gst --chat DIR`). 0 keeps pose-only training (and old configs).
     chat_fraction: float = 0.0
+    # Questions per chat row: the drawn record, then up to chat_turns - 1 other training records that
+    # show the same views, as follow-up turns of one conversation (the images only in the first user
+    # turn, a loss on every answer): more answers per image token read. 1: one question per row.
+    chat_turns: int = 1
 
     def __post_init__(self) -> None:
         for name in ("image_grid", "camera_grid"):
@@ -68,6 +72,8 @@ class SequenceConfig:
         for name in ("est_fraction", "cond_dropout", "cond_dropout_est", "chat_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"SequenceConfig.{name} must lie in [0, 1], got {getattr(self, name)}")
+        if not isinstance(self.chat_turns, int) or self.chat_turns < 1:
+            raise ValueError(f"SequenceConfig.chat_turns must be an integer >= 1, got {self.chat_turns!r}")
 
     def to_dict(self) -> dict[str, object]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -9,7 +9,7 @@ Glossary: B batch, T tokens, V vocabulary rows, N labelled positions, h/w image 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,21 +22,37 @@ from gst.model.sequences import IGNORE_INDEX, NO_GRID, ImageSegment
 
 
 def qa_chat_example(
-    layout: TokenLayout, seq: SequenceConfig, split: ChatSplit, row: int, text_tokenizer: Any
+    layout: TokenLayout,
+    seq: SequenceConfig,
+    split: ChatSplit,
+    rows: int | Sequence[int],
+    text_tokenizer: Any,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Record ``row`` as one chat row, in the exact format ``gst.api_chat.ChatSession.ask`` reads at
+    """Record ``rows`` as one chat row, in the exact format ``gst.api_chat.ChatSession.ask`` reads at
     inference (no system message; the user turn is its images, in view order, then the question):
     ``[user] [img_start] codes [img_end] ... question [end] [assistant] answer [end]``, labels on the
-    answer (the canonical ``answer_text``) and its ``[end]`` only.
+    answer (the canonical ``answer_text``) and its ``[end]`` only. Several records (all showing the same
+    views) make one conversation: the first as above, each further one a follow-up turn
+    ``[user] question [end] [assistant] answer [end]``, as a multi-turn chat reads them; every answer
+    is labelled.
 
     Shapes: -> input_ids (T,) long, labels (T,) long (IGNORE_INDEX elsewhere), grid_pos (T, 2) float32.
     """
-    question, answer = split.texts(row)
-    images = [ImageSegment(codes) for codes in split.images(row)]  # (h, w) each
-    messages = [
-        ("user", [*images, text_tokenizer.encode(question)]),
-        ("assistant", [text_tokenizer.encode(answer)]),
-    ]
+    rows = [rows] if isinstance(rows, (int, np.integer)) else list(rows)
+    views = split.records[rows[0]]["image_rows"]
+    messages = []
+    for k, row in enumerate(rows):
+        if split.records[row]["image_rows"] != views:
+            raise ValueError(
+                f"chat row: record {split.records[row]['id']!r} shows other views than "
+                f"{split.records[rows[0]]['id']!r}; one conversation is about one set of views"
+            )
+        question, answer = split.texts(row)
+        images = [ImageSegment(codes) for codes in split.images(row)] if k == 0 else []  # (h, w) each
+        messages += [
+            ("user", [*images, text_tokenizer.encode(question)]),
+            ("assistant", [text_tokenizer.encode(answer)]),
+        ]
     return build_chat_example(layout, seq, messages)
 
 

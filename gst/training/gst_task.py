@@ -18,7 +18,9 @@
   A row is exactly what ``gst.api_chat.ChatSession.ask`` reads at inference (no system message):
   ``[user] <img>... question [end] [assistant] answer [end]``, the images in the record's view order,
   the answer the record's canonical ``answer_text`` (which ``gst eval qa`` parses back exactly); the
-  loss covers the answer and its ``[end]``. Pose and chat rows are right-padded into one batch.
+  loss covers the answer and its ``[end]``. With ``sequence.chat_turns`` K > 1 a row is a conversation:
+  the drawn record, then up to K - 1 other training records about the same views as follow-up turns
+  (``chat_conversation``), every answer labelled. Pose and chat rows are right-padded into one batch.
   ``evaluate`` adds ``chat/{loss,token_acc,exact}`` (teacher-forced, answer tokens) on the val split,
   and the same under ``chat/heldout/`` for held-out phrasings.
 - Export: ``save_gst_model`` with the sequence config, vocabulary and tokenizer paths and hashes.
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -340,6 +342,14 @@ class GSTTask(Task):
                 f"--chat {chat_dir}: no train-split records with training phrasings; generate the QA "
                 "file with `gst data qa --split all --phrasings all` (or train)"
             )
+        # Pool positions of the records that show the same views: follow-up turns (chat_turns > 1).
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for position, row in enumerate(self.chat_pool.tolist()):
+            groups.setdefault(tuple(self.chat_train.records[row]["image_rows"]), []).append(position)
+        self.chat_groups = [np.asarray(g, dtype=np.int64) for g in groups.values()]
+        self.chat_group_of = np.empty(len(self.chat_pool), dtype=np.int64)
+        for g, positions in enumerate(self.chat_groups):
+            self.chat_group_of[positions] = g
         self.chat_val = self.chat.split("val")
         if len(self.chat_val) == 0:
             print(
@@ -360,6 +370,8 @@ class GSTTask(Task):
         run = {k: v for k, v in to_dict(self.run).items() if k != "train"}
         if self.chat is None:  # runs from before chat rows existed saved no such key: they still resume
             run["sequence"] = {k: v for k, v in run["sequence"].items() if k != "chat_fraction"}
+        if run["sequence"].get("chat_turns") == 1:  # nor runs from before multi-turn chat rows
+            run["sequence"].pop("chat_turns")
         if run.get("init_from") is None:  # nor runs from before --init-from
             run.pop("init_from", None)
         # nor runs from before the pose readout and code initialisation (saved without these keys)
@@ -416,23 +428,41 @@ class GSTTask(Task):
                 pose.pose_target = self.pose_targets(self.train_split, rows)
             parts.append(pose)
         if num_chat:
-            rows = self.chat_pool[self.chat_rows(index, num_chat)]
-            parts.append(self.chat_batch(self.chat_train, rows))
+            positions = self.chat_rows(index, num_chat)
+            talks = [self.chat_conversation(index, k, int(p)) for k, p in enumerate(positions)]
+            parts.append(self.chat_batch(self.chat_train, talks))
         return parts[0] if len(parts) == 1 else concat_batches(self.layout, parts)
 
-    def chat_batch(self, split: ChatSplit, rows: np.ndarray) -> SequenceBatch:
-        """Chat rows of some records (``qa_chat_example``), right-padded."""
+    def chat_conversation(self, index: int, slot: int, position: int) -> list[int]:
+        """Records of one training chat row: ``chat_pool[position]``, then up to ``chat_turns - 1``
+        others that show the same views, drawn without replacement by ``default_rng([seed, CHAT_SALT,
+        index, slot])`` (a pure function of the micro-batch, so resume needs no loader state)."""
+        turns = self.run.sequence.chat_turns
+        group = self.chat_groups[self.chat_group_of[position]]
+        others = group[group != position]
+        if turns == 1 or len(others) == 0:
+            return [int(self.chat_pool[position])]
+        rng = np.random.default_rng([self.run.train.seed, CHAT_SALT, index, slot])
+        more = rng.choice(others, size=min(turns - 1, len(others)), replace=False)
+        return [int(self.chat_pool[p]) for p in (position, *more.tolist())]
+
+    def chat_batch(self, split: ChatSplit, rows: Sequence[int | Sequence[int]]) -> SequenceBatch:
+        """Chat rows (``qa_chat_example``), right-padded: one per item of ``rows``, a record or the
+        records of one conversation."""
         backbone = self.run.model.backbone  # None for a pretrained LM (thousands of positions)
         limit = backbone.max_position_embeddings if backbone is not None else None
         examples = []
         for row in rows:
+            row = int(row) if isinstance(row, (int, np.integer)) else [int(r) for r in row]
             ids, labels, grid = qa_chat_example(
-                self.layout, self.run.sequence, split, int(row), self.text_tokenizer
+                self.layout, self.run.sequence, split, row, self.text_tokenizer
             )
             if limit is not None and ids.shape[0] > limit:
+                first = row if isinstance(row, int) else row[0]
                 raise ValueError(
-                    f"{self.chat.root}: record {split.records[row]['id']!r} makes a chat row of "
+                    f"{self.chat.root}: record {split.records[first]['id']!r} makes a chat row of "
                     f"{ids.shape[0]} tokens, longer than the backbone's {limit} positions"
+                    + ("" if isinstance(row, int) else "; lower sequence.chat_turns")
                 )
             examples.append((ids, labels, grid))
         return collate_chat(self.layout, examples)
