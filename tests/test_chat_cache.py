@@ -206,8 +206,8 @@ def test_chat_row_matches_inference_and_masks_only_the_answer(data: dict) -> Non
 def test_multi_turn_chat_rows_are_the_conversation_a_chat_session_reads(data: dict) -> None:
     task = _task(data, chat_fraction=1.0, chat_turns=3)
     layout, seq, tok, split = task.layout, task.run.sequence, task.text_tokenizer, task.chat_train
-    talks = [task.chat_conversation(0, k, p) for k, p in enumerate(range(len(task.chat_pool)))]
-    assert talks == [task.chat_conversation(0, k, p) for k, p in enumerate(range(len(task.chat_pool)))]
+    talks = [task.chat_conversation(0, k, p, 10_000) for k, p in enumerate(range(len(task.chat_pool)))]
+    assert talks == [task.chat_conversation(0, k, p, 10_000) for k in range(len(talks)) for p in [k]]
     pool = set(task.chat_pool.tolist())
     for k, talk in enumerate(talks):
         views = split.records[talk[0]]["image_rows"]
@@ -232,9 +232,20 @@ def test_multi_turn_chat_rows_are_the_conversation_a_chat_session_reads(data: di
         answers += [*tok.encode(answer), end]
     assert ids.tolist() == expected
     assert labels[labels != IGNORE_INDEX].tolist() == answers
-    # Rows of one batch; records about other views never share a conversation.
-    batch = task.batch(0, torch.Generator().manual_seed(0), 4)
-    assert batch.input_ids.shape[0] == 4
+    # Follow-ups take only the room they are given: here exactly the first follow-up's turn.
+    room = len(ids) - len(qa_chat_example(layout, seq, split, talk[0], tok)[0])
+    turn = len(qa_chat_example(layout, seq, split, talk[:2], tok)[0]) - (len(ids) - room)
+    k, position = talks.index(talk), int(np.flatnonzero(task.chat_pool == talk[0])[0])
+    assert task.chat_conversation(0, k, position, turn) == talk[:2]
+    assert task.chat_conversation(0, k, position, turn - 1) in ([talk[0]], [talk[0], talk[2]])
+    # In a batch, follow-ups only fill the padding: the batch is as long as its one-question rows make
+    # it (these short test questions leave no room for a whole follow-up turn).
+    one = _task(data, chat_fraction=1.0, chat_turns=1)
+    for index in range(8):
+        packed, plain = task.batch(index, None, 8), one.batch(index, None, 8)
+        assert packed.seq_len == plain.seq_len and packed.input_ids.shape[0] == 8
+        assert (packed.attention_mask.sum(1) >= plain.attention_mask.sum(1)).all()
+    # Records about other views never share a conversation.
     other = next(r for r in pool if split.records[r]["image_rows"] != split.records[talk[0]]["image_rows"])
     with pytest.raises(ValueError, match="other views"):
         qa_chat_example(layout, seq, split, [talk[0], other], tok)

@@ -55,9 +55,10 @@ class SequenceConfig:
     # Share of each training batch taken by chat (spatial QA) rows, rounded, at least one row when > 0;
     # needs a chat cache (`gst train gst --chat DIR`). 0 keeps pose-only training (and old configs).
     chat_fraction: float = 0.0
-    # Questions per chat row: the drawn record, then up to chat_turns - 1 other training records that
-    # show the same views, as follow-up turns of one conversation (the images only in the first user
-    # turn, a loss on every answer): more answers per image token read. 1: one question per row.
+    # Questions per chat row at most: the drawn record, then up to chat_turns - 1 other training records
+    # that show the same views, as follow-up turns of one conversation (the images only in the first
+    # user turn, a loss on every answer), as many as fit in the batch's right padding: more answers for
+    # the same compute. 1: one question per row.
     chat_turns: int = 1
 
     def __post_init__(self) -> None:

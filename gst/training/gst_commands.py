@@ -157,7 +157,10 @@ def _train_gst(args: argparse.Namespace) -> int:
     info = describe(task.build_model())
     chat = ""
     if task.chat is not None:
-        chat = f", {len(task.chat_pool)} chat records ({task.num_chat_rows(run.train.batch_size)} rows/batch)"
+        rows = task.num_chat_rows(run.train.batch_size)
+        turns = run.sequence.chat_turns
+        more = f", up to {turns} questions each" if turns > 1 else ""
+        chat = f", {len(task.chat_pool)} chat records ({rows} rows/batch{more})"
     print(
         f"gst: {len(task.train_split)} train pairs{chat}, vocabulary {task.vocab.size} ids "
         f"(text {task.vocab.num_text}), {info['parameters']:,} parameters, task_mix {run.sequence.task_mix}",

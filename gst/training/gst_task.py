@@ -18,9 +18,10 @@
   A row is exactly what ``gst.api_chat.ChatSession.ask`` reads at inference (no system message):
   ``[user] <img>... question [end] [assistant] answer [end]``, the images in the record's view order,
   the answer the record's canonical ``answer_text`` (which ``gst eval qa`` parses back exactly); the
-  loss covers the answer and its ``[end]``. With ``sequence.chat_turns`` K > 1 a row is a conversation:
-  the drawn record, then up to K - 1 other training records about the same views as follow-up turns
-  (``chat_conversation``), every answer labelled. Pose and chat rows are right-padded into one batch.
+  loss covers the answer and its ``[end]``. Pose and chat rows are right-padded into one batch. With
+  ``sequence.chat_turns`` K > 1 a row is a conversation: the drawn record, then up to K - 1 other
+  training records about the same views as follow-up turns, as many as fit in the row's padding
+  (``chat_conversation``): more answers for the same compute, every one labelled.
   ``evaluate`` adds ``chat/{loss,token_acc,exact}`` (teacher-forced, answer tokens) on the val split,
   and the same under ``chat/heldout/`` for held-out phrasings.
 - Export: ``save_gst_model`` with the sequence config, vocabulary and tokenizer paths and hashes.
@@ -429,22 +430,41 @@ class GSTTask(Task):
             parts.append(pose)
         if num_chat:
             positions = self.chat_rows(index, num_chat)
-            talks = [self.chat_conversation(index, k, int(p)) for k, p in enumerate(positions)]
-            parts.append(self.chat_batch(self.chat_train, talks))
+            chat = self.chat_batch(self.chat_train, [int(self.chat_pool[p]) for p in positions])
+            if self.run.sequence.chat_turns > 1:  # follow-up questions fill the rows' right padding
+                room = max(b.seq_len for b in [*parts, chat])
+                used = chat.attention_mask.sum(1).tolist()  # (n,) each first question's row length
+                talks = [
+                    self.chat_conversation(index, k, int(p), room - int(n))
+                    for k, (p, n) in enumerate(zip(positions, used, strict=True))
+                ]
+                chat = self.chat_batch(self.chat_train, talks)
+            parts.append(chat)
         return parts[0] if len(parts) == 1 else concat_batches(self.layout, parts)
 
-    def chat_conversation(self, index: int, slot: int, position: int) -> list[int]:
+    def chat_conversation(self, index: int, slot: int, position: int, room: int) -> list[int]:
         """Records of one training chat row: ``chat_pool[position]``, then up to ``chat_turns - 1``
-        others that show the same views, drawn without replacement by ``default_rng([seed, CHAT_SALT,
-        index, slot])`` (a pure function of the micro-batch, so resume needs no loader state)."""
-        turns = self.run.sequence.chat_turns
+        others that show the same views, taken in the order of ``default_rng([seed, CHAT_SALT, index,
+        slot])`` (a pure function of the micro-batch, so resume needs no loader state) when their turn
+        still fits in ``room`` more tokens: follow-ups fill a batch's padding and never lengthen it."""
+        row = int(self.chat_pool[position])
         group = self.chat_groups[self.chat_group_of[position]]
         others = group[group != position]
-        if turns == 1 or len(others) == 0:
-            return [int(self.chat_pool[position])]
+        talk = [row]
+        if self.run.sequence.chat_turns == 1 or len(others) == 0:
+            return talk
         rng = np.random.default_rng([self.run.train.seed, CHAT_SALT, index, slot])
-        more = rng.choice(others, size=min(turns - 1, len(others)), replace=False)
-        return [int(self.chat_pool[p]) for p in (position, *more.tolist())]
+        for other in rng.permutation(others).tolist():
+            record = int(self.chat_pool[other])
+            question, answer = self.chat_train.texts(record)
+            # [user] question [end] [assistant] answer [end]
+            need = len(self.text_tokenizer.encode(question)) + len(self.text_tokenizer.encode(answer)) + 4
+            if need <= room:
+                talk.append(record)
+                room -= need
+                if len(talk) == self.run.sequence.chat_turns:
+                    break
+        return talk
 
     def chat_batch(self, split: ChatSplit, rows: Sequence[int | Sequence[int]]) -> SequenceBatch:
         """Chat rows (``qa_chat_example``), right-padded: one per item of ``rows``, a record or the
