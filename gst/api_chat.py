@@ -128,13 +128,12 @@ class ChatSession:
         # copies of it. Right padding needs no attention mask: a causal model's earlier positions never
         # see it.
         shared = _common_prefix(replies)
-        ids = torch.cat([prompt, torch.tensor(replies[0][:shared], dtype=torch.long)])
-        cells = torch.cat([grid, torch.full((shared, 2), NO_GRID)])
-        out = self.gst.model(ids[None].to(device), cells[None].to(device), use_cache=True)
-        steps = logp(out.logits[0, prompt.shape[0] - 1 :])  # (shared + 1, V'): the shared tokens, then
-        at = torch.arange(shared, device=device)
-        start = float(steps[at, ids[prompt.shape[0] :].to(device)].sum())
-        first = steps[-1]  # (V',): the first token after the shared prefix
+        prefix = torch.tensor(replies[0][:shared], dtype=torch.long)  # (S,)
+        head = torch.cat([prompt, prefix]), torch.cat([grid, torch.full((shared, 2), NO_GRID)])
+        out = self.gst.model(head[0][None].to(device), head[1][None].to(device), use_cache=True)
+        head_logp = logp(out.logits[0, prompt.shape[0] - 1 :])  # (S + 1, V'): the shared tokens, then
+        start = float(head_logp[torch.arange(shared, device=device), prefix.to(device)].sum())
+        first = head_logp[-1]  # (V',): the first token after the shared prefix
         replies = [reply[shared:] for reply in replies]
         scores = []
         for lo in range(0, len(replies), SCORE_CHUNK):

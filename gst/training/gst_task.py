@@ -473,16 +473,15 @@ class GSTTask(Task):
         limit = backbone.max_position_embeddings if backbone is not None else None
         examples = []
         for row in rows:
-            row = int(row) if isinstance(row, (int, np.integer)) else [int(r) for r in row]
+            talk = [int(row)] if isinstance(row, (int, np.integer)) else [int(r) for r in row]
             ids, labels, grid = qa_chat_example(
-                self.layout, self.run.sequence, split, row, self.text_tokenizer
+                self.layout, self.run.sequence, split, talk, self.text_tokenizer
             )
             if limit is not None and ids.shape[0] > limit:
-                first = row if isinstance(row, int) else row[0]
                 raise ValueError(
-                    f"{self.chat.root}: record {split.records[first]['id']!r} makes a chat row of "
+                    f"{self.chat.root}: record {split.records[talk[0]]['id']!r} makes a chat row of "
                     f"{ids.shape[0]} tokens, longer than the backbone's {limit} positions"
-                    + ("" if isinstance(row, int) else "; lower sequence.chat_turns")
+                    + ("; lower sequence.chat_turns" if len(talk) > 1 else "")
                 )
             examples.append((ids, labels, grid))
         return collate_chat(self.layout, examples)
