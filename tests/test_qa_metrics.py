@@ -296,6 +296,20 @@ def test_cli_eval_qa(tmp_path, capsys) -> None:
     assert results["metrics"]["families"]["distance"]["score"] == pytest.approx(0.9)
     assert json.loads((out / "results.json").read_text()) == results
     assert "| **distance** | 1 | 0.900 |" in (out / "report.md").read_text()
+    lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    val = [r for r in RECORDS if r.split == "val"]
+    assert [d["id"] for d in lines] == [r.id for r in val]
+    assert [d["truth"] for d in lines] == [r.answer_text for r in val]
+    dist = [d for d in lines if d["family"] == "distance"]
+    assert len(dist) == 1 and dist[0]["score"] == pytest.approx(0.9) and dist[0]["parsed"]
+    # the file reads back as --predictions and scores the same
+    assert (
+        gst_main(
+            ["eval", "qa", "--data", str(data), "--predictions", str(out / "predictions.jsonl"), "--json"]
+        )
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["metrics"] == results["metrics"]
     preds = tmp_path / "preds.jsonl"
     preds.write_text("".join(json.dumps({"id": r.id, "answer_text": r.answer_text}) + "\n" for r in RECORDS))
     assert gst_main(["eval", "qa", "--data", str(data), "--predictions", str(preds), "--json"]) == 0
@@ -310,3 +324,52 @@ def test_cli_eval_qa(tmp_path, capsys) -> None:
     write_jsonl([r for r in RECORDS if r.split == "val"], data)
     assert gst_main(["eval", "qa", "--data", str(data)]) == 1
     assert "needs training-split records" in capsys.readouterr().err
+
+
+def test_qa_compare_script(tmp_path) -> None:
+    """scripts/qa_compare.py: per-family means of predictions.jsonl files and the paired interval of the
+    first method's lead, marked where it lies above 0."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def write(name: str, scores: list[float]) -> Path:
+        path = tmp_path / name / "predictions.jsonl"
+        path.parent.mkdir()
+        fams = ["counting"] * 20 + ["distance"] * 20
+        lines = [
+            {
+                "id": f"q{i}",
+                "family": f,
+                "kind": f,
+                "phrasing_split": "train" if i % 2 else "heldout",
+                "score": s,
+            }
+            for i, (f, s) in enumerate(zip(fams[: len(scores)], scores, strict=True))
+        ]
+        path.write_text("".join(json.dumps(d) + "\n" for d in lines))
+        return path
+
+    # counting: model right on 15 of 20, baseline on 5 (a clear lead); distance: both 0.5 everywhere
+    model = write("model", [1.0] * 15 + [0.0] * 5 + [0.5] * 20)
+    base = write("base", [0.0] * 15 + [1.0] * 5 + [0.5] * 20)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "qa_compare.py"
+    out = subprocess.run(
+        [sys.executable, str(script), str(model), str(base)], capture_output=True, text=True, check=True
+    ).stdout
+    rows = {
+        line.split(" | ")[0].strip("| "): line.split(" | ")[1:] for line in out.splitlines() if "|" in line
+    }
+    assert rows["counting"][:3] == ["20", "0.750", "0.250"] and rows["counting"][3].endswith("* |")
+    assert rows["counting"][3].startswith("+0.500 [")
+    assert (
+        rows["distance"][:3] == ["20", "0.500", "0.500"]
+        and rows["distance"][3] == "+0.000 [+0.000, +0.000] |"
+    )
+    assert rows["overall"][:3] == ["40", "0.625", "0.375"]
+    assert rows["overall, heldout phrasings"][0] == "20"
+    other = write("other", [1.0] * 39)  # one question fewer: refused
+    bad = subprocess.run(
+        [sys.executable, str(script), str(model), str(other)], capture_output=True, text=True
+    )
+    assert bad.returncode != 0 and "not the same questions" in bad.stderr

@@ -72,7 +72,12 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
         "then too: coordinate by coordinate, the mean of the model's belief over a grid)",
     )
     p.add_argument("--json", action="store_true", help="print the results JSON on stdout")
-    p.add_argument("--out", default=None, help="write results.json and report.md here")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="write results.json, report.md and predictions.jsonl (one line per question: its answer, "
+        "the truth and the score; --predictions reads it back) here",
+    )
     p.set_defaults(func=run_eval_qa)
 
 
@@ -145,7 +150,7 @@ def _model_predictor(args: argparse.Namespace, num_records: int):
 
 def run_eval_qa(args: argparse.Namespace) -> int:
     from gst.data.qa_types import read_jsonl
-    from gst.eval.qa_metrics import METRIC_DEFINITIONS, evaluate_texts, markdown_report
+    from gst.eval.qa_metrics import METRIC_DEFINITIONS, markdown_report, score_answer, summarize
 
     all_records = read_jsonl(args.data)
     records = [
@@ -161,6 +166,7 @@ def run_eval_qa(args: argparse.Namespace) -> int:
         )
     predictor = _predictor(args, records, all_records)
     texts = predictor.predict(records)
+    scores = [score_answer(t, r.answer) for r, t in zip(records, texts, strict=True)]
     results = {
         "task": "qa",
         "method": predictor.name,
@@ -174,7 +180,7 @@ def run_eval_qa(args: argparse.Namespace) -> int:
         },
         "closed_answers": args.closed_answers if args.method in ("model", "text-only") else None,
         "numbers": args.numbers if args.method in ("model", "text-only") else None,
-        "metrics": evaluate_texts(records, texts),
+        "metrics": summarize(records, scores),
         "metric_definitions": METRIC_DEFINITIONS,
     }
     if hasattr(predictor, "table"):
@@ -184,6 +190,21 @@ def run_eval_qa(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         (out / "report.md").write_text(markdown_report(results))
+        lines = (
+            {
+                "id": r.id,
+                "family": r.family,
+                "kind": r.kind,
+                "phrasing_split": r.phrasing_split,
+                "question": r.question,
+                "answer_text": text,
+                "truth": r.answer_text,
+                "score": s.score,
+                "parsed": s.parsed,
+            }
+            for r, text, s in zip(records, texts, scores, strict=True)
+        )
+        (out / "predictions.jsonl").write_text("".join(json.dumps(d) + "\n" for d in lines))
     if args.json:
         json.dump(results, sys.stdout, indent=2)
         print()

@@ -1,0 +1,87 @@
+"""Per-family spatial QA scores of several methods on the same questions, with paired bootstrap
+intervals of each method's lead over the others: does a method beat a baseline by more than the noise of
+a few hundred questions?
+
+    python scripts/qa_compare.py A/predictions.jsonl B/predictions.jsonl ... [--kinds] [--resamples 2000]
+
+Each file is the ``predictions.jsonl`` that ``gst eval qa --out DIR`` writes (one line per question:
+id, family, kind, phrasing split, answer, truth, score). The first file is the method under test; the
+table gives every method's mean score per family (and kind, with ``--kinds``), overall and per
+phrasing split, then the 95 % interval of (first - other) over resamples of the questions (the same
+question ids in both, resampled within the family) and marks where the interval lies above 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+
+def read_predictions(path: str) -> dict[str, dict]:
+    """id -> line of a ``predictions.jsonl``."""
+    lines = {}
+    for i, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if line.strip():
+            d = json.loads(line)
+            missing = {"id", "family", "kind", "phrasing_split", "score"} - set(d)
+            if missing:
+                raise SystemExit(f"{path}:{i}: no {sorted(missing)}; write it with `gst eval qa --out DIR`")
+            lines[d["id"]] = d
+    return lines
+
+
+def paired_interval(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, resamples: int) -> tuple:
+    """95 % bootstrap interval of mean(a - b), resampling the paired questions. Shapes: a, b (n,)."""
+    diff = a - b
+    idx = rng.integers(0, diff.size, size=(resamples, diff.size))  # (R, n)
+    means = diff[idx].mean(1)  # (R,)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def groups(lines: dict[str, dict], kinds: bool) -> dict[str, list[str]]:
+    """Row name -> question ids, in the order rows are printed."""
+    rows: dict[str, list[str]] = defaultdict(list)
+    for qid, d in lines.items():
+        rows[d["family"]].append(qid)
+        if kinds:
+            rows[f"{d['family']} / {d['kind']}"].append(qid)
+        rows["overall"].append(qid)
+        rows[f"overall, {d['phrasing_split']} phrasings"].append(qid)
+    order = sorted(r for r in rows if not r.startswith("overall"))
+    return {r: rows[r] for r in order + sorted(r for r in rows if r.startswith("overall"))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("predictions", nargs="+", help="predictions.jsonl files; the first is under test")
+    parser.add_argument("--kinds", action="store_true", help="also one row per question kind")
+    parser.add_argument("--resamples", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    runs = [read_predictions(p) for p in args.predictions]
+    for path, run in zip(args.predictions[1:], runs[1:], strict=True):
+        if set(run) != set(runs[0]):
+            raise SystemExit(f"{path}: not the same questions as {args.predictions[0]}")
+    names = [str(Path(p).parent.name or p) for p in args.predictions]
+    rng = np.random.default_rng(args.seed)
+    head = ["questions", *names, *(f"{names[0]} - {n} (95 %)" for n in names[1:])]
+    print("| | " + " | ".join(head) + " |")
+    print("| --- " * (len(head) + 1) + "|")
+    for row, ids in groups(runs[0], args.kinds).items():
+        scores = [np.array([run[i]["score"] for i in ids], dtype=np.float64) for run in runs]
+        cells = [str(len(ids)), *(f"{s.mean():.3f}" for s in scores)]
+        for other in scores[1:]:
+            lo, hi = paired_interval(scores[0], other, rng, args.resamples)
+            cells.append(
+                f"{scores[0].mean() - other.mean():+.3f} [{lo:+.3f}, {hi:+.3f}]{' *' if lo > 0 else ''}"
+            )
+        print(f"| {row} | " + " | ".join(cells) + " |")
+    print(f"\n* the interval lies above 0: {names[0]} leads beyond the noise of these questions")
+
+
+if __name__ == "__main__":
+    main()
