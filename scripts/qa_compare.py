@@ -2,7 +2,8 @@
 intervals of each method's lead over the others: does a method beat a baseline by more than the noise of
 a few hundred questions?
 
-    python scripts/qa_compare.py A/predictions.jsonl B/predictions.jsonl ... [--kinds] [--resamples 2000]
+    python scripts/qa_compare.py A/predictions.jsonl B/predictions.jsonl ... [--kinds]
+        [--phrasings train|heldout|all] [--resamples 2000]
 
 Each file is the ``predictions.jsonl`` that ``gst eval qa --out DIR`` writes (one line per question:
 id, family, kind, phrasing split, answer, truth, score). The first file is the method under test; the
@@ -59,10 +60,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("predictions", nargs="+", help="predictions.jsonl files; the first is under test")
     parser.add_argument("--kinds", action="store_true", help="also one row per question kind")
+    parser.add_argument(
+        "--phrasings",
+        choices=("train", "heldout", "all"),
+        default="all",
+        help="only questions in these phrasings",
+    )
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     runs = [read_predictions(p) for p in args.predictions]
+    if args.phrasings != "all":
+        runs = [{i: d for i, d in run.items() if d["phrasing_split"] == args.phrasings} for run in runs]
+        if not runs[0]:
+            raise SystemExit(f"{args.predictions[0]}: no questions in {args.phrasings} phrasings")
     for path, run in zip(args.predictions[1:], runs[1:], strict=True):
         if set(run) != set(runs[0]):
             raise SystemExit(f"{path}: not the same questions as {args.predictions[0]}")

@@ -368,6 +368,13 @@ def test_qa_compare_script(tmp_path) -> None:
     )
     assert rows["overall"][:3] == ["40", "0.625", "0.375"]
     assert rows["overall, heldout phrasings"][0] == "20"
+    only = subprocess.run(
+        [sys.executable, str(script), str(model), str(base), "--phrasings", "heldout"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "| overall | 20 | 0.650 | 0.350 |" in only and "train phrasings" not in only
     other = write("other", [1.0] * 39)  # one question fewer: refused
     bad = subprocess.run(
         [sys.executable, str(script), str(model), str(other)], capture_output=True, text=True
