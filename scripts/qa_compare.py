@@ -43,15 +43,16 @@ def paired_interval(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, resa
     return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
-def groups(lines: dict[str, dict], kinds: bool) -> dict[str, list[str]]:
-    """Row name -> question ids, in the order rows are printed."""
+def groups(lines: dict[str, dict], kinds: bool, splits: bool) -> dict[str, list[str]]:
+    """Row name -> question ids, in the order rows are printed; ``splits``: overall rows per phrasing split."""
     rows: dict[str, list[str]] = defaultdict(list)
     for qid, d in lines.items():
         rows[d["family"]].append(qid)
         if kinds:
             rows[f"{d['family']} / {d['kind']}"].append(qid)
         rows["overall"].append(qid)
-        rows[f"overall, {d['phrasing_split']} phrasings"].append(qid)
+        if splits:
+            rows[f"overall, {d['phrasing_split']} phrasings"].append(qid)
     order = sorted(r for r in rows if not r.startswith("overall"))
     return {r: rows[r] for r in order + sorted(r for r in rows if r.startswith("overall"))}
 
@@ -82,7 +83,7 @@ def main() -> None:
     head = ["questions", *names, *(f"{names[0]} - {n} (95 %)" for n in names[1:])]
     print("| | " + " | ".join(head) + " |")
     print("| --- " * (len(head) + 1) + "|")
-    for row, ids in groups(runs[0], args.kinds).items():
+    for row, ids in groups(runs[0], args.kinds, splits=args.phrasings == "all").items():
         scores = [np.array([run[i]["score"] for i in ids], dtype=np.float64) for run in runs]
         cells = [str(len(ids)), *(f"{s.mean():.3f}" for s in scores)]
         for other in scores[1:]:
