@@ -44,7 +44,7 @@ def paired_interval(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, resa
 
 
 def groups(lines: dict[str, dict], kinds: bool, splits: bool) -> dict[str, list[str]]:
-    """Row name -> question ids, in the order rows are printed; ``splits``: overall rows per phrasing split."""
+    """Row name -> question ids, in the order rows are printed; ``splits``: overall rows per phrasing."""
     rows: dict[str, list[str]] = defaultdict(list)
     for qid, d in lines.items():
         rows[d["family"]].append(qid)
