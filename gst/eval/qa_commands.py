@@ -150,7 +150,7 @@ def _model_predictor(args: argparse.Namespace, num_records: int):
 
 def run_eval_qa(args: argparse.Namespace) -> int:
     from gst.data.qa_types import read_jsonl
-    from gst.eval.qa_metrics import METRIC_DEFINITIONS, markdown_report, score_answer, summarize
+    from gst.eval.qa_metrics import METRIC_DEFINITIONS, markdown_report, score_texts, summarize
 
     all_records = read_jsonl(args.data)
     records = [
@@ -166,7 +166,7 @@ def run_eval_qa(args: argparse.Namespace) -> int:
         )
     predictor = _predictor(args, records, all_records)
     texts = predictor.predict(records)
-    scores = [score_answer(t, r.answer) for r, t in zip(records, texts, strict=True)]
+    scores = score_texts(records, texts)
     results = {
         "task": "qa",
         "method": predictor.name,

@@ -330,12 +330,16 @@ def summarize(records: Sequence[QARecord], scores: Sequence[AnswerScore]) -> dic
     return out
 
 
-def evaluate_texts(records: Sequence[QARecord], texts: Sequence[str]) -> dict[str, Any]:
-    """Score predicted answer texts (aligned with ``records``) and summarize them."""
+def score_texts(records: Sequence[QARecord], texts: Sequence[str]) -> list[AnswerScore]:
+    """Score predicted answer texts, aligned with ``records``, one ``AnswerScore`` each."""
     if len(records) != len(texts):
         raise ValueError(f"evaluate_texts: {len(records)} records but {len(texts)} predictions")
-    scores = [score_answer(t, r.answer) for r, t in zip(records, texts, strict=True)]
-    return summarize(records, scores)
+    return [score_answer(t, r.answer) for r, t in zip(records, texts, strict=True)]
+
+
+def evaluate_texts(records: Sequence[QARecord], texts: Sequence[str]) -> dict[str, Any]:
+    """Score predicted answer texts (aligned with ``records``) and summarize them."""
+    return summarize(records, score_texts(records, texts))
 
 
 def _fmt(x: float | None) -> str:
