@@ -155,6 +155,7 @@ def test_cli_train_resume_and_curves(data: dict, tmp_path: Path, capsys) -> None
     table = json.loads(capsys.readouterr().out)["run"]
     assert [row["step"] for row in table] == [2, 4]
     assert all(row["val_loss"] > 0 and 0 <= row["val_est_cam_acc"] <= 1 for row in table)
+    assert all(0 <= row["val_est_cam1_acc"] <= 1 for row in table)
     assert (tmp_path / "c.png").stat().st_size > 1000
     score = ["eval", "cache-score", "--model", str(out), "--data", str(data["cache"]), "--tokenizers"]
     preds = tmp_path / "preds.json"

@@ -57,6 +57,20 @@ def test_restricted_loss_equals_cross_entropy_over_segment_rows() -> None:
     torch.testing.assert_close(out.loss, expected, rtol=1e-5, atol=1e-6)
     assert float(out.metrics["tokens"]) == 2 * (4 + 16) + 2 * 4
     assert float(out.metrics["gen/image_tokens"]) == 32 and float(out.metrics["est/camera_tokens"]) == 8
+    # camera_first: the first camera code of each row only (one per row), scored like the others.
+    cam_pos = (targets >= LAYOUT.camera_offset) & sel  # (B, T-1)
+    first_pos = cam_pos.float().argmax(1)  # (B,) first camera target of each row
+    first_ce = torch.stack(
+        [
+            -logits[b, first_pos[b], LAYOUT.camera_offset :].log_softmax(-1)[
+                targets[b, first_pos[b]] - LAYOUT.camera_offset
+            ]
+            for b in range(4)
+        ]
+    )  # (B,)
+    assert float(out.metrics["gen/camera_first_tokens"]) == 2 and float(out.metrics["est/camera_first_tokens"]) == 2
+    torch.testing.assert_close(out.metrics["gen/camera_first_ce"], first_ce[[0, 2]].mean(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.metrics["est/camera_first_ce"], first_ce[[1, 3]].mean(), rtol=1e-5, atol=1e-6)
     # The full-vocabulary variant is the ordinary shifted LM loss.
     full = compute_loss(model, batch, LossConfig(restrict_vocab=False)).loss
     ref = F.cross_entropy(logits.reshape(-1, LAYOUT.size), targets.reshape(-1), ignore_index=IGNORE_INDEX)

@@ -134,18 +134,24 @@ class SiftEssentialPose:
         x1, x2 = _normalise(p1, K_obs), _normalise(p2, K_tgt)
         focal = float(np.mean([K_obs[0, 0], K_obs[1, 1], K_tgt[0, 0], K_tgt[1, 1]]))
         cv2.setRNGSeed(self.seed)  # RANSAC sampling: same pair, same answer, whatever the pair order
-        E, mask = cv2.findEssentialMat(
-            x1,
-            x2,
-            np.eye(3),
-            method=cv2.RANSAC,
-            prob=self.confidence,
-            threshold=self.ransac_threshold_px / focal,
-        )
-        if E is None or E.shape[0] < 3:
-            return _failure("no essential matrix", K_tgt, info)
-        # Several solutions may be stacked (3k x 3); the first is the one with most RANSAC inliers.
-        n_in, R, t, _ = cv2.recoverPose(E[:3], x1, x2, np.eye(3), mask=mask)
+        try:
+            E, mask = cv2.findEssentialMat(
+                x1,
+                x2,
+                np.eye(3),
+                method=cv2.RANSAC,
+                prob=self.confidence,
+                threshold=self.ransac_threshold_px / focal,
+            )
+            if E is None or E.shape[0] < 3:
+                return _failure("no essential matrix", K_tgt, info)
+            # Several solutions may be stacked (3k x 3); the first is the one with most RANSAC inliers.
+            n_in, R, t, _ = cv2.recoverPose(E[:3], x1, x2, np.eye(3), mask=mask)
+        except cv2.error as err:
+            # Degenerate correspondences (e.g. no motion, or all on one line) make OpenCV's five-point
+            # solver assert; the pair is then a failure like any other, with OpenCV's reason.
+            reason = str(err).strip().splitlines()[-1]
+            return _failure(f"OpenCV could not solve the essential matrix: {reason}", K_tgt, info)
         info["num_inliers"] = int(n_in)
         if n_in < self.min_inliers:
             return _failure(f"{n_in} cheirality inliers < {self.min_inliers}", K_tgt, info)

@@ -202,6 +202,7 @@ def read_scalars(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
 _CURVE_COLUMNS = (
     ("eval/loss", "val_loss"),
     ("eval/est/camera_acc", "val_est_cam_acc"),
+    ("eval/est/camera_first_acc", "val_est_cam1_acc"),  # the first camera code: read from the images alone
     ("eval/gen/camera_acc", "val_gen_cam_acc"),
     ("eval/gen/image_acc", "val_gen_img_acc"),
     ("eval/pose/rotation_err_median_deg", "rot_err_med"),
@@ -254,6 +255,7 @@ def plot_curves(tables: dict[str, list[dict[str, Any]]], path: Path) -> None:
         ("train_loss", "train loss"),
         ("val_loss", "val loss"),
         ("val_est_cam_acc", "val est camera-token acc"),
+        ("val_est_cam1_acc", "val est first camera code acc"),
         ("rot_err_med", "val rotation error, median (deg)"),
         ("head_rot_err_med", "val rotation error, pose head (deg)"),
         ("val_chat_exact", "val chat answers exact (teacher-forced)"),
