@@ -10,6 +10,7 @@ geometry (rigid cameras, positive focal lengths, intrinsics through resizing), d
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import math
 import shutil
@@ -278,6 +279,37 @@ def test_estimate_pose_returns_a_rigid_camera(gst: GST) -> None:
     again = gst.estimate_pose(_image(20, 20), target)
     assert torch.equal(again.w2c, pose.w2c)  # greedy: deterministic
     assert pose.to_dict()["format"] == "gst.camera.v1"
+
+
+def test_pose_decoding_study_readouts_agree_with_the_api(gst: GST) -> None:
+    """scripts/pose_decoding_study.py: its greedy readout is `estimate_pose`'s camera, its true-code
+    readout the tokenizer's decoding, and code accuracies are shares."""
+    spec = importlib.util.spec_from_file_location(
+        "pose_decoding_study", Path(__file__).resolve().parents[1] / "scripts" / "pose_decoding_study.py"
+    )
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    observed, target = _image(20, 20), _image(20, 20, seed=1)
+    obs, tgt = gst.prepare(observed), gst.prepare(target)
+    camera = orbit_camera(20.0, 5.0)
+    true_ids = gst.encode_camera(camera, tgt.K_model)  # (1, n)
+    offset = gst.layout.camera_offset
+    w2c, acc = study.pair_readouts(gst, obs.ids, tgt.ids, true_ids[0] - offset, samples=3, seed=0)
+    assert set(w2c) == set(study.READOUTS)
+    # The API decodes through the rendered ray map (float64), the study from the parameters directly.
+    torch.testing.assert_close(w2c["greedy"], gst.estimate_pose(observed, target).w2c, atol=1e-5, rtol=0)
+    torch.testing.assert_close(w2c["true codes"], gst.decode_cameras(true_ids)[0].w2c, atol=1e-5, rtol=0)
+    for pose in w2c.values():
+        _assert_rigid(pose)
+    assert set(acc) == {
+        "teacher-forced, all codes",
+        "teacher-forced, first code",
+        "greedy codes equal to the true ones",
+    }
+    assert all(0.0 <= v <= 1.0 for v in acc.values())
+    # The first greedy code is the teacher-forced first code: both see only the images.
+    greedy_first = int(gst.estimate_pose(observed, target).camera_codes.reshape(-1)[0])
+    assert acc["teacher-forced, first code"] == float(greedy_first == int(true_ids[0, 0] - offset))
 
 
 def test_pose_head_readout_returns_the_head_camera_exactly(gst: GST) -> None:

@@ -68,9 +68,16 @@ def test_restricted_loss_equals_cross_entropy_over_segment_rows() -> None:
             for b in range(4)
         ]
     )  # (B,)
-    assert float(out.metrics["gen/camera_first_tokens"]) == 2 and float(out.metrics["est/camera_first_tokens"]) == 2
-    torch.testing.assert_close(out.metrics["gen/camera_first_ce"], first_ce[[0, 2]].mean(), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(out.metrics["est/camera_first_ce"], first_ce[[1, 3]].mean(), rtol=1e-5, atol=1e-6)
+    assert (
+        float(out.metrics["gen/camera_first_tokens"]) == 2
+        and float(out.metrics["est/camera_first_tokens"]) == 2
+    )
+    torch.testing.assert_close(
+        out.metrics["gen/camera_first_ce"], first_ce[[0, 2]].mean(), rtol=1e-5, atol=1e-6
+    )
+    torch.testing.assert_close(
+        out.metrics["est/camera_first_ce"], first_ce[[1, 3]].mean(), rtol=1e-5, atol=1e-6
+    )
     # The full-vocabulary variant is the ordinary shifted LM loss.
     full = compute_loss(model, batch, LossConfig(restrict_vocab=False)).loss
     ref = F.cross_entropy(logits.reshape(-1, LAYOUT.size), targets.reshape(-1), ignore_index=IGNORE_INDEX)

@@ -272,7 +272,14 @@ class CameraTokenizer(nn.Module):
                 f"got {tuple(codes.shape)}"
             )
         device = next(self.parameters()).device
-        return self.params_from_vector(self._decode_vector(self.quantizer.codes_to_latent(codes.to(device))))
+        return self.decode_latent_params(self.quantizer.codes_to_latent(codes.to(device)))
+
+    @torch.no_grad()
+    def decode_latent_params(self, latent: torch.Tensor) -> CameraParams:
+        """A latent grid -> decoded camera parameters (normalised): codes' latents (``decode_params``), or
+        any point between them, e.g. their expectation under a model's code probabilities.
+        Shapes: (B, C, h, w) -> CameraParams."""
+        return self.params_from_vector(self._decode_vector(latent))
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
