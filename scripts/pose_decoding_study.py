@@ -13,8 +13,8 @@ Readouts of the est layout's camera codes (each decoded by the model's camera to
   scores); ``greedy, expected``: the expected latents along that path.
 - ``sampled, mean``: ``--samples`` cameras at temperature 1, their parameter vectors averaged.
 
-It also prints code accuracies: all codes and the first code, teacher-forced, and the greedy codes'
-agreement with the true ones; and, as a reference for the first code, the share of the most common true
+It also prints code accuracies: all codes and the first code, teacher-forced (and the first code's
+cross-entropy), and the greedy codes' agreement with the true ones; and, as a reference for the first code, the share of the most common true
 first code among the pairs. Errors are `gst.eval.pose_eval.pose_errors`; summaries
 `gst.eval.metrics.pose_summary` (AUC@30 over the larger of rotation and translation-direction error).
 
@@ -110,6 +110,7 @@ def pair_readouts(
     acc = {
         "teacher-forced, all codes": float((top == true_codes).float().mean()),
         "teacher-forced, first code": float(top[0] == true_codes[0]),
+        "first code cross-entropy (nats)": float(-forced[0, true_codes[0]].clamp_min(1e-30).log()),
         "greedy codes equal to the true ones": float((greedy_codes == true_codes).float().mean()),
     }
     return out, acc
@@ -171,6 +172,8 @@ def main() -> None:
     code_stats["most common true first code's share"] = Counter(first_codes).most_common(1)[0][1] / len(
         first_codes
     )
+    counts = np.asarray(list(Counter(first_codes).values()), dtype=np.float64) / len(first_codes)
+    code_stats["entropy of the true first codes (nats, plug-in)"] = float(-(counts * np.log(counts)).sum())
     for name, value in code_stats.items():
         print(f"{name}: {value:.3f}")
     if args.out:
