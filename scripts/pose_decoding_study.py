@@ -14,8 +14,9 @@ Readouts of the est layout's camera codes (each decoded by the model's camera to
 - ``sampled, mean``: ``--samples`` cameras at temperature 1, their parameter vectors averaged.
 
 It also prints code accuracies: all codes and the first code, teacher-forced (and the first code's
-cross-entropy), and the greedy codes' agreement with the true ones; and, as a reference for the first code, the share of the most common true
-first code among the pairs. Errors are `gst.eval.pose_eval.pose_errors`; summaries
+cross-entropy), and the greedy codes' agreement with the true ones; as references for the first code,
+the share of the most common true first code among the pairs and those codes' (plug-in) entropy.
+Errors are `gst.eval.pose_eval.pose_errors`; summaries
 `gst.eval.metrics.pose_summary` (AUC@30 over the larger of rotation and translation-direction error).
 
 Glossary: n camera tokens, D code latent size, S samples.
