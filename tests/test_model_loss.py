@@ -78,6 +78,11 @@ def test_restricted_loss_equals_cross_entropy_over_segment_rows() -> None:
     torch.testing.assert_close(
         out.metrics["est/camera_first_ce"], first_ce[[1, 3]].mean(), rtol=1e-5, atol=1e-6
     )
+    # camera_first_weight weighs those codes more: a weighted mean over every scored token.
+    n_tok = float(out.metrics["tokens"])
+    heavy = compute_loss(model, batch, LossConfig(camera_first_weight=5.0)).loss
+    expected_heavy = (expected * n_tok + 4.0 * first_ce.sum()) / (n_tok + 4.0 * 4)
+    torch.testing.assert_close(heavy, expected_heavy, rtol=1e-5, atol=1e-6)
     # The full-vocabulary variant is the ordinary shifted LM loss.
     full = compute_loss(model, batch, LossConfig(restrict_vocab=False)).loss
     ref = F.cross_entropy(logits.reshape(-1, LAYOUT.size), targets.reshape(-1), ignore_index=IGNORE_INDEX)

@@ -35,9 +35,12 @@ class LossConfig:
     # the P numbers) between the pose head at each est row's [cam_start] and the batch's pose_target,
     # added to the token loss. Needs a model with a pose head (GSTModelConfig.pose_head_dim). 0 = off.
     pose_weight: float = 0.0
+    # Weight of the first code of each camera segment, times camera_weight: the one code predicted from the
+    # images alone (the codes after it largely follow from it; README, Results, "fourth session"). 1 = off.
+    camera_first_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("camera_weight", "image_weight", "text_weight", "pose_weight"):
+        for name in ("camera_weight", "image_weight", "text_weight", "pose_weight", "camera_first_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"LossConfig.{name} must be >= 0, got {getattr(self, name)}")
 
@@ -102,15 +105,20 @@ def compute_loss(model: GSTModel, batch: SequenceBatch, config: LossConfig | Non
         tgt = targets[sel] - start  # (N,) rows of this kind
         ce = F.cross_entropy(logits.float(), tgt, reduction="none")  # (N,)
         w = config.weight(kind)
-        total = total + w * ce.sum()
-        weight_sum = weight_sum + w * ce.numel()
+        # The first code of each camera segment is predicted from the images alone; the codes after it
+        # largely follow from it (every code describes the whole camera), so all-code accuracy overstates
+        # what the model knows about the pose (README, Results, "fourth session").
+        first = _segment_starts(kinds == kind)[sel] if kind == HeadKind.CAMERA else None  # (N,)
+        if first is not None and config.camera_first_weight != 1.0:
+            token_w = w * torch.where(first, config.camera_first_weight, 1.0)  # (N,)
+            total = total + (token_w * ce).sum()
+            weight_sum = weight_sum + token_w.sum()
+        else:
+            total = total + w * ce.sum()
+            weight_sum = weight_sum + w * ce.numel()
         correct = logits.detach().argmax(-1) == tgt
         _kind_metrics(metrics, _KIND_NAMES[kind], ce.detach(), correct, task[sel])
-        if kind == HeadKind.CAMERA:
-            # The first code of each camera segment is predicted from the images alone; the codes after it
-            # largely follow from it (every code describes the whole camera), so all-code accuracy
-            # overstates what the model knows about the pose (README, Results, "fourth session").
-            first = _segment_starts(kinds == kind)[sel]  # (N,)
+        if first is not None:
             _kind_metrics(metrics, "camera_first", ce.detach()[first], correct[first], task[sel][first])
     metrics["tokens"] = torch.as_tensor(float((kinds != HeadKind.NONE).sum()))
     loss = total / weight_sum.clamp_min(1.0)
