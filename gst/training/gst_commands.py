@@ -292,10 +292,16 @@ def _curves(args: argparse.Namespace) -> int:
 
 
 def resolve_model_dir(path: str | Path) -> Path:
-    """The ``save_gst_model`` folder of an export, a checkpoint (its export/) or a run (latest checkpoint)."""
+    """The ``save_gst_model`` folder of an export, a training checkpoint (its export/), a run (latest
+    checkpoint) or an assembled checkpoint such as assets/gst-tiny (its ``gst_checkpoint.json`` "model")."""
     path = Path(path)
     if (path / "gst_model.json").is_file():
         return path
+    assembled = path / "gst_checkpoint.json"
+    if assembled.is_file():
+        model = path / str(json.loads(assembled.read_text()).get("model", "model"))
+        if (model / "gst_model.json").is_file():
+            return model
     if (path / "export" / "gst_model.json").is_file():
         return path / "export"
     pointer = path / "checkpoints" / "latest"
@@ -304,7 +310,8 @@ def resolve_model_dir(path: str | Path) -> Path:
         if (step_dir / "export" / "gst_model.json").is_file():
             return step_dir / "export"
     raise FileNotFoundError(
-        f"--model {path}: neither a GST model export, a checkpoint nor a `gst train gst` run"
+        f"--model {path}: neither a GST model export, a checkpoint, an assembled checkpoint "
+        "(gst_checkpoint.json) nor a `gst train gst` run"
     )
 
 
