@@ -93,6 +93,17 @@ def _find_export(root: Path) -> Path:
     )
 
 
+def find_model_dir(path: str | Path) -> Path:
+    """The backbone folder (gst_model.json) of an assembled checkpoint (its manifest's "model"), a training
+    export, checkpoint or run; unlike ``resolve_checkpoint`` it does not look for the tokenizers."""
+    root = Path(path)
+    if (root / CHECKPOINT_MANIFEST).is_file():
+        model = read_json(root / CHECKPOINT_MANIFEST).get("model")
+        if isinstance(model, str) and (root / model / "gst_model.json").is_file():
+            return root / model
+    return _find_export(root)
+
+
 def resolve_checkpoint(path: str | Path) -> CheckpointFiles:
     """Locate the backbone and tokenizer folders of a checkpoint; every required file must exist."""
     root = Path(path)

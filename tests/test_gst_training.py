@@ -315,20 +315,21 @@ def test_codebook_code_init_makes_alike_codes_start_alike(data: dict) -> None:
 
 def test_cache_score_finds_the_model_of_every_folder_kind(tmp_path: Path) -> None:
     """`gst eval cache-score --model` takes an export, a training checkpoint, a run or an assembled
-    checkpoint (assets/gst-tiny's layout), and names the folder when it is none of them."""
-    from gst.training.gst_commands import resolve_model_dir
+    checkpoint (assets/gst-tiny's layout), through the API's ``find_model_dir``, and names the folder
+    when it is none of them."""
+    from gst.api_checkpoint import find_model_dir
 
     export = tmp_path / "ckpt" / "export"
     export.mkdir(parents=True)
     (export / "gst_model.json").write_text("{}")
-    assert resolve_model_dir(export) == export
-    assert resolve_model_dir(tmp_path / "ckpt") == export
+    assert find_model_dir(export) == export
+    assert find_model_dir(tmp_path / "ckpt") == export
     assembled = tmp_path / "assembled"
     (assembled / "weights").mkdir(parents=True)
     (assembled / "weights" / "gst_model.json").write_text("{}")
     (assembled / "gst_checkpoint.json").write_text(
         json.dumps({"format": "gst-checkpoint", "model": "weights"})
     )
-    assert resolve_model_dir(assembled) == assembled / "weights"
-    with pytest.raises(FileNotFoundError, match="assembled checkpoint"):
-        resolve_model_dir(tmp_path)
+    assert find_model_dir(assembled) == assembled / "weights"
+    with pytest.raises(FileNotFoundError, match="not a GST checkpoint: found neither gst_checkpoint.json"):
+        find_model_dir(tmp_path)

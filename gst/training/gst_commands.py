@@ -291,30 +291,6 @@ def _curves(args: argparse.Namespace) -> int:
 # ---- gst eval cache-score ----
 
 
-def resolve_model_dir(path: str | Path) -> Path:
-    """The ``save_gst_model`` folder of an export, a training checkpoint (its export/), a run (latest
-    checkpoint) or an assembled checkpoint such as assets/gst-tiny (its ``gst_checkpoint.json`` "model")."""
-    path = Path(path)
-    if (path / "gst_model.json").is_file():
-        return path
-    assembled = path / "gst_checkpoint.json"
-    if assembled.is_file():
-        model = path / str(json.loads(assembled.read_text()).get("model", "model"))
-        if (model / "gst_model.json").is_file():
-            return model
-    if (path / "export" / "gst_model.json").is_file():
-        return path / "export"
-    pointer = path / "checkpoints" / "latest"
-    if pointer.is_file():
-        step_dir = path / "checkpoints" / json.loads(pointer.read_text())["dir"]
-        if (step_dir / "export" / "gst_model.json").is_file():
-            return step_dir / "export"
-    raise FileNotFoundError(
-        f"--model {path}: neither a GST model export, a checkpoint, an assembled checkpoint "
-        "(gst_checkpoint.json) nor a `gst train gst` run"
-    )
-
-
 def score_on_cache(
     model_dir: str | Path,
     cache_dir: str | Path,
@@ -329,12 +305,13 @@ def score_on_cache(
 ) -> dict[str, Any]:
     """Teacher-forced and greedy-pose metrics of a trained model on a cache split (see gst_task); with
     ``predictions``, also write the greedy poses in the evaluator's pose-prediction format."""
+    from gst.api_checkpoint import find_model_dir
     from gst.data.token_cache import open_token_cache
     from gst.model import SequenceConfig, load_gst_model, read_gst_meta
     from gst.tokenizers.io import load_tokenizer
     from gst.training.gst_eval import eval_rows, predict_poses, score_poses, teacher_forced_metrics
 
-    folder = resolve_model_dir(model_dir)
+    folder = find_model_dir(model_dir)
     cache = open_token_cache(cache_dir, tokenizers_dir=tokenizers_dir)
     extra = read_gst_meta(folder)["extra"]
     for kind, entry in cache.manifest["tokenizers"].items():
