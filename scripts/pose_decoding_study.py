@@ -68,12 +68,16 @@ def camera_distributions(
     return logits[start : start + len(codes), lo:hi].float().softmax(-1).cpu()
 
 
-def decode_latents(gst: GST, latents: torch.Tensor) -> torch.Tensor:
-    """Per-token code latents -> relative w2c in world units. Shapes: (N, n, D) -> (N, 4, 4) float64."""
+def decode_latents(gst: GST, latents: torch.Tensor):
+    """Per-token code latents -> decoded camera parameters (normalised). Shapes: (N, n, D) -> CameraParams."""
     tok = gst.camera_tokenizer
     grid = latents.transpose(1, 2).reshape(len(latents), -1, *gst.sequence.camera_grid)  # (N, D, hc, wc)
-    params = tok.decode_latent_params(grid.to(next(tok.parameters()).device))
-    return denormalize_relative_pose(params.w2c().double().cpu(), tok.config.pose_scale)
+    return tok.decode_latent_params(grid.to(next(tok.parameters()).device))
+
+
+def world_w2c(gst: GST, params) -> torch.Tensor:
+    """Decoded parameters -> relative w2c in world units. Shapes: -> (N, 4, 4) float64."""
+    return denormalize_relative_pose(params.w2c().double().cpu(), gst.camera_tokenizer.config.pose_scale)
 
 
 def pair_readouts(
@@ -82,7 +86,7 @@ def pair_readouts(
     """Every readout's w2c for one pair, and its code accuracies. Shapes: (1, h*w), (1, h*w), (n,) ->
     {readout: (4, 4) float64}, {name: float}."""
     book = gst.camera_tokenizer.quantizer.codebook_vectors().float().cpu()  # (K, D)
-    offset = gst.layout.kind_rows(HeadKind.CAMERA)[0]
+    offset = gst.layout.camera_offset
     seq = gst.sequence
     forced = camera_distributions(gst, obs_ids, tgt_ids, true_codes)  # (n, K)
     top = forced.argmax(-1)  # (n,)
@@ -100,14 +104,12 @@ def pair_readouts(
     )
     sample_codes = sampled.camera_ids[0].cpu() - offset  # (S, n)
     tok = gst.camera_tokenizer
-    params = tok.decode_latent_params(
-        book[sample_codes].transpose(1, 2).reshape(samples, -1, *seq.camera_grid)
-    )
+    params = decode_latents(gst, book[sample_codes])
     vectors = tok.camera_vector(params.K(), params.w2c())  # (S, 13): the samples' parameter vectors
     mean = tok.params_from_vector(vectors.mean(0, keepdim=True))
     latents = torch.stack([book[true_codes], book[top], forced @ book, book[greedy_codes], along @ book])
-    out = dict(zip(READOUTS[:5], decode_latents(gst, latents), strict=True))
-    out["sampled, mean"] = denormalize_relative_pose(mean.w2c().double().cpu(), tok.config.pose_scale)[0]
+    out = dict(zip(READOUTS[:5], world_w2c(gst, decode_latents(gst, latents)), strict=True))
+    out["sampled, mean"] = world_w2c(gst, mean)[0]
     acc = {
         "teacher-forced, all codes": float((top == true_codes).float().mean()),
         "teacher-forced, first code": float(top[0] == true_codes[0]),
@@ -136,7 +138,7 @@ def main() -> None:
         resolution=args.resolution,
         pair_config=PairConfig(),
     )
-    offset = gst.layout.kind_rows(HeadKind.CAMERA)[0]
+    offset = gst.layout.camera_offset
     errors: dict[str, list[dict]] = {r: [] for r in READOUTS}
     accuracies: dict[str, list[float]] = {}
     first_codes: list[int] = []
@@ -170,10 +172,8 @@ def main() -> None:
             f"| {v['median_rot_deg']:.1f} deg | {v['median_trans_deg']:.1f} deg |"
         )
     code_stats = {name: float(np.mean(values)) for name, values in accuracies.items()}
-    code_stats["most common true first code's share"] = Counter(first_codes).most_common(1)[0][1] / len(
-        first_codes
-    )
     counts = np.asarray(list(Counter(first_codes).values()), dtype=np.float64) / len(first_codes)
+    code_stats["most common true first code's share"] = float(counts.max())
     code_stats["entropy of the true first codes (nats, plug-in)"] = float(-(counts * np.log(counts)).sum())
     for name, value in code_stats.items():
         print(f"{name}: {value:.3f}")
