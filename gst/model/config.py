@@ -200,6 +200,28 @@ class BackboneConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ReaderConfig:
+    """The convolutional reader of given image segments (``gst.model.reader``)."""
+
+    grid_hw: tuple[int, int] = (8, 8)  # (h, w) image token grid it reads (the cache's)
+    code_dim: int = 64  # Z: features per image code (the image tokenizer's decoder input width)
+    channels: int = 96  # C: conv width of the single-image and pair stems
+    num_blocks: int = 2  # residual conv blocks per stem
+    pair_dim: int = 256  # C2: the pooled pair vector (pose head input, added at [cam_start])
+
+    def __post_init__(self) -> None:
+        if len(self.grid_hw) != 2 or min(self.grid_hw) < 1:
+            raise ValueError(f"ReaderConfig.grid_hw must be (h, w) >= 1, got {self.grid_hw}")
+        for name in ("code_dim", "channels", "pair_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ReaderConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.channels % 8:
+            raise ValueError(f"ReaderConfig.channels must be a multiple of 8 (GroupNorm), got {self.channels}")
+        if self.num_blocks < 0:
+            raise ValueError(f"ReaderConfig.num_blocks must be >= 0, got {self.num_blocks}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class GSTModelConfig:
     """The whole model: a backbone (from scratch or pretrained) plus the 2D grid position embedding.
 
@@ -217,6 +239,9 @@ class GSTModelConfig:
     # trained by ``LossConfig.pose_weight``. It gives the backbone a smooth pose target beside the
     # categorical camera codes. 0 = no head (checkpoints from before it load unchanged).
     pose_head_dim: int = 0
+    # The convolutional reader of given image segments (``gst.model.reader``); with it the pose head
+    # reads the reader's pair vector instead of the hidden state. None = no reader (older checkpoints).
+    reader: ReaderConfig | None = None
 
     def __post_init__(self) -> None:
         if self.pose_head_dim < 0:
@@ -238,6 +263,8 @@ class GSTModelConfig:
         d = dict(d)
         if d.get("backbone") is not None:
             d["backbone"] = BackboneConfig(**d["backbone"])
+        if d.get("reader") is not None:
+            d["reader"] = ReaderConfig(**{**d["reader"], "grid_hw": tuple(d["reader"]["grid_hw"])})
         return cls(**d)
 
 

@@ -129,6 +129,12 @@ def compute_loss(model: GSTModel, batch: SequenceBatch, config: LossConfig | Non
         loss = loss + config.pose_weight * huber
         metrics["est/pose_huber"] = huber.detach()
         metrics["est/pose_rows"] = torch.as_tensor(float(target.shape[0]))
+    if batch.stem_codes is not None and config.pose_weight > 0:
+        reader = model.reader if not hasattr(model, "module") else model.module.reader
+        pose = reader.read_pairs(batch.stem_codes[:, 0], batch.stem_codes[:, 1])  # (B2, P)
+        huber = F.huber_loss(pose.float(), batch.stem_pose.to(pose.device, torch.float32), delta=1.0)
+        loss = loss + config.pose_weight * huber
+        metrics["stem/pose_huber"] = huber.detach()
     return GSTLossOutput(loss=loss, metrics=metrics)
 
 

@@ -273,7 +273,7 @@ def read_pose_head(
 ) -> torch.Tensor:
     """The auxiliary pose readout (``GSTModelConfig.pose_head_dim``) at the est row's [cam_start]: one
     forward of the prefix, no camera code sampled. Shapes: obs_ids, tgt_ids (B, h*w) -> (B, P) float32."""
-    if model.pose_head is None:
+    if not model.has_pose_head:
         raise ValueError("this model has no pose head (pose_head_dim=0); read its pose from the camera codes")
     rows, grid = _template(model, seq_cfg, TASK_EST, obs_ids, tgt_ids, None, guided=False)
     prefix = pose_offsets(seq_cfg, TASK_EST).cam  # tokens up to and including [cam_start]

@@ -60,6 +60,10 @@ class SequenceConfig:
     # user turn, a loss on every answer), as many as fit in the batch's right padding: more answers for
     # the same compute. 1: one question per row.
     chat_turns: int = 1
+    # Extra train pairs per micro-batch read by the reader's pair stem alone (GSTModelConfig.reader), with
+    # the pose loss only: the stem costs a small share of a backbone row, so it can see many more pairs
+    # per CPU-minute than the backbone does. 0 = none.
+    stem_pairs: int = 0
 
     def __post_init__(self) -> None:
         for name in ("image_grid", "camera_grid"):
@@ -73,6 +77,8 @@ class SequenceConfig:
         for name in ("est_fraction", "cond_dropout", "cond_dropout_est", "chat_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"SequenceConfig.{name} must lie in [0, 1], got {getattr(self, name)}")
+        if self.stem_pairs < 0:
+            raise ValueError(f"SequenceConfig.stem_pairs must be >= 0, got {self.stem_pairs}")
         if not isinstance(self.chat_turns, int) or self.chat_turns < 1:
             raise ValueError(f"SequenceConfig.chat_turns must be an integer >= 1, got {self.chat_turns!r}")
 
@@ -110,7 +116,9 @@ class SequenceBatch:
     attention_mask (B, T) long, 1 = token, 0 = padding, or None when no row is padded (pose batches: lets
     SDPA use its causal flash kernel); task (B,) long in {TASK_GEN, TASK_EST, TASK_CHAT}; pose_target
     (B, P) float32 or None: the camera parameter vector an est row's pose head should read out at its
-    ``[cam_start]`` (``LossConfig.pose_weight``), NaN in rows without one.
+    ``[cam_start]`` (``LossConfig.pose_weight``), NaN in rows without one; stem_codes (B2, 2, h*w) long
+    image codes in [0, K) of (observed, target) pairs read by the reader alone, stem_pose (B2, P) float32
+    their camera parameter vectors, or None (``SequenceConfig.stem_pairs``).
     """
 
     input_ids: torch.Tensor
@@ -119,6 +127,8 @@ class SequenceBatch:
     attention_mask: torch.Tensor | None
     task: torch.Tensor
     pose_target: torch.Tensor | None = None
+    stem_codes: torch.Tensor | None = None
+    stem_pose: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> SequenceBatch:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}

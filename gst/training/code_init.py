@@ -66,4 +66,47 @@ def init_code_embeddings(
     emb[cam0 : cam0 + expected[1]] += (scale * camera @ basis[:, c_img:].T).to(emb)  # (Kc, D)
 
 
-__all__ = ["init_code_embeddings"]
+def decoder_code_features(image_tokenizer: nn.Module) -> torch.Tensor:
+    """What the tokenizer's decoder reads for each image code: ``post_quant_conv(code vector)``,
+    standardised per channel over the codes. Shapes: -> (K, Z) float32, Z the decoder's input width."""
+    with torch.no_grad():
+        quantizer = image_tokenizer.quantizer
+        codes = torch.arange(quantizer.num_codes).reshape(1, 1, -1)  # (1, 1, K) as a 1 x K code grid
+        latent = quantizer.codes_to_latent(codes.to(image_tokenizer.post_quant_conv.weight.device))
+        feats = image_tokenizer.post_quant_conv(latent)[0, :, 0].T.float().cpu()  # (K, Z)
+    return (feats - feats.mean(0)) / feats.std(0).clamp_min(1e-6)
+
+
+@torch.no_grad()
+def init_reader_codes(model: GSTModel, image_tokenizer: nn.Module) -> None:
+    """Set the reader's code features to the decoder-side features of each code (``gst.model.reader``;
+    DESIGN.md: with random code features the reader memorises its pairs instead of learning pose)."""
+    if model.reader is None:
+        raise ValueError("init_reader_codes: this model has no reader (model.reader is unset)")
+    feats = decoder_code_features(image_tokenizer)  # (K, Z)
+    table = model.reader.code_feats.weight
+    if tuple(feats.shape) != tuple(table.shape):
+        raise ValueError(
+            f"model.reader: the image tokenizer's decoder reads {tuple(feats.shape)} (codes, channels) but "
+            f"the reader holds {tuple(table.shape)}; set --set model.reader.code_dim={feats.shape[1]}"
+        )
+    table.copy_(feats.to(table))
+
+
+@torch.no_grad()
+def init_code_embeddings_from_decoder(model: GSTModel, image_tokenizer: nn.Module, *, seed: int) -> None:
+    """``code_init=decoder``: add each image code's decoder-side feature (``decoder_code_features``),
+    through a fixed orthonormal projection at the norm of a random row, to its input embedding row."""
+    emb = model.lm.get_input_embeddings().weight  # (V, D)
+    D = emb.shape[1]
+    feats = decoder_code_features(image_tokenizer)  # (K, Z)
+    feats = feats / feats.norm(dim=1).mean().clamp_min(1e-8)  # unit mean row norm
+    if feats.shape[1] > D:
+        raise ValueError(f"code_init=decoder needs the decoder width {feats.shape[1]} <= model width {D}")
+    basis, _ = torch.linalg.qr(torch.randn(D, feats.shape[1], generator=torch.Generator().manual_seed(seed)))
+    std = model.config.backbone.init_std if model.config.backbone is not None else float(emb.std())
+    start = model.layout.image_offset
+    emb[start : start + feats.shape[0]] += (std * math.sqrt(D) * feats @ basis.T).to(emb)  # (K, D)
+
+
+__all__ = ["decoder_code_features", "init_code_embeddings", "init_code_embeddings_from_decoder", "init_reader_codes"]

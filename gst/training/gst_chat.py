@@ -75,6 +75,9 @@ def concat_batches(layout: TokenLayout, batches: list[SequenceBatch]) -> Sequenc
         attention_mask=torch.cat([pad(m, 0) for m in masks]),  # (B, T)
         task=torch.cat([b.task for b in batches]),  # (B,)
         pose_target=_concat_pose_targets(batches),
+        # reader-only pairs ride along with the pose rows (only those batches carry them)
+        stem_codes=next((b.stem_codes for b in batches if b.stem_codes is not None), None),
+        stem_pose=next((b.stem_pose for b in batches if b.stem_pose is not None), None),
     )
 
 

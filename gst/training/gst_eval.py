@@ -207,7 +207,7 @@ def pose_metrics(
     ``pose_head_metrics`` for a model with a pose head."""
     args = (model, layout, seq, split, rows, camera_tokenizer)
     metrics = score_poses(predict_poses(*args, batch_size=batch_size), split)
-    if model.pose_head is not None:
+    if model.has_pose_head:
         metrics.update(pose_head_metrics(*args, batch_size=batch_size))
     return metrics
 

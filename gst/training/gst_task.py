@@ -46,6 +46,7 @@ from gst.data.chat_cache import ChatSplit, open_chat_cache
 from gst.data.token_cache import CacheSplit, TokenCache, open_token_cache
 from gst.model import (
     GSTModelConfig,
+    HeadKind,
     LossConfig,
     SequenceBatch,
     SequenceConfig,
@@ -71,6 +72,7 @@ from gst.training.task import Task
 
 SMOLLM2_ALIAS = "smollm2-135m-instruct"
 CHAT_SALT = 7  # chat-row permutations draw from default_rng([seed, CHAT_SALT, epoch]), apart from pairs
+STEM_SALT = 11  # the reader-only pairs (sequence.stem_pairs) likewise
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,17 +104,23 @@ class GSTRunConfig:
     train: TrainConfig
     init_from: str | None = None  # a trained backbone folder to fine-tune (gst.training.gst_init)
     # random: every code embedding an independent random row; codebook: plus the tokenizers' own code
-    # vectors, projected (gst.training.code_init), so alike codes start alike. From-scratch runs only.
-    code_init: Literal["random", "codebook"] = "random"
+    # vectors, projected (gst.training.code_init), so alike codes start alike; decoder: image rows plus
+    # what the image tokenizer's decoder reads for each code (camera rows as codebook). From-scratch only.
+    code_init: Literal["random", "codebook", "decoder"] = "random"
 
     def __post_init__(self) -> None:
         if self.pad_vocab_to < 1:
             raise ValueError(f"pad_vocab_to must be >= 1, got {self.pad_vocab_to}")
-        if self.code_init not in ("random", "codebook"):
-            raise ValueError(f"code_init must be 'random' or 'codebook', got {self.code_init!r}")
+        if self.code_init not in ("random", "codebook", "decoder"):
+            raise ValueError(f"code_init must be 'random', 'codebook' or 'decoder', got {self.code_init!r}")
         if self.code_init != "random" and self.init_from is not None:
             raise ValueError(
-                "code_init=codebook initialises a new model; --init-from keeps its trained weights"
+                f"code_init={self.code_init} initialises a new model; --init-from keeps its trained weights"
+            )
+        if self.sequence.stem_pairs and (self.model.reader is None or self.loss.pose_weight <= 0):
+            raise ValueError(
+                f"sequence.stem_pairs={self.sequence.stem_pairs} trains the reader's pose head on extra pairs: "
+                "it needs a reader (--set model.reader.channels=96) and loss.pose_weight > 0"
             )
 
 
@@ -267,6 +275,13 @@ class GSTTask(Task):
                 f"sequence.image_grid/camera_grid {run.sequence.image_grid}/{run.sequence.camera_grid} "
                 f"differ from the cache's token grids {grids[0]}/{grids[1]} ({cache_dir}); leave them unset"
             )
+        reader = run.model.reader
+        if reader is not None and tuple(reader.grid_hw) != tuple(self.cache.image_grid):
+            raise ValueError(
+                f"model.reader.grid_hw {reader.grid_hw} differs from the cache's image grid "
+                f"{self.cache.image_grid} ({cache_dir}); set --set model.reader.grid_hw="
+                f"{self.cache.image_grid[0]},{self.cache.image_grid[1]}"
+            )
         self.run = run
         self.tokenizers_dir = Path(tokenizers_dir)
         self.vocab = build_vocabulary(run, self.cache.manifest)
@@ -405,13 +420,23 @@ class GSTTask(Task):
             from gst.training.gst_init import load_initial_model
 
             return load_initial_model(self.run, self.layout, self.cache.manifest)
-        model = build_gst_model(self.run.model, self.vocab)
-        if self.run.code_init == "codebook":
-            from gst.tokenizers.io import load_tokenizer
-            from gst.training.code_init import init_code_embeddings
+        from gst.tokenizers.io import load_tokenizer
+        from gst.training import code_init
 
-            image = load_tokenizer(self.cache.manifest["tokenizers"]["image"]["path"])
-            init_code_embeddings(model, image, self.camera_tokenizer, seed=self.run.model.seed)
+        model = build_gst_model(self.run.model, self.vocab)
+        if self.run.code_init == "random" and model.reader is None:
+            return model
+        image = load_tokenizer(self.cache.manifest["tokenizers"]["image"]["path"])
+        if self.run.code_init != "random":
+            code_init.init_code_embeddings(model, image, self.camera_tokenizer, seed=self.run.model.seed)
+        if self.run.code_init == "decoder":  # image rows: the decoder's features replace the VQ vectors'
+            start, stop = self.layout.kind_rows(HeadKind.IMAGE)
+            fresh = build_gst_model(self.run.model, self.vocab).lm.get_input_embeddings().weight
+            with torch.no_grad():
+                model.lm.get_input_embeddings().weight[start:stop] = fresh[start:stop]
+            code_init.init_code_embeddings_from_decoder(model, image, seed=self.run.model.seed)
+        if model.reader is not None:
+            code_init.init_reader_codes(model, image)
         return model
 
     def batch(self, index: int, generator: torch.Generator, batch_size: int) -> SequenceBatch:
@@ -427,6 +452,11 @@ class GSTTask(Task):
             )
             if self.run.loss.pose_weight > 0:
                 pose.pose_target = self.pose_targets(self.train_split, rows)
+            if self.run.sequence.stem_pairs:
+                stem = self.stem_rows(index, self.run.sequence.stem_pairs)
+                s_obs, s_tgt, _ = self.train_split.codes(stem)
+                pose.stem_codes = torch.stack([s_obs.reshape(len(stem), -1), s_tgt.reshape(len(stem), -1)], 1).long()
+                pose.stem_pose = self.pose_targets(self.train_split, stem)
             parts.append(pose)
         if num_chat:
             positions = self.chat_rows(index, num_chat)
@@ -545,6 +575,11 @@ class GSTTask(Task):
     def train_rows(self, index: int, batch_size: int) -> np.ndarray:
         """Train-split pair rows of micro-batch ``index``. Shapes: -> (B,) int64."""
         return self._epoch_rows(len(self.train_split), index, batch_size, ())
+
+    def stem_rows(self, index: int, count: int) -> np.ndarray:
+        """Train-split pair rows of micro-batch ``index``'s reader-only pairs (``sequence.stem_pairs``),
+        their own per-epoch permutations. Shapes: -> (count,) int64."""
+        return self._epoch_rows(len(self.train_split), index, count, (STEM_SALT,))
 
     def chat_rows(self, index: int, count: int) -> np.ndarray:
         """Positions in ``chat_pool`` of micro-batch ``index``'s chat rows. Shapes: -> (count,) int64."""

@@ -3,7 +3,9 @@
 ``apply_overrides(config, ["train.lr=1e-3", "model.levels=8,5,5,5"])`` walks dotted paths through
 nested dataclasses and parses each value by the field's annotation: int, float, bool (true/false/1/0),
 str, Literal choices, ``X | None`` ("none"), and tuples (comma-separated, e.g. ``8,5,5,5`` or
-``64,64``). Unknown keys and unparsable values raise ``ValueError`` naming the key and the choices; no
+``64,64``). An optional group (``model.reader: ReaderConfig | None``) is switched on by setting
+one of its fields (its other fields keep their defaults) or by ``model.reader=default``, and off by
+``model.reader=none``. Unknown keys and unparsable values raise ``ValueError`` naming the key and the choices; no
 ``eval`` is ever used.
 
 ``from_dict(cls, d)`` rebuilds a (nested) config dataclass from JSON with the same strictness.
@@ -80,8 +82,14 @@ def _set_path(obj: Any, path: list[str], text: str, full_key: str) -> Any:
             f"{sorted(types_by_name)}"
         )
     current = getattr(obj, name)
+    optional, inner = optional_inner(types_by_name[name])
+    group = optional and isinstance(inner, type) and dataclasses.is_dataclass(inner)
+    if group and current is None and (len(path) > 1 or text.strip().lower() == "default"):
+        current = inner()  # an optional group switched on: its defaults, then the fields given
     if len(path) > 1:
         value = _set_path(current, path[1:], text, full_key)
+    elif group and text.strip().lower() in ("default", "none", "null"):
+        value = None if text.strip().lower() != "default" else current
     elif dataclasses.is_dataclass(current):
         raise ValueError(f"--set {full_key}: {name} is a group; set one of its fields, e.g. {name}.<field>")
     else:

@@ -1,0 +1,213 @@
+"""The convolutional reader: given image segments read as code grids, compared cell by cell for a pair.
+
+Why (shared/DESIGN.md, "Learning efficiency"): on 2 CPU cores a transformer that must find the
+correspondence between two views through attention stays at chance on relative pose, while a small CNN
+that stacks the two views' 8x8 feature maps along channels learns it in minutes, provided the code ids
+start from what the tokenizer's decoder reads (a random code embedding makes it memorise its pairs).
+The reader gives the backbone that CNN:
+
+- ``code_feats``: one feature vector per image code, initialised (``gst.training.code_init``) from the
+  frozen image tokenizer's decoder input, ``post_quant_conv(code vector)``, standardised per channel.
+- ``single``: a residual conv stem over one image's code grid -> per-cell features. Every *given*
+  image segment gets them, projected to the model width and added to its token embeddings.
+- ``pair``: the observed and target maps stacked along channels, convs -> per-cell pair features added
+  to the target segment of an ``est`` row; strided convs + an MLP -> one pair vector, added to the
+  row's ``[cam_start]`` embedding (where the first camera code is predicted) and read by the pose head
+  (the camera parameter vector, ``gst.tokenizers.camera.camera_vector``).
+
+Which segments are given: an image segment is ``[img_start]`` + h*w image codes + ``[img_end]``, whole
+inside one forward's ``input_ids``, and not the target of a ``gen`` row (an ``[img_start]`` right
+after ``[cam_end]``), which is generated and keeps causal embeddings. Reading a segment mixes its
+tokens, so only segments without loss targets may be read: the observed image of every layout, the
+target of ``est`` rows, the images of chat prompts. The model still defines a distribution over token
+sequences: the reader is a function of conditioning tokens only. A pair is an ``est`` row's two
+segments: ``[img_start] obs [img_end] [task_est] [img_start] tgt [img_end] [cam_start]``.
+
+Glossary: B batch, T tokens, S read segments, P pairs, h/w image token grid, n = h*w, C reader
+channels, Z code feature channels, D model width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from gst.model.config import ReaderConfig, TokenLayout
+
+
+@dataclass
+class ReaderOutput:
+    """Shapes: cell_emb (B, T, D) to add to the token embeddings (zero outside read segments);
+    pair_vec (P, C2) the pooled pair features; pair_rows, cam_pos (P,) long: each pair's row and the
+    position of its ``[cam_start]``."""
+
+    cell_emb: torch.Tensor
+    pair_vec: torch.Tensor
+    pair_rows: torch.Tensor
+    cam_pos: torch.Tensor
+
+
+class ResBlock(nn.Module):
+    """GroupNorm -> SiLU -> 3x3 conv, twice, plus the input. Shapes: (N, C, h, w) -> same."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.GroupNorm(8, channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
+            nn.GroupNorm(8, channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.net(x)
+
+
+def _stem(in_channels: int, channels: int, num_blocks: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_channels, channels, 1), *[ResBlock(channels) for _ in range(num_blocks)])
+
+
+class CodeGridReader(nn.Module):
+    """Conv stems over the code grids of given image segments (module docstring)."""
+
+    def __init__(
+        self, config: ReaderConfig, layout: TokenLayout, hidden_size: int, pose_dim: int, init_std: float
+    ) -> None:
+        super().__init__()
+        c, c2 = config.channels, config.pair_dim
+        self.config = config
+        self.layout = layout
+        self.grid_hw = config.grid_hw
+        self.code_feats = nn.Embedding(layout.num_image_codes, config.code_dim)  # set by code_init
+        self.single = _stem(config.code_dim, c, config.num_blocks)
+        self.pair = _stem(2 * c, c, config.num_blocks)
+        # 8x8 -> 4x4 -> 2x2, then an MLP over the flattened map: keeps where things moved (a mean
+        # pool would keep only what).
+        h, w = self.grid_hw
+        self.pool = nn.Sequential(
+            nn.GroupNorm(8, c), nn.SiLU(), nn.Conv2d(c, c, 3, stride=2, padding=1),
+            nn.GroupNorm(8, c), nn.SiLU(), nn.Conv2d(c, c, 3, stride=2, padding=1),
+            nn.Flatten(), nn.SiLU(), nn.Linear(c * (-(-h // 4)) * (-(-w // 4)), c2), nn.SiLU(),
+        )  # fmt: skip
+        self.to_cell = nn.Linear(c, hidden_size)
+        self.to_pair_cell = nn.Linear(c, hidden_size)
+        self.to_cam = nn.Linear(c2, hidden_size)
+        for proj in (self.to_cell, self.to_pair_cell, self.to_cam):
+            nn.init.normal_(proj.weight, std=init_std)
+            nn.init.zeros_(proj.bias)
+        self.pose_head = nn.Linear(c2, pose_dim) if pose_dim else None
+
+    def grid_features(self, codes: torch.Tensor) -> torch.Tensor:
+        """Per-cell features of code grids. Shapes: (S, n) codes in [0, K) -> (S, C, h, w)."""
+        h, w = self.grid_hw
+        x = self.code_feats(codes).transpose(1, 2).reshape(codes.shape[0], -1, h, w)  # (S, Z, h, w)
+        return self.single(x)
+
+    def pair_features(self, obs: torch.Tensor, tgt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shapes: obs, tgt (P, C, h, w) -> per-cell (P, C, h, w), pooled (P, C2)."""
+        cells = self.pair(torch.cat([obs, tgt], dim=1))  # (P, C, h, w)
+        return cells, self.pool(cells)
+
+    def read_pairs(self, obs_codes: torch.Tensor, tgt_codes: torch.Tensor) -> torch.Tensor:
+        """The pose head on pairs alone (no backbone): training the stem on extra pairs, and the
+        ``gst eval`` readout. Shapes: (P, n) codes -> (P, pose_dim)."""
+        if self.pose_head is None:
+            raise ValueError("this reader has no pose head (model.pose_head_dim=0)")
+        feats = self.grid_features(torch.cat([obs_codes, tgt_codes]))  # (2P, C, h, w)
+        _, vec = self.pair_features(*feats.chunk(2))
+        return self.pose_head(vec)
+
+    def forward(self, input_ids: torch.Tensor, dtype: torch.dtype) -> ReaderOutput:
+        """Read the given image segments of ``input_ids`` (B, T) (module docstring)."""
+        B, T = input_ids.shape
+        D = self.to_cell.out_features
+        rows, starts = given_segments(input_ids, self.layout, self.grid_hw[0] * self.grid_hw[1])  # (S,)
+        cell_emb = torch.zeros(B, T, D, device=input_ids.device, dtype=dtype)
+        empty = torch.zeros(0, dtype=torch.long, device=input_ids.device)
+        if rows.numel() == 0:
+            return ReaderOutput(cell_emb, cell_emb.new_zeros(0, self.config.pair_dim), empty, empty)
+        n = self.grid_hw[0] * self.grid_hw[1]
+        offsets = torch.arange(n, device=input_ids.device)
+        pos = starts.unsqueeze(1) + offsets  # (S, n)
+        codes = input_ids[rows.unsqueeze(1), pos] - self.layout.image_offset  # (S, n)
+        feats = self.grid_features(codes)  # (S, C, h, w)
+        per_cell = self.to_cell(feats.flatten(2).transpose(1, 2))  # (S, n, D)
+        obs_i, tgt_i = est_pairs(input_ids, self.layout, rows, starts, n)  # (P,), (P,) segment indices
+        pair_vec = feats.new_zeros(0, self.config.pair_dim)
+        cam_pos = starts[tgt_i] + n + 1  # (P,) the [cam_start] after the target's [img_end]
+        if obs_i.numel():
+            cells, pair_vec = self.pair_features(feats[obs_i], feats[tgt_i])  # (P, C, h, w), (P, C2)
+            pair_cell = self.to_pair_cell(cells.flatten(2).transpose(1, 2))  # (P, n, D)
+            per_cell = per_cell.index_add(0, tgt_i, pair_cell)
+            cam = self.to_cam(pair_vec)  # (P, D)
+            cell_emb = cell_emb.index_put((rows[tgt_i], cam_pos), cam.to(dtype), accumulate=True)
+        cell_emb = cell_emb.index_put(
+            (rows.unsqueeze(1).expand_as(pos), pos), per_cell.to(dtype), accumulate=True
+        )
+        return ReaderOutput(cell_emb, pair_vec, rows[tgt_i], cam_pos)
+
+
+def given_segments(input_ids: torch.Tensor, layout: TokenLayout, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The image segments the reader may read (module docstring): rows and first-code positions.
+
+    Shapes: input_ids (B, T) -> rows (S,), starts (S,) long, in row-major order.
+    """
+    B, T = input_ids.shape
+    sid = layout.special_id
+    opens = input_ids[:, : max(T - n - 1, 0)] == sid("<|img_start|>")  # (B, T - n - 1)
+    if T > n + 1:
+        closes = input_ids[:, n + 1 :] == sid("<|img_end|>")  # (B, T - n - 1): [img_end] n + 1 later
+        opens = opens & closes
+        prev = torch.cat([torch.zeros_like(input_ids[:, :1]), input_ids[:, :-1]], 1)[:, : T - n - 1]
+        opens = opens & (prev != sid("<|cam_end|>"))  # a gen row's target is generated, not given
+    rows, pos = opens.nonzero(as_tuple=True)  # (S,), (S,) [img_start] positions
+    starts = pos + 1
+    if rows.numel():
+        span = input_ids[rows.unsqueeze(1), starts.unsqueeze(1) + torch.arange(n, device=input_ids.device)]
+        is_code = ((span >= layout.image_offset) & (span < layout.camera_offset)).all(1)  # (S,)
+        rows, starts = rows[is_code], starts[is_code]  # a null (pad) observation is not read
+    return rows, starts
+
+
+def est_pairs(
+    input_ids: torch.Tensor, layout: TokenLayout, rows: torch.Tensor, starts: torch.Tensor, n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices into (rows, starts) of each est pair's observed and target segment.
+
+    A target starts 3 tokens after the observed segment's end (``[img_end] [task_est] [img_start]``)
+    and is followed by ``[img_end] [cam_start]``. Shapes: -> (P,), (P,) long.
+    """
+    T = input_ids.shape[1]
+    sid = layout.special_id
+    obs_start = starts - n - 3
+    ok = obs_start >= 1
+    ok &= starts + n + 1 < T
+    cam_at = (starts + n + 1).clamp(max=T - 1)
+    ok &= input_ids[rows, cam_at] == sid("<|cam_start|>")
+    ok &= input_ids[rows, (starts - 2).clamp(min=0)] == sid("<|task_est|>")
+    # the observed segment must be a read segment of the same row
+    key = rows * (T + 1) + starts  # (S,) unique per segment
+    want = rows * (T + 1) + obs_start
+    match = want.unsqueeze(1) == key.unsqueeze(0)  # (S, S)
+    ok &= match.any(1)
+    tgt_i = ok.nonzero(as_tuple=True)[0]
+    obs_i = match[tgt_i].float().argmax(1)
+    return obs_i, tgt_i
+
+
+def pose_at(out: ReaderOutput, pose_positions: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
+    """The pair pose read at each True of ``pose_positions`` (B, T), row-major. Shapes: pose (P, Q)
+    -> (N, Q). Every position asked for must be the ``[cam_start]`` of a read est pair."""
+    B, T = pose_positions.shape
+    index = torch.full((B, T), -1, dtype=torch.long, device=pose_positions.device)
+    index[out.pair_rows, out.cam_pos] = torch.arange(out.pair_rows.numel(), device=index.device)
+    picked = index[pose_positions]  # (N,)
+    if bool((picked < 0).any()):
+        raise ValueError(
+            "pose_positions must be the [cam_start] of est rows whose observed and target images are "
+            "given in full (the reader's pair stem reads the pose there)"
+        )
+    return pose[picked]
+
+
+__all__ = ["CodeGridReader", "ReaderOutput", "est_pairs", "given_segments", "pose_at"]
