@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -132,6 +133,47 @@ def test_resume_is_bit_exact_on_cpu(tmp_path: Path) -> None:
     b = ckpt.read_checkpoint(tmp_path / "cut/checkpoints/step_00000006")[0]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert full.losses[-1] < full.losses[0]
+
+
+def test_wall_clock_budget_stops_saves_exports_and_resumes(tmp_path: Path, monkeypatch) -> None:
+    from accelerate.state import AcceleratorState
+
+    from gst.training import loop
+
+    def clock() -> object:
+        ticks = iter(range(0, 100_000, 10))  # every reading of the loop's clock is 10 s later
+        return lambda: float(next(ticks))
+
+    monkeypatch.setattr(loop, "_now", clock())
+    cfg = _config(max_steps=100, max_minutes=1.0, checkpoint_every=4, warmup_steps=0, grad_accum_steps=1)
+    lrs: list[float] = []
+    result = train(ToyTask(), cfg, tmp_path / "run", on_step=lambda s, m: lrs.append(m["lr"]))
+    # Readings 10, 20, ... after each update: the 6th reaches the 60 s budget.
+    assert (result.step, result.stopped_by) == (6, "max_minutes")
+    assert result.train_seconds == 70.0  # + one reading before the final save
+    # The cosine follows the budget: update k starts with 10 k of 60 s spent.
+    assert lrs == pytest.approx([cfg.lr * lr_factor(k, cfg, k / 6) for k in range(6)])
+    assert lrs[-1] < 0.2 * cfg.lr
+    assert result.checkpoint.name == "step_00000006"
+    record = json.loads((result.checkpoint / "export" / loop.TRAINING_RECORD).read_text())
+    assert record["step"] == 6 and record["wall_minutes"] == pytest.approx(70 / 60)
+    assert record["max_minutes"] == 1.0 and record["command"] and record["cpu_minutes"] >= 0
+    assert ckpt.read_checkpoint(result.checkpoint)[2]["train_seconds"] == 70.0
+
+    AcceleratorState._reset_state(True)
+    monkeypatch.setattr(loop, "_now", clock())
+    more = dataclasses.replace(cfg, max_minutes=2.0)
+    resumed = train(ToyTask(), more, tmp_path / "run", resume=True, command="gst train toy --resume")
+    # 70 s spent before; 80, 90, ..., 120 s after the resumed updates 7..11.
+    assert (resumed.resumed_from, resumed.step, resumed.stopped_by) == (6, 11, "max_minutes")
+    record = json.loads((resumed.checkpoint / "export" / loop.TRAINING_RECORD).read_text())
+    assert record["command"] == "gst train toy --resume" and record["wall_minutes"] == pytest.approx(130 / 60)
+
+    AcceleratorState._reset_state(True)
+    spent = train(ToyTask(), more, tmp_path / "run", resume=True)  # budget already spent: no update
+    assert (spent.step, spent.losses, spent.stopped_by) == (11, [], "max_minutes")
+    with pytest.raises(ValueError, match="train.max_minutes must be >= 0"):
+        TrainConfig(max_minutes=-1.0)
 
 
 def test_checkpoint_layout_and_errors(tmp_path: Path) -> None:

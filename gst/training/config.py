@@ -17,6 +17,10 @@ class TrainConfig:
     """Optimisation, checkpointing and logging. Steps count optimizer updates, not micro-batches."""
 
     max_steps: int = 1000  # optimizer updates; also the length of the cosine schedule
+    # Wall-clock budget of the training loop in minutes, summed over resumed calls; 0 = none. A run
+    # stops at whichever of max_steps and the budget comes first (with a checkpoint and its export), and
+    # the cosine then ends where the budget does (see lr_factor): equal-compute comparisons need both.
+    max_minutes: float = 0.0
     batch_size: int = 16  # per process and micro-batch; global batch = batch_size * grad_accum * processes
     grad_accum_steps: int = 1  # micro-batches per optimizer update
     lr: float = 3e-4  # peak learning rate (per-group multipliers come from the task)
@@ -40,7 +44,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "keep_checkpoints", "eval_every", "grad_clip", "weight_decay"):
+        nonnegative = ("warmup_steps", "keep_checkpoints", "eval_every", "grad_clip", "weight_decay")
+        for name in (*nonnegative, "max_minutes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:
@@ -55,16 +60,19 @@ class TrainConfig:
             raise ValueError(f"train.seed must be >= 0, got {self.seed}")
 
 
-def lr_factor(step: int, config: TrainConfig) -> float:
+def lr_factor(step: int, config: TrainConfig, budget_fraction: float = 0.0) -> float:
     """Multiplier of the peak lr for the update that follows ``step`` completed updates.
 
     Linear warm-up over ``warmup_steps`` (the first update uses 1 / warmup), then a half cosine from 1
-    down to ``min_lr_ratio`` at ``max_steps``.
+    down to ``min_lr_ratio`` at ``max_steps``. ``budget_fraction``: the share of ``max_minutes`` already
+    spent (0 without a budget); the cosine's progress is the larger of the two shares, so it reaches
+    ``min_lr_ratio`` at whichever end comes first, as budget-aware schedules do (Li et al., "Budgeted
+    Training", ICLR 2020).
     Range: (0, 1].
     """
     if config.warmup_steps > 0 and step < config.warmup_steps:
         return (step + 1) / config.warmup_steps
     span = max(config.max_steps - config.warmup_steps, 1)
-    progress = min(max(step - config.warmup_steps, 0) / span, 1.0)
+    progress = min(max((step - config.warmup_steps) / span, budget_fraction, 0.0), 1.0)
     cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
     return config.min_lr_ratio + (1.0 - config.min_lr_ratio) * cosine

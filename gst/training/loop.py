@@ -12,6 +12,12 @@ What it does (stages differ only by their ``Task``, see ``gst.training.task``):
 - Checkpoints every ``checkpoint_every`` updates, written atomically (``gst.training.checkpoint``) with
   the model, the flattened optimizer state, the config and every process's RNG states, so that a
   resumed run continues bit-exactly (on CPU) where the interrupted one stopped.
+- A wall-clock budget (``max_minutes``) beside ``max_steps``: the loop's own time (updates, periodic
+  evaluations and checkpoints; not the task's data loading before it) is summed over resumed calls
+  and saved in every checkpoint; a run stops at the first limit reached, and every process takes the
+  slowest process's clock, so all stop at the same update with the same learning rate.
+- Every export carries ``training.json`` (``TRAINING_RECORD``): the command, the steps, and the loop's
+  wall-clock and process CPU minutes, so a deployed artefact says what it cost.
 - TensorBoard scalars (``OUT/tensorboard``) and a tqdm progress bar on the main process.
 
 Glossary: A gradient-accumulation micro-batches per update, P processes.
@@ -20,6 +26,7 @@ Glossary: A gradient-accumulation micro-batches per update, P processes.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -40,8 +47,14 @@ from gst.training.task import Task
 # optimisation (max_steps does change the cosine schedule; a notice says so).
 _RESUMABLE_CHANGES = {
     "train.max_steps", "train.progress", "train.tensorboard", "train.log_every", "train.checkpoint_every",
-    "train.keep_checkpoints", "train.eval_every",
+    "train.keep_checkpoints", "train.eval_every", "train.max_minutes",
 }  # fmt: skip
+TRAINING_RECORD = "training.json"  # written into every export folder (see _training_record)
+
+
+def _now() -> float:
+    """The loop's wall clock in seconds (a function, so tests can replace it)."""
+    return time.perf_counter()
 
 
 @dataclass
@@ -54,6 +67,9 @@ class TrainResult:
     eval_metrics: dict[str, float] = field(default_factory=dict)
     checkpoint: Path | None = None  # the last checkpoint written
     resumed_from: int | None = None  # the step of the checkpoint it resumed from
+    stopped_by: str = "max_steps"  # "max_steps", "max_minutes" or "stop_at_step"
+    train_seconds: float = 0.0  # the loop's wall-clock seconds, summed over resumed calls
+    cpu_seconds: float = 0.0  # this process's CPU seconds in the loop (all threads), summed likewise
 
 
 def micro_batch_seed(seed: int, index: int) -> int:
@@ -105,7 +121,10 @@ class _Run:
     checkpoints_dir: Path
     step: int
     existing: Path | None  # the checkpoint resumed from
+    command: str  # the command line recorded in every export
     writer: Any = None  # TensorBoard SummaryWriter on the main process
+    train_seconds: float = 0.0  # wall clock spent in the loop so far, over all calls (see _Clock)
+    cpu_seconds: float = 0.0
 
 
 def train(
@@ -116,17 +135,21 @@ def train(
     resume: bool = False,
     stop_at_step: int | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    command: str | None = None,
 ) -> TrainResult:
-    """Train ``task`` for ``config.max_steps`` updates, checkpointing into ``out_dir``.
+    """Train ``task`` for ``config.max_steps`` updates or ``config.max_minutes``, whichever ends first,
+    checkpointing into ``out_dir``.
 
     ``resume``: continue from the newest checkpoint in ``out_dir`` (a notice, then a fresh start, if
     there is none). Without it, a folder that already holds checkpoints is an error, so a run is never
     overwritten by accident. ``stop_at_step`` ends early after that many updates (with a checkpoint),
-    as an interruption would; the schedule still spans ``max_steps``.
+    as an interruption would; the schedule still spans ``max_steps``. ``command``: the command line
+    recorded in every export's ``training.json`` (default: this process's ``sys.argv``).
     """
     from tqdm.auto import tqdm
 
-    run = _setup(task, config, Path(out_dir), resume)
+    command = command if command is not None else shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    run = _setup(task, config, Path(out_dir), resume, command)
     main = run.accelerator.is_main_process
     result = TrainResult(step=run.step, resumed_from=run.step if run.existing is not None else None)
     bar = tqdm(
@@ -138,9 +161,14 @@ def train(
         file=sys.stderr,
     )
     end = config.max_steps if stop_at_step is None else min(stop_at_step, config.max_steps)
-    while run.step < end:
-        sums = _update(run, task, config)
+    budget_s = config.max_minutes * 60.0
+    clock = _Clock(run)
+    while run.step < end and not _budget_spent(run, budget_s):
+        sums = _update(run, task, config, run.train_seconds / budget_s if budget_s else 0.0)
         run.step += 1
+        clock.tick(synced=bool(budget_s))
+        if _budget_spent(run, budget_s):
+            end = run.step  # the last update: log it, and leave the save to the final one below
         step = run.step
         result.losses.append(sums["loss"])
         result.last_metrics = sums
@@ -155,17 +183,47 @@ def train(
         if step % config.checkpoint_every == 0 and step < end:
             result.checkpoint = _save(run, task, config)
     bar.close()
+    clock.tick(synced=False)
     # Periodic saves skip the last update, so a call that ran any update always saves here.
     result.checkpoint = _save(run, task, config) if result.losses else run.existing
     result.eval_metrics = _evaluate(run, task)
     result.step = run.step
+    if run.step >= config.max_steps:
+        result.stopped_by = "max_steps"
+    else:
+        result.stopped_by = "max_minutes" if _budget_spent(run, budget_s) else "stop_at_step"
+    result.train_seconds, result.cpu_seconds = run.train_seconds, run.cpu_seconds
     if run.writer is not None:
         run.writer.close()
     run.accelerator.wait_for_everyone()
     return result
 
 
-def _setup(task: Task, config: TrainConfig, out_dir: Path, resume: bool) -> _Run:
+def _budget_spent(run: _Run, budget_s: float) -> bool:
+    return budget_s > 0 and run.train_seconds >= budget_s
+
+
+class _Clock:
+    """Adds the loop's wall-clock and CPU time of this call to what earlier calls of the run spent."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        self.base_wall, self.base_cpu = run.train_seconds, run.cpu_seconds
+        self.start_wall, self.start_cpu = _now(), time.process_time()
+
+    def tick(self, *, synced: bool) -> None:
+        """Update ``run.train_seconds`` / ``cpu_seconds``. ``synced``: take the largest wall clock of all
+        processes (a collective: every process calls it at the same update), so that budget stops and
+        budget-driven learning rates agree across processes."""
+        run = self.run
+        wall = self.base_wall + (_now() - self.start_wall)
+        if synced and run.accelerator.num_processes > 1:
+            wall = float(run.accelerator.gather(torch.tensor([wall], device=run.accelerator.device)).max())
+        run.train_seconds = wall
+        run.cpu_seconds = self.base_cpu + (time.process_time() - self.start_cpu)
+
+
+def _setup(task: Task, config: TrainConfig, out_dir: Path, resume: bool, command: str) -> _Run:
     """Accelerator, model, optimizer, and the state of the checkpoint resumed from (if any)."""
     from accelerate.utils import set_seed
 
@@ -198,6 +256,7 @@ def _setup(task: Task, config: TrainConfig, out_dir: Path, resume: bool) -> _Run
         checkpoints_dir=out_dir / "checkpoints",
         step=0,
         existing=existing,
+        command=command,
     )
     if existing is not None:
         model_state, optimizer_state, trainer_state = ckpt.read_checkpoint(existing)
@@ -205,6 +264,8 @@ def _setup(task: Task, config: TrainConfig, out_dir: Path, resume: bool) -> _Run
         run.unwrapped.load_state_dict(model_state, strict=True)
         _load_optimizer_state(run, optimizer_state)
         run.step = int(trainer_state["step"])
+        run.train_seconds = float(trainer_state.get("train_seconds", 0.0))
+        run.cpu_seconds = float(trainer_state.get("cpu_seconds", 0.0))
         rng_file = existing / f"rng_rank{rank}.json"
         if trainer_state.get("num_processes") != world or not rng_file.exists():
             print(
@@ -228,13 +289,14 @@ def _setup(task: Task, config: TrainConfig, out_dir: Path, resume: bool) -> _Run
     return run
 
 
-def _update(run: _Run, task: Task, config: TrainConfig) -> dict[str, float]:
-    """One optimizer update over A micro-batches; returns the metrics averaged over them."""
+def _update(run: _Run, task: Task, config: TrainConfig, budget_fraction: float) -> dict[str, float]:
+    """One optimizer update over A micro-batches; returns the metrics averaged over them.
+    ``budget_fraction``: the share of ``max_minutes`` spent before it (``lr_factor``)."""
     from accelerate.utils import send_to_device
 
     accelerator, model, optimizer = run.accelerator, run.model, run.optimizer
     t0 = time.perf_counter()
-    factor = lr_factor(run.step, config)
+    factor = lr_factor(run.step, config, budget_fraction)
     for group in optimizer.param_groups:
         group["lr"] = config.lr * factor * group.get("lr_scale", 1.0)
     A, world, rank = config.grad_accum_steps, accelerator.num_processes, accelerator.process_index
@@ -327,6 +389,8 @@ def _save(run: _Run, task: Task, config: TrainConfig) -> Path:
             "num_processes": accelerator.num_processes,
             "task_name": task.name,
             "config": run.full_config,
+            "train_seconds": run.train_seconds,
+            "cpu_seconds": run.cpu_seconds,
         }
         ckpt.write_main_files(
             tmp,
@@ -338,6 +402,8 @@ def _save(run: _Run, task: Task, config: TrainConfig) -> Path:
         export_dir = tmp / "export"
         export_dir.mkdir()
         task.export(run.unwrapped, export_dir)
+        record = _training_record(run, task, config)
+        (export_dir / TRAINING_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     ckpt.write_rng_file(tmp, accelerator.process_index)
     accelerator.wait_for_everyone()
     final = checkpoints_dir / ckpt.step_dir_name(step)
@@ -347,4 +413,23 @@ def _save(run: _Run, task: Task, config: TrainConfig) -> Path:
     return final
 
 
-__all__ = ["TrainConfig", "TrainResult", "micro_batch_seed", "train"]
+def _training_record(run: _Run, task: Task, config: TrainConfig) -> dict[str, Any]:
+    """What an export cost: the command, the steps, the loop's wall-clock and CPU minutes (summed over
+    resumed calls; data loading before the loop is not counted) and the threads they ran on."""
+    return {
+        "format": "gst.training_record.v1",
+        "task": task.name,
+        "command": run.command,
+        "step": run.step,
+        "max_steps": config.max_steps,
+        "max_minutes": config.max_minutes,
+        "wall_minutes": run.train_seconds / 60.0,
+        "cpu_minutes": run.cpu_seconds / 60.0,  # process CPU time of the main process, all its threads
+        "torch_threads": torch.get_num_threads(),
+        "num_processes": run.accelerator.num_processes,
+        "device": str(run.accelerator.device),
+        "mixed_precision": str(run.accelerator.mixed_precision),
+    }
+
+
+__all__ = ["TRAINING_RECORD", "TrainConfig", "TrainResult", "micro_batch_seed", "train"]
