@@ -35,16 +35,15 @@ checkpoint stores. Summaries read the motion in the observed camera's level fram
 Checkpoints: a folder with the backbone and both tokenizers (layout and checks in ``gst.api_checkpoint``;
 written by ``gst train export``), or a ``gst train gst`` export / checkpoint / run folder. Every random
 draw comes from one ``torch.Generator`` seeded by the ``seed`` argument. Modules: ``gst.api_types`` (inputs,
-cameras, results), ``gst.api_checkpoint`` (loading, exporting), ``gst.api_chat`` (chat decoding).
+cameras, results), ``gst.api_checkpoint`` (loading, exporting), ``gst.api_chat`` (chat decoding),
+``gst.api_predictors`` (the model as a ``gst.eval`` predictor); none of them imports this one.
 
 Glossary: S samples, h/w image token grid, hc/wc camera token grid, H/W pixels, T tokens.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +57,14 @@ from gst.api_checkpoint import (
     resolve_checkpoint,
     verify_manifest_files,
 )
+from gst.api_predictors import GSTPosePredictor, GSTViewPredictor
 from gst.api_types import (
     CAMERA_FORMAT,
     DEFAULT_FOV_DEG,
     ChatReply,
     ImageInput,
     PoseEstimate,
+    PreparedImage,
     SampleResult,
     ViewResult,
     as_matrix,
@@ -96,18 +97,6 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "gst-tiny"
 DEFAULT_VIEW_SAMPLING = SamplingConfig(temperature=1.0, top_k=0)
 DEFAULT_CAMERA_SAMPLING = SamplingConfig(temperature=1.0)  # joint samples: draw from p(camera | obs)
 POSE_READOUTS = ("codes", "head")  # estimate_pose: decode camera codes, or read the auxiliary pose head
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    """An input image at the model's resolution. Shapes: image (3, h_px, w_px) in [0, 1]; K_model,
-    K_input (3, 3) float64; ids (1, h*w) image-code vocabulary ids on the model's device."""
-
-    image: torch.Tensor
-    K_model: torch.Tensor
-    K_input: torch.Tensor
-    input_hw: tuple[int, int]
-    ids: torch.Tensor
 
 
 class GST:
@@ -185,7 +174,7 @@ class GST:
 
     # ---- encoding and decoding ----
     @torch.no_grad()
-    def prepare(self, image: ImageInput, K: Any = None, fov_deg: float | None = None) -> _Prepared:
+    def prepare(self, image: ImageInput, K: Any = None, fov_deg: float | None = None) -> PreparedImage:
         """Load, crop/resize (K follows) and tokenize one image."""
         img = load_image(image)
         hw = (int(img.shape[-2]), int(img.shape[-1]))
@@ -193,7 +182,7 @@ class GST:
         img_m, K_m = crop_resize(img, K_in, self.image_hw, mode=self.crop)  # (3, h_px, w_px), (3, 3)
         img_m = img_m.clamp(0.0, 1.0)
         codes = self.image_tokenizer.encode(to_signed(img_m[None].to(self.device)))  # (1, h, w)
-        return _Prepared(img_m, K_m, K_in, hw, codes.reshape(1, -1) + self.layout.image_offset)
+        return PreparedImage(img_m, K_m, K_in, hw, codes.reshape(1, -1) + self.layout.image_offset)
 
     @torch.no_grad()
     def decode_images(self, image_ids: torch.Tensor) -> torch.Tensor:
@@ -236,7 +225,7 @@ class GST:
         return codes.reshape(1, -1) + self.layout.camera_offset
 
     @torch.no_grad()
-    def _head_pose(self, obs: _Prepared, tgt: _Prepared) -> PoseEstimate:
+    def _head_pose(self, obs: PreparedImage, tgt: PreparedImage) -> PoseEstimate:
         """The pose head's camera (``read_pose_head``, the camera tokenizer's parameter vector), exact;
         its camera codes are the tokenizer's encoding of it."""
         vector = read_pose_head(self.model, obs.ids, tgt.ids, seq_cfg=self.sequence)  # (1, P)
@@ -458,86 +447,6 @@ _COORDINATE_TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[bool, ...]]] = {
         (False, False, True, True, True, True),
     ),
 }
-
-# ---- gst.eval predictors ----
-
-
-def _tick(progress: Any) -> None:
-    """Advance an optional tqdm bar; close it at its total (the evaluator never tells us it is done)."""
-    if progress is not None:
-        progress.update(1)
-        if progress.total is not None and progress.n >= progress.total:
-            progress.close()
-
-
-class GSTPosePredictor:
-    """``gst.eval.predictors.PosePredictor`` on a GST model: greedy est decoding, metric translation."""
-
-    scale_known = True
-    uses_target_intrinsics = False
-
-    def __init__(
-        self,
-        gst: GST,
-        *,
-        sampling: SamplingConfig | None = None,
-        seed: int = 0,
-        name: str = "gst",
-        progress: Any = None,
-        readout: str = "codes",
-    ) -> None:
-        self.gst, self.sampling, self.seed, self.name, self.progress = gst, sampling, seed, name, progress
-        self.readout = readout
-
-    def predict_pose(self, observed, target, K_obs, *, K_tgt=None, pair=None):
-        from gst.eval.baselines import pair_seed
-        from gst.eval.predictors import PosePrediction
-
-        est = self.gst.estimate_pose(
-            observed, target, sampling=self.sampling, seed=pair_seed(self.seed, pair), readout=self.readout
-        )
-        _tick(self.progress)
-        return PosePrediction(w2c_rel=est.w2c, K_tgt=est.K_tgt, info={"summary": est.summary})
-
-
-class GSTViewPredictor:
-    """``gst.eval.predictors.ViewPredictor`` on a GST model: the view from the true target camera (the
-    target's K at its resolution), resized to ``target_hw``. Targets whose aspect ratio differs from the
-    model's go through "stretch" so that the resized view still matches K exactly."""
-
-    uses_target_image = False
-
-    def __init__(
-        self,
-        gst: GST,
-        *,
-        sampling: SamplingConfig | None = None,
-        seed: int = 0,
-        name: str = "gst",
-        progress: Any = None,
-    ) -> None:
-        self.gst, self.sampling, self.seed, self.name, self.progress = gst, sampling, seed, name, progress
-
-    def predict_view(self, observed, K_obs, K_tgt, w2c_rel, *, target_hw, target=None, pair=None):
-        from gst.eval.baselines import pair_seed, resize_image
-
-        gst = self.gst
-        h, w = self.gst.image_hw
-        if target_hw[0] * w != target_hw[1] * h:
-            gst = copy.copy(self.gst)
-            gst.crop = "stretch"
-        view = gst.synthesize_view(
-            observed,
-            w2c_rel,
-            K=K_tgt,
-            K_hw=tuple(target_hw),
-            K_obs=K_obs,
-            sampling=self.sampling,
-            seed=pair_seed(self.seed, pair),
-        )
-        _tick(self.progress)
-        return resize_image(view.image, tuple(target_hw))
-
 
 __all__ = [
     "CAMERA_FORMAT",

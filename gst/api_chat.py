@@ -21,17 +21,14 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from gst.api_types import ChatReply, ImageInput
+from gst.api_types import ChatHost, ChatReply, ImageInput, PreparedImage
 from gst.model import GSTModel, HeadKind, SamplingConfig, SequenceConfig
 from gst.model.sampling import sample_logits
 from gst.model.sequences import NO_GRID, ImageSegment, build_chat_example, grid_coords
-
-if TYPE_CHECKING:
-    from gst.api import GST
 
 SCORE_CHUNK = 32  # candidate replies scored in one batch over a shared prompt cache (ChatSession.score)
 # (reply ids so far) -> (image_offset,) bool mask of the ids allowed next (text ids and <|end|>)
@@ -43,7 +40,7 @@ class ChatSession:
 
     def __init__(
         self,
-        gst: GST,
+        gst: ChatHost,
         *,
         system: str | None,
         max_new_tokens: int,
@@ -80,10 +77,8 @@ class ChatSession:
 
     def _prompt(self, text: str, images: Sequence[ImageInput]):
         """The user turn (ids, grid) and the whole prompt up to ``[assistant]``: ids (T,), grid (T, 2)."""
-        from gst.api import _Prepared
-
         # errors name unreadable files; an image already prepared (GST.prepare) is not tokenized again
-        prepared = [(img if isinstance(img, _Prepared) else self.gst.prepare(img)).ids for img in images]
+        prepared = [(img if isinstance(img, PreparedImage) else self.gst.prepare(img)).ids for img in images]
         user = self._message("user", [*prepared, text])
         start = torch.tensor([self.gst.layout.special_id("<|assistant|>")])
         chunks = self._system + self._turns + [user]

@@ -212,8 +212,7 @@ def read_backbone_meta(model_dir: Path) -> dict[str, Any]:
 def load_components(files: CheckpointFiles, device: str | torch.device = "cpu") -> Components:
     """Load and cross-check every part of a checkpoint (module docstring)."""
     from gst.model import SequenceConfig, load_gst_model
-    from gst.tokenizers.camera import load_camera_tokenizer
-    from gst.tokenizers.image import load_image_tokenizer
+    from gst.tokenizers.io import load_camera_tokenizer, load_image_tokenizer
     from gst.tokenizers.vocab import Vocabulary
 
     meta_path = files.model_dir / "gst_model.json"

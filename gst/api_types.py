@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -29,6 +29,9 @@ from gst.data.qa_geometry import CameraMotion, camera_motion, describe_motion
 from gst.data.scene import load_rgb
 from gst.data.views import CropMode, crop_box
 from gst.geometry import camera_centers, intrinsics_matrix
+
+if TYPE_CHECKING:
+    from gst.model import GSTModel, SequenceConfig, TokenLayout
 
 DEFAULT_FOV_DEG = 52.5  # horizontal; the middle of the procedural world's 30-75 degree range
 DEFAULT_ORBIT_RADIUS_M = 4.5  # orbit pivot distance: the middle of the procedural world's 3-6 m cameras
@@ -306,14 +309,48 @@ class ChatReply:
         return "".join(out) + ("" if self.finished else " [cut at the token limit]")
 
 
+@dataclass(frozen=True)
+class PreparedImage:
+    """An input image at the model's resolution (``GST.prepare``). Shapes: image (3, h_px, w_px) in [0, 1];
+    K_model, K_input (3, 3) float64; ids (1, h*w) image-code vocabulary ids on the model's device."""
+
+    image: torch.Tensor
+    K_model: torch.Tensor
+    K_input: torch.Tensor
+    input_hw: tuple[int, int]
+    ids: torch.Tensor
+
+
+class ChatHost(Protocol):
+    """What a ``gst.api_chat.ChatSession`` reads from the model it talks to (``gst.api.GST`` is one).
+
+    Declared here so that ``api_chat`` needs nothing from ``api``: ``api`` imports ``api_chat``, never
+    the other way round (tests/test_layering.py)."""
+
+    model: GSTModel
+    sequence: SequenceConfig
+    layout: TokenLayout
+    text_tokenizer: Any
+
+    def generator(self, seed: int) -> torch.Generator: ...
+
+    def prepare(self, image: ImageInput, K: Any = None, fov_deg: float | None = None) -> PreparedImage: ...
+
+    def decode_images(self, image_ids: torch.Tensor) -> torch.Tensor: ...
+
+    def decode_cameras(self, camera_ids: torch.Tensor) -> list[PoseEstimate]: ...
+
+
 __all__ = [
     "CAMERA_FORMAT",
     "CAMERA_UP",
     "DEFAULT_FOV_DEG",
     "DEFAULT_ORBIT_RADIUS_M",
+    "ChatHost",
     "ChatReply",
     "ImageInput",
     "PoseEstimate",
+    "PreparedImage",
     "SampleResult",
     "ViewResult",
     "as_matrix",

@@ -19,7 +19,7 @@ def load_reconstruction_ceiling(path: str | Path) -> tuple[ReconstructionCeiling
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"--tokenizer {path}: no such file or folder; train an image tokenizer first")
-    from gst.tokenizers.image import load_image_tokenizer
+    from gst.tokenizers.io import load_image_tokenizer
 
     tokenizer = load_image_tokenizer(path).eval()
     hw = tuple(tokenizer.config.image_hw)

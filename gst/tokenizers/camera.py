@@ -34,7 +34,6 @@ Glossary: B batch, h/w token grid, S stages, C latent channels per token, Hr/Wr 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -300,14 +299,4 @@ class CameraTokenizer(nn.Module):
         return self.cameras_from_rays(self.decode(codes))
 
 
-def load_camera_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> CameraTokenizer:
-    """A camera tokenizer from an export folder, a training checkpoint or a training run folder."""
-    from gst.tokenizers.io import load_tokenizer
-
-    model = load_tokenizer(path, device=device)
-    if not isinstance(model, CameraTokenizer):
-        raise ValueError(f"{path}: holds a {model.kind} tokenizer, not a camera tokenizer")
-    return model
-
-
-__all__ = ["CameraParams", "CameraTokenizer", "load_camera_tokenizer", "scale_intrinsics"]
+__all__ = ["CameraParams", "CameraTokenizer", "scale_intrinsics"]

@@ -10,7 +10,6 @@ Glossary: B batch, C channels, H/W pixels, h/w token grid (H / downsample), D la
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -146,13 +145,3 @@ class ImageTokenizer(nn.Module):
         """decode(encode(x)) at the metric boundary. Shapes: (B, 3, H, W) -> same. Range: [0, 1]."""
         device = self.post_quant_conv.weight.device
         return to_unit(self.decode(self.encode(to_signed(images01.to(device)))))
-
-
-def load_image_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> ImageTokenizer:
-    """An image tokenizer from an export folder, a training checkpoint or a training run folder."""
-    from gst.tokenizers.io import load_tokenizer
-
-    model = load_tokenizer(path, device=device)
-    if not isinstance(model, ImageTokenizer):
-        raise ValueError(f"{path}: holds a {model.kind} tokenizer, not an image tokenizer")
-    return model

@@ -6,7 +6,11 @@
 checks the version, the kind and every config key (unknown keys are errors).
 
 ``load_tokenizer`` also accepts a training run folder (``OUT``: its newest checkpoint's export) or a
-checkpoint folder (``OUT/checkpoints/step_*``: its ``export``), as ``gst.training`` lays them out.
+checkpoint folder (``OUT/checkpoints/step_*``: its ``export``), as ``gst.training`` lays them out;
+``load_image_tokenizer`` / ``load_camera_tokenizer`` also check the kind.
+
+Layering: this module is the only one that knows both concrete tokenizers; ``image`` and ``camera``
+never import it (tests/test_layering.py), so there is no import circle between them.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from gst.geometry import RAY_CHANNELS
+from gst.tokenizers.camera import CameraTokenizer
 from gst.tokenizers.config import (
     CameraTokenizerConfig,
     ImageTokenizerConfig,
     config_from_dict,
     config_to_dict,
 )
+from gst.tokenizers.image import ImageTokenizer
 
 TOKENIZER_FORMAT_VERSION = 1
 POSE_NORMALISATION = (
@@ -84,9 +90,6 @@ def resolve_tokenizer_dir(path: str | Path) -> Path:
 
 def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
     """An ``ImageTokenizer`` or ``CameraTokenizer`` in eval mode on ``device``."""
-    from gst.tokenizers.camera import CameraTokenizer
-    from gst.tokenizers.image import ImageTokenizer
-
     folder = resolve_tokenizer_dir(path)
     config_path = folder / "config.json"
     info = json.loads(config_path.read_text())
@@ -113,3 +116,19 @@ def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> torc
     model.load_state_dict(state, strict=True)
     model.metadata = info.get("metadata", {})
     return model.to(device).eval()
+
+
+def load_image_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> ImageTokenizer:
+    """An image tokenizer from an export folder, a training checkpoint or a training run folder."""
+    model = load_tokenizer(path, device=device)
+    if not isinstance(model, ImageTokenizer):
+        raise ValueError(f"{path}: holds a {model.kind} tokenizer, not an image tokenizer")
+    return model
+
+
+def load_camera_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> CameraTokenizer:
+    """A camera tokenizer from an export folder, a training checkpoint or a training run folder."""
+    model = load_tokenizer(path, device=device)
+    if not isinstance(model, CameraTokenizer):
+        raise ValueError(f"{path}: holds a {model.kind} tokenizer, not a camera tokenizer")
+    return model
