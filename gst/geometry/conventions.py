@@ -1,6 +1,6 @@
 """The one camera convention of this project, and the only place foreign conventions are converted.
 
-Convention (see README "Camera convention"):
+Convention (see docs/geometry.md, "Camera convention"):
 
 - Camera frame: OpenCV, +x right, +y down, +z forward (looking along +z).
 - Extrinsics: world-to-camera ``w2c = [R | t]`` as a (..., 4, 4) matrix, ``x_cam = R @ x_world + t``.
