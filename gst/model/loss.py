@@ -36,7 +36,8 @@ class LossConfig:
     # added to the token loss. Needs a model with a pose head (GSTModelConfig.pose_head_dim). 0 = off.
     pose_weight: float = 0.0
     # Weight of the first code of each camera segment, times camera_weight: the one code predicted from the
-    # images alone (the codes after it largely follow from it; README, Results, "fourth session"). 1 = off.
+    # images alone (the codes after it largely follow from it; docs/experiments.md, 2026-12-02, "where
+    # the pose comes from"). 1 = off.
     camera_first_weight: float = 1.0
 
     def __post_init__(self) -> None:
@@ -107,7 +108,7 @@ def compute_loss(model: GSTModel, batch: SequenceBatch, config: LossConfig | Non
         w = config.weight(kind)
         # The first code of each camera segment is predicted from the images alone; the codes after it
         # largely follow from it (every code describes the whole camera), so all-code accuracy overstates
-        # what the model knows about the pose (README, Results, "fourth session").
+        # what the model knows about the pose (docs/experiments.md, 2026-12-02, "where the pose comes from").
         first = _segment_starts(kinds == kind)[sel] if kind == HeadKind.CAMERA else None  # (N,)
         if first is not None and config.camera_first_weight != 1.0:
             token_w = w * torch.where(first, config.camera_first_weight, 1.0)  # (N,)
