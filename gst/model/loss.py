@@ -82,6 +82,8 @@ def compute_loss(model: GSTModel, batch: SequenceBatch, config: LossConfig | Non
     mean when all weights are 1), so gen rows (camera + image) count more than est rows (camera).
     """
     config = config or LossConfig()
+    if batch.batch_size == 0:  # a reader-only micro-batch (SequenceConfig.stem_warmup_steps)
+        return _stem_loss(model, batch, config, GSTLossOutput(loss=torch.zeros(()), metrics={}))
     layout = model.layout if not hasattr(model, "module") else model.module.layout  # DDP-wrapped models
     # Position t predicts token t + 1; the last position predicts nothing.
     targets = torch.cat(
@@ -130,13 +132,18 @@ def compute_loss(model: GSTModel, batch: SequenceBatch, config: LossConfig | Non
         loss = loss + config.pose_weight * huber
         metrics["est/pose_huber"] = huber.detach()
         metrics["est/pose_rows"] = torch.as_tensor(float(target.shape[0]))
-    if batch.stem_codes is not None and config.pose_weight > 0:
-        reader = model.reader if not hasattr(model, "module") else model.module.reader
-        pose = reader.read_pairs(batch.stem_codes[:, 0], batch.stem_codes[:, 1])  # (B2, P)
-        huber = F.huber_loss(pose.float(), batch.stem_pose.to(pose.device, torch.float32), delta=1.0)
-        loss = loss + config.pose_weight * huber
-        metrics["stem/pose_huber"] = huber.detach()
-    return GSTLossOutput(loss=loss, metrics=metrics)
+    return _stem_loss(model, batch, config, GSTLossOutput(loss=loss, metrics=metrics))
+
+
+def _stem_loss(model: GSTModel, batch: SequenceBatch, config: LossConfig, out: GSTLossOutput) -> GSTLossOutput:
+    """``out`` plus the pose loss of the batch's reader-only pairs (``SequenceConfig.stem_pairs``)."""
+    if batch.stem_codes is None or config.pose_weight <= 0:
+        return out
+    reader = model.reader if not hasattr(model, "module") else model.module.reader
+    pose = reader.read_pairs(batch.stem_codes[:, 0], batch.stem_codes[:, 1])  # (B2, P)
+    huber = F.huber_loss(pose.float(), batch.stem_pose.to(pose.device, torch.float32), delta=1.0)
+    out.metrics["stem/pose_huber"] = huber.detach()
+    return GSTLossOutput(loss=out.loss.to(huber.device) + config.pose_weight * huber, metrics=out.metrics)
 
 
 def _pose_positions(layout: TokenLayout, batch: SequenceBatch) -> torch.Tensor:

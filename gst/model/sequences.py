@@ -64,6 +64,9 @@ class SequenceConfig:
     # the pose loss only: the stem costs a small share of a backbone row, so it can see many more pairs
     # per CPU-minute than the backbone does. 0 = none.
     stem_pairs: int = 0
+    # Optimiser updates at the start that train the reader alone: micro-batches of stem_pairs pairs and
+    # no backbone rows (the pose head learns at the speed of a small CNN regressor first). 0 = none.
+    stem_warmup_steps: int = 0
 
     def __post_init__(self) -> None:
         for name in ("image_grid", "camera_grid"):
@@ -77,8 +80,9 @@ class SequenceConfig:
         for name in ("est_fraction", "cond_dropout", "cond_dropout_est", "chat_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"SequenceConfig.{name} must lie in [0, 1], got {getattr(self, name)}")
-        if self.stem_pairs < 0:
-            raise ValueError(f"SequenceConfig.stem_pairs must be >= 0, got {self.stem_pairs}")
+        for name in ("stem_pairs", "stem_warmup_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"SequenceConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not isinstance(self.chat_turns, int) or self.chat_turns < 1:
             raise ValueError(f"SequenceConfig.chat_turns must be an integer >= 1, got {self.chat_turns!r}")
 

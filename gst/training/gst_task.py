@@ -117,6 +117,8 @@ class GSTRunConfig:
             raise ValueError(
                 f"code_init={self.code_init} initialises a new model; --init-from keeps its trained weights"
             )
+        if self.sequence.stem_warmup_steps and not self.sequence.stem_pairs:
+            raise ValueError("sequence.stem_warmup_steps trains the reader on sequence.stem_pairs pairs: set both")
         if self.sequence.stem_pairs and (self.model.reader is None or self.loss.pose_weight <= 0):
             raise ValueError(
                 f"sequence.stem_pairs={self.sequence.stem_pairs} trains the reader's pose head on extra pairs: "
@@ -441,22 +443,21 @@ class GSTTask(Task):
 
     def batch(self, index: int, generator: torch.Generator, batch_size: int) -> SequenceBatch:
         """Pose rows, then (with a chat cache) ``num_chat_rows`` chat rows, right-padded together."""
+        step = index // (self.run.train.grad_accum_steps * _world_size())  # the optimiser-update index
+        if step < self.run.sequence.stem_warmup_steps:
+            return self.stem_only_batch(index)
         num_chat = self.num_chat_rows(batch_size)
         parts = []
         if num_chat < batch_size:
             rows = self.train_rows(index, batch_size - num_chat)
             obs, tgt, cam = self.train_split.codes(rows)
-            step = index // (self.run.train.grad_accum_steps * _world_size())  # the optimiser-update index
             pose = collate_pose_batch(
                 self.layout, self.run.sequence, obs, tgt, cam, step=step, generator=generator
             )
             if self.run.loss.pose_weight > 0:
                 pose.pose_target = self.pose_targets(self.train_split, rows)
             if self.run.sequence.stem_pairs:
-                stem = self.stem_rows(index, self.run.sequence.stem_pairs)
-                s_obs, s_tgt, _ = self.train_split.codes(stem)
-                pose.stem_codes = torch.stack([s_obs.reshape(len(stem), -1), s_tgt.reshape(len(stem), -1)], 1).long()
-                pose.stem_pose = self.pose_targets(self.train_split, stem)
+                pose.stem_codes, pose.stem_pose = self.stem_pairs(index)
             parts.append(pose)
         if num_chat:
             positions = self.chat_rows(index, num_chat)
@@ -575,6 +576,29 @@ class GSTTask(Task):
     def train_rows(self, index: int, batch_size: int) -> np.ndarray:
         """Train-split pair rows of micro-batch ``index``. Shapes: -> (B,) int64."""
         return self._epoch_rows(len(self.train_split), index, batch_size, ())
+
+    def stem_pairs(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Micro-batch ``index``'s reader-only pairs: (observed, target) codes and camera vectors.
+        Shapes: -> (B2, 2, h*w) long, (B2, 13) float32."""
+        rows = self.stem_rows(index, self.run.sequence.stem_pairs)
+        obs, tgt, _ = self.train_split.codes(rows)
+        codes = torch.stack([obs.reshape(len(rows), -1), tgt.reshape(len(rows), -1)], 1).long()
+        return codes, self.pose_targets(self.train_split, rows)
+
+    def stem_only_batch(self, index: int) -> SequenceBatch:
+        """A micro-batch of the stem warm-up (``sequence.stem_warmup_steps``): no backbone rows, only
+        ``sequence.stem_pairs`` pairs for the reader's pose head."""
+        T = self.run.sequence.pose_seq_len
+        codes, pose = self.stem_pairs(index)
+        return SequenceBatch(
+            input_ids=torch.zeros(0, T, dtype=torch.long),
+            labels=torch.zeros(0, T, dtype=torch.long),
+            grid_pos=torch.zeros(0, T, 2),
+            attention_mask=None,
+            task=torch.zeros(0, dtype=torch.long),
+            stem_codes=codes,
+            stem_pose=pose,
+        )
 
     def stem_rows(self, index: int, count: int) -> np.ndarray:
         """Train-split pair rows of micro-batch ``index``'s reader-only pairs (``sequence.stem_pairs``),
