@@ -176,6 +176,19 @@ def test_wall_clock_budget_stops_saves_exports_and_resumes(tmp_path: Path, monke
         TrainConfig(max_minutes=-1.0)
 
 
+def test_cpu_clock_budget(tmp_path: Path, monkeypatch) -> None:
+    from gst.training import loop
+
+    wall, cpu = iter(range(0, 100_000, 1)), iter(range(0, 100_000, 15))
+    monkeypatch.setattr(loop, "_now", lambda: float(next(wall)))  # 1 s per reading
+    monkeypatch.setattr(loop, "_cpu_now", lambda: float(next(cpu)))  # 15 CPU-s per reading
+    cfg = _config(max_steps=100, max_minutes=1.0, budget_clock="cpu", grad_accum_steps=1)
+    result = train(ToyTask(), cfg, tmp_path / "run")
+    assert (result.step, result.stopped_by, result.cpu_seconds) == (4, "max_minutes", 75.0)
+    record = json.loads((result.checkpoint / "export" / loop.TRAINING_RECORD).read_text())
+    assert record["budget_clock"] == "cpu" and record["cpu_minutes"] == 75.0 / 60
+
+
 def test_checkpoint_layout_and_errors(tmp_path: Path) -> None:
     out = tmp_path / "run"
     (out / "checkpoints" / "step_00000004.tmp").mkdir(parents=True)  # debris of a crashed save

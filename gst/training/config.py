@@ -21,6 +21,9 @@ class TrainConfig:
     # stops at whichever of max_steps and the budget comes first (with a checkpoint and its export), and
     # the cosine then ends where the budget does (see lr_factor): equal-compute comparisons need both.
     max_minutes: float = 0.0
+    # Which clock max_minutes reads: "wall" (elapsed time) or "cpu" (this process's CPU time, all its
+    # threads): on a shared machine, where other jobs slow a run down, only "cpu" measures equal compute.
+    budget_clock: Literal["wall", "cpu"] = "wall"
     batch_size: int = 16  # per process and micro-batch; global batch = batch_size * grad_accum * processes
     grad_accum_steps: int = 1  # micro-batches per optimizer update
     lr: float = 3e-4  # peak learning rate (per-group multipliers come from the task)
@@ -54,6 +57,8 @@ class TrainConfig:
             raise ValueError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):
             raise ValueError(f"train.beta1/beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
+        if self.budget_clock not in ("wall", "cpu"):
+            raise ValueError(f"train.budget_clock must be wall or cpu, got {self.budget_clock!r}")
         if self.mixed_precision not in ("auto", "no", "bf16"):
             raise ValueError(f"train.mixed_precision must be auto, no or bf16, got {self.mixed_precision!r}")
         if self.seed < 0:

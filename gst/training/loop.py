@@ -12,10 +12,11 @@ What it does (stages differ only by their ``Task``, see ``gst.training.task``):
 - Checkpoints every ``checkpoint_every`` updates, written atomically (``gst.training.checkpoint``) with
   the model, the flattened optimizer state, the config and every process's RNG states, so that a
   resumed run continues bit-exactly (on CPU) where the interrupted one stopped.
-- A wall-clock budget (``max_minutes``) beside ``max_steps``: the loop's own time (updates, periodic
-  evaluations and checkpoints; not the task's data loading before it) is summed over resumed calls
-  and saved in every checkpoint; a run stops at the first limit reached, and every process takes the
-  slowest process's clock, so all stop at the same update with the same learning rate.
+- A time budget (``max_minutes``, on the wall clock or the process CPU clock: ``budget_clock``) beside
+  ``max_steps``: the loop's own time (updates, periodic evaluations and checkpoints; not the task's
+  data loading before it) is summed over resumed calls and saved in every checkpoint; a run stops at
+  the first limit reached, and every process takes the largest clock of all, so all stop at the same
+  update with the same learning rate.
 - Every export carries ``training.json`` (``TRAINING_RECORD``): the command, the steps, and the loop's
   wall-clock and process CPU minutes, so a deployed artefact says what it cost.
 - TensorBoard scalars (``OUT/tensorboard``) and a tqdm progress bar on the main process.
@@ -47,7 +48,7 @@ from gst.training.task import Task
 # optimisation (max_steps does change the cosine schedule; a notice says so).
 _RESUMABLE_CHANGES = {
     "train.max_steps", "train.progress", "train.tensorboard", "train.log_every", "train.checkpoint_every",
-    "train.keep_checkpoints", "train.eval_every", "train.max_minutes",
+    "train.keep_checkpoints", "train.eval_every", "train.max_minutes", "train.budget_clock",
 }  # fmt: skip
 TRAINING_RECORD = "training.json"  # written into every export folder (see _training_record)
 
@@ -55,6 +56,11 @@ TRAINING_RECORD = "training.json"  # written into every export folder (see _trai
 def _now() -> float:
     """The loop's wall clock in seconds (a function, so tests can replace it)."""
     return time.perf_counter()
+
+
+def _cpu_now() -> float:
+    """This process's CPU time in seconds, all threads (replaceable in tests like ``_now``)."""
+    return time.process_time()
 
 
 @dataclass
@@ -69,7 +75,7 @@ class TrainResult:
     resumed_from: int | None = None  # the step of the checkpoint it resumed from
     stopped_by: str = "max_steps"  # "max_steps", "max_minutes" or "stop_at_step"
     train_seconds: float = 0.0  # the loop's wall-clock seconds, summed over resumed calls
-    cpu_seconds: float = 0.0  # this process's CPU seconds in the loop (all threads), summed likewise
+    cpu_seconds: float = 0.0  # the process's CPU seconds in the loop (all threads), summed likewise
 
 
 def micro_batch_seed(seed: int, index: int) -> int:
@@ -161,13 +167,12 @@ def train(
         file=sys.stderr,
     )
     end = config.max_steps if stop_at_step is None else min(stop_at_step, config.max_steps)
-    budget_s = config.max_minutes * 60.0
     clock = _Clock(run)
-    while run.step < end and not _budget_spent(run, budget_s):
-        sums = _update(run, task, config, run.train_seconds / budget_s if budget_s else 0.0)
+    while run.step < end and not _budget_spent(run, config):
+        sums = _update(run, task, config, _budget_fraction(run, config))
         run.step += 1
-        clock.tick(synced=bool(budget_s))
-        if _budget_spent(run, budget_s):
+        clock.tick(synced=config.max_minutes > 0)
+        if _budget_spent(run, config):
             end = run.step  # the last update: log it, and leave the save to the final one below
         step = run.step
         result.losses.append(sums["loss"])
@@ -184,6 +189,11 @@ def train(
             result.checkpoint = _save(run, task, config)
     bar.close()
     clock.tick(synced=False)
+    return _finish(run, task, config, result)
+
+
+def _finish(run: _Run, task: Task, config: TrainConfig, result: TrainResult) -> TrainResult:
+    """The final checkpoint and evaluation of a call to ``train``, and why it stopped."""
     # Periodic saves skip the last update, so a call that ran any update always saves here.
     result.checkpoint = _save(run, task, config) if result.losses else run.existing
     result.eval_metrics = _evaluate(run, task)
@@ -191,7 +201,7 @@ def train(
     if run.step >= config.max_steps:
         result.stopped_by = "max_steps"
     else:
-        result.stopped_by = "max_minutes" if _budget_spent(run, budget_s) else "stop_at_step"
+        result.stopped_by = "max_minutes" if _budget_spent(run, config) else "stop_at_step"
     result.train_seconds, result.cpu_seconds = run.train_seconds, run.cpu_seconds
     if run.writer is not None:
         run.writer.close()
@@ -199,8 +209,16 @@ def train(
     return result
 
 
-def _budget_spent(run: _Run, budget_s: float) -> bool:
-    return budget_s > 0 and run.train_seconds >= budget_s
+def _budget_fraction(run: _Run, config: TrainConfig) -> float:
+    """The share of ``max_minutes`` spent on its clock (0 without a budget)."""
+    if config.max_minutes <= 0:
+        return 0.0
+    spent = run.cpu_seconds if config.budget_clock == "cpu" else run.train_seconds
+    return spent / (config.max_minutes * 60.0)
+
+
+def _budget_spent(run: _Run, config: TrainConfig) -> bool:
+    return config.max_minutes > 0 and _budget_fraction(run, config) >= 1.0
 
 
 class _Clock:
@@ -209,18 +227,19 @@ class _Clock:
     def __init__(self, run: _Run) -> None:
         self.run = run
         self.base_wall, self.base_cpu = run.train_seconds, run.cpu_seconds
-        self.start_wall, self.start_cpu = _now(), time.process_time()
+        self.start_wall, self.start_cpu = _now(), _cpu_now()
 
     def tick(self, *, synced: bool) -> None:
-        """Update ``run.train_seconds`` / ``cpu_seconds``. ``synced``: take the largest wall clock of all
+        """Update ``run.train_seconds`` / ``cpu_seconds``. ``synced``: take the largest clocks of all
         processes (a collective: every process calls it at the same update), so that budget stops and
         budget-driven learning rates agree across processes."""
         run = self.run
         wall = self.base_wall + (_now() - self.start_wall)
+        cpu = self.base_cpu + (_cpu_now() - self.start_cpu)
         if synced and run.accelerator.num_processes > 1:
-            wall = float(run.accelerator.gather(torch.tensor([wall], device=run.accelerator.device)).max())
-        run.train_seconds = wall
-        run.cpu_seconds = self.base_cpu + (time.process_time() - self.start_cpu)
+            both = torch.tensor([[wall, cpu]], dtype=torch.float64, device=run.accelerator.device)
+            wall, cpu = (float(v) for v in run.accelerator.gather(both).amax(0))
+        run.train_seconds, run.cpu_seconds = wall, cpu
 
 
 def _setup(task: Task, config: TrainConfig, out_dir: Path, resume: bool, command: str) -> _Run:
@@ -423,6 +442,7 @@ def _training_record(run: _Run, task: Task, config: TrainConfig) -> dict[str, An
         "step": run.step,
         "max_steps": config.max_steps,
         "max_minutes": config.max_minutes,
+        "budget_clock": config.budget_clock,
         "wall_minutes": run.train_seconds / 60.0,
         "cpu_minutes": run.cpu_seconds / 60.0,  # process CPU time of the main process, all its threads
         "torch_threads": torch.get_num_threads(),
