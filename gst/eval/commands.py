@@ -3,13 +3,16 @@
 Methods per run (each scored by the same code on the same pairs):
 - pose: ``--method sift`` (OpenCV SIFT + essential matrix, given intrinsics), ``--method prior``
   (a random training pair's relative pose; needs ``--train-data``), ``--method mean`` (the mean training
-  relative pose for every pair, the best constant; needs ``--train-data``), ``--predictions FILE`` (any
+  relative pose for every pair, the best constant; needs ``--train-data``), ``--method regressor``
+  (the siamese CNN of ``gst train regressor``, the learned baseline; needs ``--regressor DIR``; its
+  training command and CPU-minutes go into results.json), ``--predictions FILE`` (any
   method, format in gst.eval.predictors), ``--checkpoint DIR`` (the world model, through gst.api:
   greedy camera decoding, metric translation);
 - nvs: ``--method copy`` (the observed image), ``--tokenizer DIR`` (decode(encode(target)) ceiling),
   ``--predictions FILE.npz``, ``--checkpoint DIR`` (the world model's view from the true target camera).
 
-With ``--checkpoint`` and no ``--method``, only the model runs; add ``--method`` for baselines beside it.
+With ``--checkpoint`` (or ``--regressor``) and no ``--method``, only that model runs; add ``--method``
+for baselines beside it (``--regressor`` implies ``--method regressor``).
 
 ``--json`` prints the results object (as results.json) on stdout; ``--out DIR`` writes report.md,
 results.json and the figures.
@@ -22,7 +25,7 @@ import json
 import sys
 from pathlib import Path
 
-POSE_METHODS = ("sift", "prior", "mean")
+POSE_METHODS = ("sift", "prior", "mean", "regressor")
 VIEW_METHODS = ("copy",)
 GRID_PAIRS = 6  # pairs shown in the view grid and the frusta figure
 
@@ -102,6 +105,11 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
         help="SIFT contrastThreshold (default 0.01; OpenCV's 0.04)",
     )
     pose.add_argument("--ransac-px", type=float, default=1.0, help="RANSAC epipolar threshold, pixels")
+    pose.add_argument(
+        "--regressor",
+        default=None,
+        help="a `gst train regressor` run, checkpoint or export: the learned baseline (--method regressor)",
+    )
     pose.add_argument(
         "--pose-readout",
         choices=("codes", "head"),
@@ -197,12 +205,17 @@ def _pose_predictors(args: argparse.Namespace, config) -> list[tuple[object, dic
 
     methods = args.method
     if methods is None:
-        methods = [] if args.predictions or args.checkpoint else ["sift"]
-        if args.train_data is not None and not (args.predictions or args.checkpoint):
+        models = args.predictions or args.checkpoint or args.regressor
+        methods = [] if models else ["sift"]
+        if args.train_data is not None and not models:
             methods.append("prior")
+    if args.regressor is not None:  # like --checkpoint, --regressor always runs
+        methods = [*methods, "regressor"]
     out = []
     for m in dict.fromkeys(methods):
-        if m == "sift":
+        if m == "regressor":
+            out.append(_regressor_predictor(args))
+        elif m == "sift":
             sift = SiftEssentialPose(
                 ratio=args.sift_ratio,
                 contrast_threshold=args.sift_contrast,
@@ -244,6 +257,18 @@ def _pose_predictors(args: argparse.Namespace, config) -> list[tuple[object, dic
             (pred, {"source": "predictions file", "file": str(Path(f).resolve()), "sha256": sha256_of(f)})
         )
     return out
+
+
+def _regressor_predictor(args: argparse.Namespace) -> tuple[object, dict]:
+    """The learned baseline of --regressor, with its provenance (training command, CPU-minutes)."""
+    from gst.eval.regressor_predictor import RegressorPose
+
+    if args.regressor is None:
+        raise ValueError(
+            "--method regressor needs --regressor DIR (a `gst train regressor` run, checkpoint or export)"
+        )
+    predictor = RegressorPose(args.regressor, device=args.device)
+    return predictor, predictor.meta()
 
 
 def _prior_scenes(args: argparse.Namespace) -> str:
