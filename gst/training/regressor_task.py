@@ -97,7 +97,7 @@ def micro_run() -> RegressorRunConfig:
 def small_run() -> RegressorRunConfig:
     """The default: 1.25M parameters (the issue's baseline); AdamW, batch 64, bf16 autocast."""
     train = TrainConfig(
-        max_steps=40_000,  # a --minutes budget usually ends a run first (the cosine then follows it)
+        max_steps=100_000,  # a --minutes budget ends a run first (the cosine then follows the budget)
         batch_size=64,
         lr=1e-3,
         warmup_steps=200,
