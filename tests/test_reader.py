@@ -55,7 +55,11 @@ def test_given_segments_are_the_conditioning_images_only() -> None:
     rows, starts = given_segments(batch.input_ids, LAYOUT, 16)
     gen, est = pose_offsets(CFG, TASK_GEN), pose_offsets(CFG, TASK_EST)
     # gen: the observed image only (its target is generated); est: both images
-    assert list(zip(rows.tolist(), starts.tolist(), strict=True)) == [(0, gen.obs), (1, est.obs), (1, est.tgt)]
+    assert list(zip(rows.tolist(), starts.tolist(), strict=True)) == [
+        (0, gen.obs),
+        (1, est.obs),
+        (1, est.tgt),
+    ]
     obs_i, tgt_i = est_pairs(batch.input_ids, LAYOUT, rows, starts, 16)
     assert obs_i.tolist() == [1] and tgt_i.tolist() == [2]
     # a null (dropped) observation is not read, and then the est target has no pair
@@ -78,8 +82,11 @@ def test_predictions_never_see_the_tokens_they_predict(task: int) -> None:
     labelled = (batch.labels[0] != -100).nonzero().squeeze(1)
     for pos in (int(labelled[0]), int(labelled[len(labelled) // 2])):
         ids = batch.input_ids.clone()
-        lo, hi = (LAYOUT.image_offset, LAYOUT.camera_offset) if ids[0, pos] < LAYOUT.camera_offset else (
-            LAYOUT.camera_offset, LAYOUT.num_used)
+        lo, hi = (
+            (LAYOUT.image_offset, LAYOUT.camera_offset)
+            if ids[0, pos] < LAYOUT.camera_offset
+            else (LAYOUT.camera_offset, LAYOUT.num_used)
+        )
         ids[0, pos] = lo + (int(ids[0, pos]) - lo + 1) % (hi - lo)
         with torch.no_grad():
             a = model(batch.input_ids, batch.grid_pos).logits
@@ -115,7 +122,9 @@ def test_pose_head_reads_the_pair_stem() -> None:
     assert via_model.shape == (2, 13)
     torch.testing.assert_close(via_model, direct)
     with pytest.raises(ValueError, match="cam_start"):  # a gen row has no pair to read a pose from
-        model(batch.input_ids[:, :5], batch.grid_pos[:, :5], pose_positions=torch.ones(2, 5, dtype=torch.bool))
+        model(
+            batch.input_ids[:, :5], batch.grid_pos[:, :5], pose_positions=torch.ones(2, 5, dtype=torch.bool)
+        )
 
 
 def test_stem_pairs_add_their_pose_loss() -> None:
@@ -128,7 +137,9 @@ def test_stem_pairs_add_their_pose_loss() -> None:
     config = LossConfig(pose_weight=0.5)
     out = compute_loss(model, batch, config)
     with torch.no_grad():
-        stem = F.huber_loss(model.reader.read_pairs(batch.stem_codes[:, 0], batch.stem_codes[:, 1]), batch.stem_pose)
+        stem = F.huber_loss(
+            model.reader.read_pairs(batch.stem_codes[:, 0], batch.stem_codes[:, 1]), batch.stem_pose
+        )
     torch.testing.assert_close(out.metrics["stem/pose_huber"], stem)
     batch.stem_codes = batch.stem_pose = None
     without = compute_loss(model, batch, config)
@@ -145,7 +156,9 @@ def test_decoder_code_features_initialise_the_reader() -> None:
     torch.manual_seed(0)
     quantizer = QuantizerConfig(kind="vq", codebook_size=32, code_dim=4, kmeans_init=False)
     tok = ImageTokenizer(
-        ImageTokenizerConfig(image_hw=(16, 16), channels=8, channel_mult=(1, 2, 2), z_channels=8, quantizer=quantizer)
+        ImageTokenizerConfig(
+            image_hw=(16, 16), channels=8, channel_mult=(1, 2, 2), z_channels=8, quantizer=quantizer
+        )
     )
     feats = decoder_code_features(tok)  # (32, 8)
     assert feats.shape == (32, 8)
@@ -156,13 +169,16 @@ def test_decoder_code_features_initialise_the_reader() -> None:
     with torch.no_grad():
         latent = tok.quantizer.codes_to_latent(torch.full((1, 2, 2), k))
         raw = tok.post_quant_conv(latent)[0, :, 0, 0]  # (8,)
-        all_raw = tok.post_quant_conv(tok.quantizer.codes_to_latent(torch.arange(32).reshape(1, 1, 32)))[0, :, 0].T
+        all_raw = tok.post_quant_conv(tok.quantizer.codes_to_latent(torch.arange(32).reshape(1, 1, 32)))[
+            0, :, 0
+        ].T
     torch.testing.assert_close(feats[k], (raw - all_raw.mean(0)) / all_raw.std(0), atol=1e-5, rtol=1e-5)
     model = _model()
     init_reader_codes(model, tok)
     torch.testing.assert_close(model.reader.code_feats.weight, feats)
     wrong = build_gst_model(
-        GSTModelConfig(backbone=micro(), reader=dataclasses.replace(READER, code_dim=5), pose_head_dim=13), LAYOUT
+        GSTModelConfig(backbone=micro(), reader=dataclasses.replace(READER, code_dim=5), pose_head_dim=13),
+        LAYOUT,
     )
     with pytest.raises(ValueError, match="model.reader.code_dim=8"):
         init_reader_codes(wrong, tok)

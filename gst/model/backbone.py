@@ -100,7 +100,9 @@ class GSTModel(nn.Module):
         # With a reader, the pose head is the reader's (on its pair vector), not a map of the hidden state.
         with_reader = config.reader is not None
         self.pose_head = (
-            nn.Linear(self.hidden_size, config.pose_head_dim) if config.pose_head_dim and not with_reader else None
+            nn.Linear(self.hidden_size, config.pose_head_dim)
+            if config.pose_head_dim and not with_reader
+            else None
         )
         self.reader = (
             CodeGridReader(config.reader, layout, self.hidden_size, config.pose_head_dim, init_std)

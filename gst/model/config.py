@@ -216,7 +216,9 @@ class ReaderConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"ReaderConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.channels % 8:
-            raise ValueError(f"ReaderConfig.channels must be a multiple of 8 (GroupNorm), got {self.channels}")
+            raise ValueError(
+                f"ReaderConfig.channels must be a multiple of 8 (GroupNorm), got {self.channels}"
+            )
         if self.num_blocks < 0:
             raise ValueError(f"ReaderConfig.num_blocks must be >= 0, got {self.num_blocks}")
 

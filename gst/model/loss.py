@@ -135,7 +135,9 @@ def compute_loss(model: GSTModel, batch: SequenceBatch, config: LossConfig | Non
     return _stem_loss(model, batch, config, GSTLossOutput(loss=loss, metrics=metrics))
 
 
-def _stem_loss(model: GSTModel, batch: SequenceBatch, config: LossConfig, out: GSTLossOutput) -> GSTLossOutput:
+def _stem_loss(
+    model: GSTModel, batch: SequenceBatch, config: LossConfig, out: GSTLossOutput
+) -> GSTLossOutput:
     """``out`` plus the pose loss of the batch's reader-only pairs (``SequenceConfig.stem_pairs``)."""
     if batch.stem_codes is None or config.pose_weight <= 0:
         return out

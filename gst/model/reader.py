@@ -64,7 +64,9 @@ class ResBlock(nn.Module):
 
 
 def _stem(in_channels: int, channels: int, num_blocks: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_channels, channels, 1), *[ResBlock(channels) for _ in range(num_blocks)])
+    return nn.Sequential(
+        nn.Conv2d(in_channels, channels, 1), *[ResBlock(channels) for _ in range(num_blocks)]
+    )
 
 
 class CodeGridReader(nn.Module):

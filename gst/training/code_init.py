@@ -109,4 +109,9 @@ def init_code_embeddings_from_decoder(model: GSTModel, image_tokenizer: nn.Modul
     emb[start : start + feats.shape[0]] += (std * math.sqrt(D) * feats @ basis.T).to(emb)  # (K, D)
 
 
-__all__ = ["decoder_code_features", "init_code_embeddings", "init_code_embeddings_from_decoder", "init_reader_codes"]
+__all__ = [
+    "decoder_code_features",
+    "init_code_embeddings",
+    "init_code_embeddings_from_decoder",
+    "init_reader_codes",
+]

@@ -22,7 +22,7 @@ from gst.api_checkpoint import read_backbone_meta, resolve_checkpoint
 from gst.model import GSTModel, GSTModelConfig, TokenLayout, load_gst_model
 
 if TYPE_CHECKING:
-    from gst.training.gst_task import GSTRunConfig
+    from gst.training.gst_config import GSTRunConfig
 
 
 def with_initial_weights(run: GSTRunConfig, checkpoint: str | Path) -> GSTRunConfig:
