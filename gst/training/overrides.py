@@ -5,8 +5,8 @@ nested dataclasses and parses each value by the field's annotation: int, float, 
 str, Literal choices, ``X | None`` ("none"), and tuples (comma-separated, e.g. ``8,5,5,5`` or
 ``64,64``). An optional group (``model.reader: ReaderConfig | None``) is switched on by
 setting one of its fields (its other fields keep their defaults) or by ``model.reader=default``,
-and off by ``model.reader=none``. Unknown keys and unparsable values raise ``ValueError`` naming the key and the choices; no
-``eval`` is ever used.
+and off by ``model.reader=none``. Unknown keys and unparsable values raise ``ValueError`` naming the
+key and the choices; no ``eval`` is ever used.
 
 ``from_dict(cls, d)`` rebuilds a (nested) config dataclass from JSON with the same strictness.
 """
