@@ -333,3 +333,45 @@ def test_cache_score_finds_the_model_of_every_folder_kind(tmp_path: Path) -> Non
     assert find_model_dir(assembled) == assembled / "weights"
     with pytest.raises(FileNotFoundError, match="not a GST checkpoint: found neither gst_checkpoint.json"):
         find_model_dir(tmp_path)
+
+
+def _reader_task(data: dict, **train_kw) -> GSTTask:
+    from gst.model.config import ReaderConfig
+
+    task = _pose_task(data, **train_kw)
+    model = dataclasses.replace(
+        task.run.model, reader=ReaderConfig(grid_hw=(4, 4), code_dim=8, channels=16, num_blocks=1)
+    )
+    seq = dataclasses.replace(task.run.sequence, stem_pairs=6, stem_warmup_steps=3)
+    run = dataclasses.replace(task.run, model=model, sequence=seq, code_init="decoder")
+    return GSTTask(run, data["cache"], data["tok"])
+
+
+def test_reader_stem_warmup_then_joint_training(data: dict, tmp_path: Path) -> None:
+    """Updates before sequence.stem_warmup_steps hold only reader pairs; later ones hold backbone rows
+    and reader pairs; the reader starts from the image tokenizer's decoder-side code features; a run
+    trains, exports and is read back with its pose head on the reader."""
+    from gst.tokenizers.io import load_tokenizer
+    from gst.training.code_init import decoder_code_features
+
+    task = _reader_task(data, max_steps=6, checkpoint_every=6, warmup_steps=1)
+    g = torch.Generator().manual_seed(0)
+    warm, joint = task.batch(2, g, 8), task.batch(3, g, 8)
+    assert warm.batch_size == 0 and warm.stem_codes.shape == (6, 2, 16) and warm.stem_pose.shape == (6, 13)
+    assert joint.batch_size == 8 and joint.stem_codes.shape == (6, 2, 16)
+    rows = task.stem_rows(2, 6)  # the pairs' own codes and camera vectors
+    obs, tgt, _ = task.train_split.codes(rows)
+    assert torch.equal(warm.stem_codes[:, 0], obs.reshape(6, -1).long())
+    torch.testing.assert_close(warm.stem_pose, task.pose_targets(task.train_split, rows))
+    model = task.build_model()
+    image = load_tokenizer(task.cache.manifest["tokenizers"]["image"]["path"])
+    torch.testing.assert_close(model.reader.code_feats.weight, decoder_code_features(image))
+    loss, metrics = task.loss(model, warm, 0)
+    assert set(metrics) == {"stem/pose_huber"} and float(loss.detach()) == pytest.approx(metrics["stem/pose_huber"])
+    result = train(task, task.run.train, tmp_path / "run")
+    trained = load_gst_model(result.checkpoint / "export")
+    assert trained.reader is not None and trained.has_pose_head and trained.pose_head is None
+    assert 0.0 <= result.eval_metrics["pose_head/rotation_err_median_deg"] <= 180.0
+    bad = dataclasses.replace(task.run, sequence=dataclasses.replace(task.run.sequence, stem_pairs=0))
+    with pytest.raises(ValueError, match="stem_pairs"):
+        GSTTask(bad, data["cache"], data["tok"])
