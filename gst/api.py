@@ -96,7 +96,9 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "gst-tiny"
 # Views: plain sampling. Greedy image decoding of an auto-regressive model collapses into repeated codes.
 DEFAULT_VIEW_SAMPLING = SamplingConfig(temperature=1.0, top_k=0)
 DEFAULT_CAMERA_SAMPLING = SamplingConfig(temperature=1.0)  # joint samples: draw from p(camera | obs)
-POSE_READOUTS = ("codes", "head")  # estimate_pose: decode camera codes, or read the auxiliary pose head
+# estimate_pose: decode camera codes, read the pose head, or auto: the head of a model whose pose head sits
+# on the convolutional reader's pair stem (where its pose is learnt; docs/results.md), else the codes.
+POSE_READOUTS = ("auto", "codes", "head")
 
 
 class GST:
@@ -236,6 +238,16 @@ class GST:
         codes = self.encode_camera(w2c, K_model) - self.layout.camera_offset  # (1, hc*wc)
         return self._pose_estimate(K_model, w2c, codes.reshape(self.sequence.camera_grid).cpu(), tgt.input_hw)
 
+    @property
+    def default_readout(self) -> str:
+        """``"head"`` for a model whose pose head reads the convolutional reader's pair stem (its pose is
+        learnt there and its camera codes follow it: docs/results.md), else ``"codes"``."""
+        return "head" if self.model.reader is not None and self.model.has_pose_head else "codes"
+
+    def resolve_readout(self, readout: str) -> str:
+        """``readout`` with ``"auto"`` replaced by ``default_readout``."""
+        return self.default_readout if readout == "auto" else readout
+
     # ---- tasks ----
     def estimate_pose(
         self,
@@ -244,19 +256,20 @@ class GST:
         *,
         sampling: SamplingConfig | None = None,
         seed: int = 0,
-        readout: str = "codes",
+        readout: str = "auto",
     ) -> PoseEstimate:
         """Where the target image's camera is, relative to the observed one (est layout, greedy by default).
 
         ``K_tgt`` is in pixels of the target image as given; ``w2c`` in world units (module docstring).
         ``readout="codes"`` decodes camera codes (``sampling``); ``"head"`` reads the auxiliary pose head
         (models trained with ``loss.pose_weight`` > 0) in one forward at ``[cam_start]``: a camera
-        regressed directly, with no code sampled (its ``camera_codes`` are its encoding).
+        regressed directly, with no code sampled (its ``camera_codes`` are its encoding); ``"auto"``
+        (default) is ``default_readout``.
         """
         if readout not in POSE_READOUTS:
             raise ValueError(f"readout must be one of {POSE_READOUTS}, got {readout!r}")
         obs, tgt = self.prepare(observed), self.prepare(target)
-        if readout == "head":
+        if self.resolve_readout(readout) == "head":
             return self._head_pose(obs, tgt)
         out = estimate_camera_tokens(
             self.model,

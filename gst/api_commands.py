@@ -366,10 +366,11 @@ def register_top(sub: argparse._SubParsersAction) -> None:
     _sampling_args(p, temperature=0.0)
     p.add_argument(
         "--readout",
-        choices=("codes", "head"),
-        default="codes",
-        help="decode the camera codes (default), or read the auxiliary pose head (models trained with "
-        "loss.pose_weight > 0; the sampling flags do not apply)",
+        choices=("auto", "codes", "head"),
+        default="auto",
+        help="decode the camera codes, or read the auxiliary pose head (models trained with "
+        "loss.pose_weight > 0; the sampling flags do not apply); auto (default): the head of a model "
+        "with a convolutional reader, else the codes",
     )
     p.add_argument(
         "--json", action="store_true", help="print the camera as JSON (gst.camera.v1, for --camera)"

@@ -30,7 +30,7 @@ class PredictorModel(Protocol):
         *,
         sampling: SamplingConfig | None = None,
         seed: int = 0,
-        readout: str = "codes",
+        readout: str = "auto",
     ) -> PoseEstimate: ...
 
     def synthesize_view(
@@ -68,7 +68,7 @@ class GSTPosePredictor:
         seed: int = 0,
         name: str = "gst",
         progress: Any = None,
-        readout: str = "codes",
+        readout: str = "auto",
     ) -> None:
         self.gst, self.sampling, self.seed, self.name, self.progress = gst, sampling, seed, name, progress
         self.readout = readout

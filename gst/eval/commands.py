@@ -112,10 +112,11 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     )
     pose.add_argument(
         "--pose-readout",
-        choices=("codes", "head"),
-        default="codes",
-        help="--checkpoint: decode camera codes greedily (default), or read the auxiliary pose head "
-        "(models trained with loss.pose_weight > 0)",
+        choices=("auto", "codes", "head"),
+        default="auto",
+        help="--checkpoint: decode camera codes greedily, or read the auxiliary pose head (models trained "
+        "with loss.pose_weight > 0); auto (default): the head of a model with a convolutional reader, "
+        "else the codes",
     )
     pose.set_defaults(func=run_pose)
 
@@ -154,8 +155,9 @@ def _model_predictor(args: argparse.Namespace, kind: str) -> tuple[object, dict]
     gst = GST.from_pretrained(args.checkpoint, device=args.device)
     bar = tqdm(total=args.num_pairs, desc=f"gst {kind}", unit="pair", disable=args.json, file=sys.stderr)
     if kind == "pose":
-        predictor = GSTPosePredictor(gst, seed=args.seed, progress=bar, readout=args.pose_readout)
-        decoding = "greedy camera tokens" if args.pose_readout == "codes" else "pose head readout"
+        readout = gst.resolve_readout(args.pose_readout)
+        predictor = GSTPosePredictor(gst, seed=args.seed, progress=bar, readout=readout)
+        decoding = "greedy camera tokens" if readout == "codes" else "pose head readout"
     else:
         predictor = GSTViewPredictor(gst, seed=args.seed, progress=bar)
         decoding = "sampled image tokens (temperature 1)"
