@@ -79,11 +79,14 @@ def test_essential_matrix_failure_is_a_failure():
     assert pred.failed and "matches" in pred.info["failure"]
     errs = pose_errors(pred, _pose([0, 0.2, 0], [1.0, 0, 0]), K, scale_known=False)
     assert errs["rot_err_deg"] == 180.0 and errs["trans_err_deg"] == 180.0 and math.isinf(errs["centre_err"])
-    # Matches with no motion at all make OpenCV's five-point solver assert: a failure with its reason.
+    # Matches with no motion at all: USAC finds no essential matrix and OpenCV's RANSAC five-point
+    # solver asserts; a failure that names every estimator tried, with its reason.
     same = np.random.default_rng(0).uniform(0, 128, (40, 2))
     pred = SiftEssentialPose().pose_from_matches(same, same.copy(), K, K)
-    assert pred.failed and "OpenCV could not solve" in pred.info["failure"]
-    assert pred.info["num_matches"] == 40
+    assert pred.failed and pred.info["num_matches"] == 40
+    reasons = pred.info["failure"].split("; ")
+    assert reasons[:2] == ["USAC_MAGSAC: no essential matrix", "USAC_DEFAULT: no essential matrix"]
+    assert reasons[2].startswith("RANSAC: OpenCV could not solve")
 
 
 def test_pose_errors_hand_values():

@@ -56,10 +56,25 @@ def _dist_version(name: str) -> str:
         return "not installed"
 
 
+# OpenCV ships as one of four distributions; whichever is installed provides cv2.
+OPENCV_DISTRIBUTIONS = (
+    "opencv-python-headless",
+    "opencv-python",
+    "opencv-contrib-python-headless",
+    "opencv-contrib-python",
+)
+
+
 def library_versions() -> dict[str, str]:
     """Versions of the libraries behind the numbers, read from package metadata (imports nothing)."""
-    names = ("gst", "torch", "numpy", "torchmetrics", "opencv-python-headless", "lpips", "matplotlib")
-    return {"python": platform.python_version(), **{n: _dist_version(n) for n in names}}
+    names = ("gst", "torch", "numpy", "torchmetrics", "lpips", "matplotlib")
+    opencv = {n: _dist_version(n) for n in OPENCV_DISTRIBUTIONS}
+    installed = {n: v for n, v in opencv.items() if v != "not installed"}
+    return {
+        "python": platform.python_version(),
+        **{n: _dist_version(n) for n in names},
+        **(installed or {"opencv-python-headless": "not installed"}),
+    }
 
 
 def jsonable(x: Any) -> Any:
@@ -231,10 +246,24 @@ def pose_markdown(results: dict, figures: list[str]) -> str:
         "- Centre error is in units of the true baseline length. Methods without metric scale "
         "(scale_known = false) are rescaled to the TRUE baseline length first, which favours them.",
         "- focal err 'given': the method received the true intrinsics, so it has no focal error to report.",
+        *_estimator_notes(results),
         "",
     ]
     lines += [f"![{f}]({f})" for f in figures]
     return "\n".join(lines) + "\n"
+
+
+def _estimator_notes(results: dict) -> list[str]:
+    """One line per classical method: its robust estimator (and fallbacks) and the OpenCV version."""
+    out = []
+    for name, m in results["methods"].items():
+        c = m.get("config", {})
+        if "estimator" in c:
+            fallback = c.get("fallback_estimators") or []
+            then = f", retried with {' then '.join(fallback)} where it fails" if fallback else ""
+            opencv = c.get("opencv", "version not recorded")
+            out.append(f"- {name}: essential matrix by {c['estimator']}{then} (OpenCV {opencv}).")
+    return out
 
 
 def nvs_markdown(results: dict, figures: list[str], lpips_description: str) -> str:
