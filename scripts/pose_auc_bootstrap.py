@@ -5,7 +5,8 @@ same pairs: is the gap bigger than the noise of a few hundred pairs?
 
 AUC@30 is `gst.eval.metrics.auc` (per pair the larger of rotation and translation-direction error;
 failures count as 180 degrees). Prints both AUCs, the 95 % interval of A - B over
-resamples of the pairs, and the share of resamples where A is not better.
+resamples of the pairs, and the share of resamples where A is not better; then the same for the median
+rotation error (B - A: positive when A's is lower) and RRA@15 (A - B), over the same resamples.
 """
 
 from __future__ import annotations
@@ -38,6 +39,16 @@ def auc30(errors: np.ndarray) -> float:
     return auc(errors[:, 0], errors[:, 1], 30)
 
 
+def median_rot(errors: np.ndarray) -> float:
+    """Median rotation error, failures (NaN) counted as 180 degrees. Shapes: errors (n, 2)."""
+    return float(np.median(np.nan_to_num(errors[:, 0], nan=180.0)))
+
+
+def rra15(errors: np.ndarray) -> float:
+    """Share of pairs with rotation error under 15 degrees (failures are not). Shapes: errors (n, 2)."""
+    return float(np.mean(np.nan_to_num(errors[:, 0], nan=180.0) < 15.0))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("a_json")
@@ -53,16 +64,19 @@ def main() -> None:
     keys = sorted(a)
     ea, eb = np.array([a[k] for k in keys]), np.array([b[k] for k in keys])
     rng = np.random.default_rng(args.seed)
-    diffs = []
+    stats = {"AUC@30": (auc30, 1.0), "median rotation (deg)": (median_rot, -1.0), "RRA@15": (rra15, 1.0)}
+    diffs: dict[str, list[float]] = {name: [] for name in stats}
     for _ in range(args.resamples):
         i = rng.integers(0, len(keys), len(keys))
-        diffs.append(auc30(ea[i]) - auc30(eb[i]))
-    lo, hi = np.percentile(diffs, [2.5, 97.5])
-    print(
-        f"AUC@30 {auc30(ea):.3f} ({args.a_method}) vs {auc30(eb):.3f} ({args.b_method}), {len(keys)} pairs; "
-        f"difference 95% interval [{lo:.3f}, {hi:.3f}]; share of resamples with no gain "
-        f"{np.mean(np.array(diffs) <= 0):.3f}"
-    )
+        for name, (fn, sign) in stats.items():
+            diffs[name].append(sign * (fn(ea[i]) - fn(eb[i])))
+    for name, (fn, _) in stats.items():
+        lo, hi = np.percentile(diffs[name], [2.5, 97.5])
+        print(
+            f"{name} {fn(ea):.3f} ({args.a_method}) vs {fn(eb):.3f} ({args.b_method}), {len(keys)} pairs; "
+            f"gain of {args.a_method} 95% interval [{lo:.3f}, {hi:.3f}]; share of resamples with no gain "
+            f"{np.mean(np.array(diffs[name]) <= 0):.3f}"
+        )
 
 
 if __name__ == "__main__":
