@@ -367,7 +367,8 @@ def test_reader_stem_warmup_then_joint_training(data: dict, tmp_path: Path) -> N
     image = load_tokenizer(task.cache.manifest["tokenizers"]["image"]["path"])
     torch.testing.assert_close(model.reader.code_feats.weight, decoder_code_features(image))
     loss, metrics = task.loss(model, warm, 0)
-    assert set(metrics) == {"stem/pose_huber"} and float(loss.detach()) == pytest.approx(metrics["stem/pose_huber"])
+    assert set(metrics) == {"stem/pose_huber"}
+    assert float(loss.detach()) == pytest.approx(metrics["stem/pose_huber"])
     result = train(task, task.run.train, tmp_path / "run")
     trained = load_gst_model(result.checkpoint / "export")
     assert trained.reader is not None and trained.has_pose_head and trained.pose_head is None
