@@ -122,6 +122,42 @@ def _mlp(c_in: int, hidden: int, c_out: int, depth: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+# ---- the camera parameter vector: what the camera tokenizer quantizes, and what pose heads regress ----
+
+
+def camera_vector(K: torch.Tensor, w2c_norm: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
+    """6D rotation, translation / TRANSLATION_UNIT, log(focal / W), principal offset * PRINCIPAL_GAIN / size.
+
+    Shapes: K (B, 3, 3) pixels of ``image_hw``; w2c_norm (B, 4, 4) translation in pose_scale units ->
+    (B, 13) float32.
+    """
+    H, W = image_hw
+    size = K.new_tensor([W, H])
+    focal = torch.stack([K[:, 0, 0], K[:, 1, 1]], dim=-1)  # (B, 2)
+    principal = torch.stack([K[:, 0, 2], K[:, 1, 2]], dim=-1)  # (B, 2)
+    return torch.cat(
+        [
+            matrix_to_rotation_6d(w2c_norm[:, :3, :3]),
+            w2c_norm[:, :3, 3] / TRANSLATION_UNIT,
+            torch.log(focal / W),
+            (principal - (size - 1) / 2) / size * PRINCIPAL_GAIN,
+        ],
+        dim=-1,
+    ).float()
+
+
+def params_from_vector(p: torch.Tensor, image_hw: tuple[int, int]) -> CameraParams:
+    """Inverse of ``camera_vector``; Gram-Schmidt makes any 6D part a rotation. Shapes: (B, 13) ->."""
+    H, W = image_hw
+    size = p.new_tensor([W, H])
+    return CameraParams(
+        rotation=rotation_6d_to_matrix(p[:, :6]),
+        translation=p[:, 6:9] * TRANSLATION_UNIT,
+        focal=W * torch.exp(p[:, 9:11]),
+        principal=(size - 1) / 2 + p[:, 11:13] / PRINCIPAL_GAIN * size,
+    )
+
+
 class CameraTokenizer(nn.Module):
     """Relative cameras <-> a grid of integer codes (see the module docstring).
 
@@ -185,31 +221,13 @@ class CameraTokenizer(nn.Module):
         return K, denormalize_relative_pose(w2c, self.config.pose_scale)
 
     def camera_vector(self, K: torch.Tensor, w2c_norm: torch.Tensor) -> torch.Tensor:
-        """The 13-number description the encoder quantizes. Shapes: (B, 3, 3), (B, 4, 4) -> (B, 13)."""
-        H, W = self.config.image_hw
-        size = K.new_tensor([W, H])
-        focal = torch.stack([K[:, 0, 0], K[:, 1, 1]], dim=-1)  # (B, 2)
-        principal = torch.stack([K[:, 0, 2], K[:, 1, 2]], dim=-1)  # (B, 2)
-        return torch.cat(
-            [
-                matrix_to_rotation_6d(w2c_norm[:, :3, :3]),
-                w2c_norm[:, :3, 3] / TRANSLATION_UNIT,
-                torch.log(focal / W),
-                (principal - (size - 1) / 2) / size * PRINCIPAL_GAIN,
-            ],
-            dim=-1,
-        ).float()
+        """The 13-number description the encoder quantizes (``camera_vector`` at this tokenizer's
+        ``image_hw``). Shapes: (B, 3, 3), (B, 4, 4) -> (B, 13)."""
+        return camera_vector(K, w2c_norm, self.config.image_hw)
 
     def params_from_vector(self, p: torch.Tensor) -> CameraParams:
         """Inverse of ``camera_vector`` (Gram-Schmidt makes any 6D part a rotation)."""
-        H, W = self.config.image_hw
-        size = p.new_tensor([W, H])
-        return CameraParams(
-            rotation=rotation_6d_to_matrix(p[:, :6]),
-            translation=p[:, 6:9] * TRANSLATION_UNIT,
-            focal=W * torch.exp(p[:, 9:11]),
-            principal=(size - 1) / 2 + p[:, 11:13] / PRINCIPAL_GAIN * size,
-        )
+        return params_from_vector(p, self.config.image_hw)
 
     def render(self, params: CameraParams) -> torch.Tensor:
         """Ray map of decoded parameters. Shapes: -> (B, 6, Hr, Wr)."""

@@ -31,8 +31,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from gst.geometry import matrix_to_rotation_6d, rotation_6d_to_matrix
-from gst.tokenizers.camera import NUM_PARAMS, PRINCIPAL_GAIN, TRANSLATION_UNIT, CameraParams
+from gst.tokenizers.camera import NUM_PARAMS, camera_vector, params_from_vector
 from gst.tokenizers.config import config_from_dict, config_to_dict
 
 REGRESSOR_FORMAT = "gst.pose_regressor"
@@ -123,42 +122,6 @@ class PoseRegressor(nn.Module):
 
 def num_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-# ---- the camera parameter vector (the camera tokenizer's, see gst.tokenizers.camera) ----
-
-
-def camera_vector(K: torch.Tensor, w2c_norm: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
-    """6D rotation, translation / TRANSLATION_UNIT, log(focal / W), principal offset * PRINCIPAL_GAIN / size.
-
-    Shapes: K (B, 3, 3) pixels of ``image_hw``; w2c_norm (B, 4, 4) translation in pose_scale units ->
-    (B, 13) float32.
-    """
-    H, W = image_hw
-    size = K.new_tensor([W, H])
-    focal = torch.stack([K[:, 0, 0], K[:, 1, 1]], dim=-1)  # (B, 2)
-    principal = torch.stack([K[:, 0, 2], K[:, 1, 2]], dim=-1)  # (B, 2)
-    return torch.cat(
-        [
-            matrix_to_rotation_6d(w2c_norm[:, :3, :3]),
-            w2c_norm[:, :3, 3] / TRANSLATION_UNIT,
-            torch.log(focal / W),
-            (principal - (size - 1) / 2) / size * PRINCIPAL_GAIN,
-        ],
-        dim=-1,
-    ).float()
-
-
-def params_from_vector(p: torch.Tensor, image_hw: tuple[int, int]) -> CameraParams:
-    """Inverse of ``camera_vector``; Gram-Schmidt makes any 6D part a rotation. Shapes: (B, 13) ->."""
-    H, W = image_hw
-    size = p.new_tensor([W, H])
-    return CameraParams(
-        rotation=rotation_6d_to_matrix(p[:, :6]),
-        translation=p[:, 6:9] * TRANSLATION_UNIT,
-        focal=W * torch.exp(p[:, 9:11]),
-        principal=(size - 1) / 2 + p[:, 11:13] / PRINCIPAL_GAIN * size,
-    )
 
 
 @torch.no_grad()
