@@ -253,13 +253,14 @@ class GSTTask(Task):
         if self.run.code_init == "random" and model.reader is None:
             return model
         image = load_tokenizer(self.cache.manifest["tokenizers"]["image"]["path"])
+        emb = model.lm.get_input_embeddings().weight
+        start, stop = self.layout.kind_rows(HeadKind.IMAGE)
+        random_image_rows = emb[start:stop].detach().clone()
         if self.run.code_init != "random":
             code_init.init_code_embeddings(model, image, self.camera_tokenizer, seed=self.run.model.seed)
         if self.run.code_init == "decoder":  # image rows: the decoder's features replace the VQ vectors'
-            start, stop = self.layout.kind_rows(HeadKind.IMAGE)
-            fresh = build_gst_model(self.run.model, self.vocab).lm.get_input_embeddings().weight
             with torch.no_grad():
-                model.lm.get_input_embeddings().weight[start:stop] = fresh[start:stop]
+                emb[start:stop] = random_image_rows
             code_init.init_code_embeddings_from_decoder(model, image, seed=self.run.model.seed)
         if model.reader is not None:
             code_init.init_reader_codes(model, image)
