@@ -1,4 +1,4 @@
-"""`gst data ...` commands of the procedural world: synth, summary, bench-render.
+"""`gst data ...` commands of the procedural world: synth, summary, bench-render, cells.
 
 Heavy modules (moderngl, the renderer) are imported inside the handlers so `gst --help` stays fast.
 """
@@ -61,6 +61,17 @@ def _bench_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cells(args: argparse.Namespace) -> int:
+    from gst.data.cell_labels import build_cell_labels
+    from gst.data.token_cache import open_token_cache
+
+    out = build_cell_labels(open_token_cache(args.cache), workers=args.workers, progress=not args.quiet)
+    info = json.loads((out / "cells.json").read_text())
+    for name, entry in info["splits"].items():
+        print(f"{out}/{name}: {entry['num_scenes']} scenes x {entry['views']} views")
+    return 0
+
+
 def register_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "synth",
@@ -108,3 +119,15 @@ def register_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_bench_render)
+
+    p = sub.add_parser(
+        "cells",
+        help="per-cell object labels of a token cache's views (the reader's cell-head targets)",
+        description="For every view of the cache's scenes and every image-token cell: the object it "
+        "shows, its shape and colour class, its centre in the camera frame, the cell's depth "
+        "(gst.data.cell_labels). Written to CACHE/cells/.",
+    )
+    p.add_argument("--cache", required=True, type=Path, help="a token cache of `gst data cache`")
+    p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=_cells)

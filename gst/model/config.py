@@ -208,6 +208,10 @@ class ReaderConfig:
     channels: int = 96  # C: conv width of the single-image and pair stems
     num_blocks: int = 2  # residual conv blocks per stem
     pair_dim: int = 256  # C2: the pooled pair vector (pose head input, added at [cam_start])
+    # Per-cell heads on the single-image features: object / shape / colour / centre / depth of what each
+    # image token shows (gst.model.reader, trained with LossConfig.cell_weight on cell labels of
+    # gst.data.cell_labels). False: none (checkpoints from before them load unchanged).
+    cell_heads: bool = False
 
     def __post_init__(self) -> None:
         if len(self.grid_hw) != 2 or min(self.grid_hw) < 1:

@@ -39,9 +39,20 @@ class LossConfig:
     # images alone (the codes after it largely follow from it; docs/experiments.md, 2026-12-02, "where
     # the pose comes from"). 1 = off.
     camera_first_weight: float = 1.0
+    # Weight of the reader's cell heads on the reader-only pairs (``cell_loss``: objectness BCE + shape and
+    # colour CE on object cells + centre and log-depth Huber), added to the loss. Needs
+    # ``model.reader.cell_heads`` and cell labels (``gst data cells``). 0 = off.
+    cell_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("camera_weight", "image_weight", "text_weight", "pose_weight", "camera_first_weight"):
+        for name in (
+            "camera_weight",
+            "image_weight",
+            "text_weight",
+            "pose_weight",
+            "camera_first_weight",
+            "cell_weight",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"LossConfig.{name} must be >= 0, got {getattr(self, name)}")
 
@@ -138,14 +149,64 @@ def compute_loss(model: GSTModel, batch: SequenceBatch, config: LossConfig | Non
 def _stem_loss(
     model: GSTModel, batch: SequenceBatch, config: LossConfig, out: GSTLossOutput
 ) -> GSTLossOutput:
-    """``out`` plus the pose loss of the batch's reader-only pairs (``SequenceConfig.stem_pairs``)."""
-    if batch.stem_codes is None or config.pose_weight <= 0:
+    """``out`` plus the pose loss (and, with ``cell_weight``, the cell loss) of the batch's reader-only
+    pairs (``SequenceConfig.stem_pairs``)."""
+    use_cells = config.cell_weight > 0 and batch.stem_cells is not None
+    if batch.stem_codes is None or (config.pose_weight <= 0 and not use_cells):
         return out
     reader = model.reader if not hasattr(model, "module") else model.module.reader
-    pose = reader.read_pairs(batch.stem_codes[:, 0], batch.stem_codes[:, 1])  # (B2, P)
-    huber = F.huber_loss(pose.float(), batch.stem_pose.to(pose.device, torch.float32), delta=1.0)
-    out.metrics["stem/pose_huber"] = huber.detach()
-    return GSTLossOutput(loss=out.loss.to(huber.device) + config.pose_weight * huber, metrics=out.metrics)
+    feats = reader.grid_features(
+        torch.cat([batch.stem_codes[:, 0], batch.stem_codes[:, 1]])
+    )  # (2B2, C, h, w)
+    loss = out.loss.to(feats.device)
+    if config.pose_weight > 0:
+        pose = reader.pose_from_features(feats)  # (B2, P)
+        huber = F.huber_loss(pose.float(), batch.stem_pose.to(pose.device, torch.float32), delta=1.0)
+        out.metrics["stem/pose_huber"] = huber.detach()
+        loss = loss + config.pose_weight * huber
+    if use_cells:
+        labels = batch.stem_cells.to(feats.device)  # (B2, 2, n, CELL_LABEL_DIM)
+        cells, metrics = cell_loss(reader.cell_predictions(feats), torch.cat([labels[:, 0], labels[:, 1]]))
+        out.metrics.update({f"stem/{k}": v for k, v in metrics.items()})
+        loss = loss + config.cell_weight * cells
+    return GSTLossOutput(loss=loss, metrics=out.metrics)
+
+
+def cell_loss(
+    pred: dict[str, torch.Tensor], labels: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The reader's cell-head loss and metrics (``gst.model.reader``, ``gst.data.cell_labels``).
+
+    ``labels`` (S, n, 7) float: object index (-1 none), shape class, colour class (-1 none), centre xyz
+    (camera frame, metres; NaN none), depth (metres; NaN where no surface). Loss: objectness BCE over
+    all cells + shape CE + colour CE + centre Huber (delta 1 m, mean over xyz) over object cells +
+    log-depth Huber (delta 1) over cells with a surface. Metrics (detached): ``cell_object_acc`` (object
+    vs none), ``cell_shape_acc`` / ``cell_colour_acc`` / ``cell_centre_err_m`` (mean Euclidean) on object
+    cells, ``cell_depth_absrel`` (mean |d - d*| / d*) on surface cells.
+    """
+    obj = labels[..., 0] >= 0  # (S, n)
+    has_depth = torch.isfinite(labels[..., 6])  # (S, n)
+    logit = pred["object"].float()
+    loss = F.binary_cross_entropy_with_logits(logit, obj.float())
+    metrics = {"cell_object_acc": ((logit > 0) == obj).float().mean().detach()}
+    zero = logit.sum() * 0.0  # keeps the graph when a batch has no object / depth cell
+    if bool(obj.any()):
+        shape_logits, colour_logits = pred["shape"][obj].float(), pred["colour"][obj].float()
+        shape, colour = labels[..., 1][obj].long(), labels[..., 2][obj].long()
+        centre_pred, centre = pred["centre"][obj].float(), labels[..., 3:6][obj]
+        loss = loss + F.cross_entropy(shape_logits, shape) + F.cross_entropy(colour_logits, colour)
+        loss = loss + F.huber_loss(centre_pred, centre, delta=1.0)
+        metrics["cell_shape_acc"] = (shape_logits.argmax(-1) == shape).float().mean().detach()
+        metrics["cell_colour_acc"] = (colour_logits.argmax(-1) == colour).float().mean().detach()
+        metrics["cell_centre_err_m"] = (centre_pred - centre).norm(dim=-1).mean().detach()
+    else:
+        loss = loss + zero
+    if bool(has_depth.any()):
+        depth = labels[..., 6][has_depth]
+        log_pred = pred["log_depth"][has_depth].float()
+        loss = loss + F.huber_loss(log_pred, depth.log(), delta=1.0)
+        metrics["cell_depth_absrel"] = ((log_pred.exp() - depth).abs() / depth).mean().detach()
+    return loss, metrics
 
 
 def _pose_positions(layout: TokenLayout, batch: SequenceBatch) -> torch.Tensor:

@@ -15,6 +15,13 @@ The reader gives the backbone that CNN:
   row's ``[cam_start]`` embedding (where the first camera code is predicted) and read by the pose head
   (the camera parameter vector, ``gst.tokenizers.camera.camera_vector``).
 
+- ``cell_head`` (``ReaderConfig.cell_heads``): per cell of the single-image features, what the cell
+  shows: object or not (1 logit), its shape (``NUM_SHAPE_CLASSES``) and colour (``NUM_COLOUR_CLASSES``)
+  class, its centre in the camera frame (3, metres) and the cell's log depth (1): object-level and
+  dense geometric targets (``gst.data.cell_labels``; trained on the reader-only pairs, ``cell_loss``).
+  The features they shape are the ones every given image adds to its token embeddings, chat prompt
+  images included.
+
 Which segments are given: an image segment is ``[img_start]`` + h*w image codes + ``[img_end]``, whole
 inside one forward's ``input_ids``, and not the target of a ``gen`` row (an ``[img_start]`` right
 after ``[cam_end]``), which is generated and keeps causal embeddings. Reading a segment mixes its
@@ -35,6 +42,11 @@ import torch
 from torch import nn
 
 from gst.model.config import ReaderConfig, TokenLayout
+
+NUM_SHAPE_CLASSES = 8  # gst.data.cell_labels.SHAPE_CLASSES (checked by the training task)
+NUM_COLOUR_CLASSES = 11  # gst.data.cell_labels.COLOUR_CLASSES
+# cell_head outputs: objectness, shape, colour, centre xyz, log depth
+CELL_SPLITS = (1, NUM_SHAPE_CLASSES, NUM_COLOUR_CLASSES, 3, 1)
 
 
 @dataclass
@@ -98,6 +110,7 @@ class CodeGridReader(nn.Module):
             nn.init.normal_(proj.weight, std=init_std)
             nn.init.zeros_(proj.bias)
         self.pose_head = nn.Linear(c2, pose_dim) if pose_dim else None
+        self.cell_head = nn.Linear(c, sum(CELL_SPLITS)) if config.cell_heads else None
 
     def grid_features(self, codes: torch.Tensor) -> torch.Tensor:
         """Per-cell features of code grids. Shapes: (S, n) codes in [0, K) -> (S, C, h, w)."""
@@ -113,11 +126,31 @@ class CodeGridReader(nn.Module):
     def read_pairs(self, obs_codes: torch.Tensor, tgt_codes: torch.Tensor) -> torch.Tensor:
         """The pose head on pairs alone (no backbone): training the stem on extra pairs, and the
         ``gst eval`` readout. Shapes: (P, n) codes -> (P, pose_dim)."""
+        return self.pose_from_features(self.grid_features(torch.cat([obs_codes, tgt_codes])))
+
+    def pose_from_features(self, feats: torch.Tensor) -> torch.Tensor:
+        """The pose head on stacked single-image features. Shapes: (2P, C, h, w), the P observed maps
+        then the P target maps -> (P, pose_dim)."""
         if self.pose_head is None:
             raise ValueError("this reader has no pose head (model.pose_head_dim=0)")
-        feats = self.grid_features(torch.cat([obs_codes, tgt_codes]))  # (2P, C, h, w)
         _, vec = self.pair_features(*feats.chunk(2))
         return self.pose_head(vec)
+
+    def cell_predictions(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The cell head (module docstring). Shapes: (S, C, h, w) -> object (S, n) logit, shape
+        (S, n, NUM_SHAPE_CLASSES) and colour (S, n, NUM_COLOUR_CLASSES) logits, centre (S, n, 3) metres,
+        log_depth (S, n)."""
+        if self.cell_head is None:
+            raise ValueError("this reader has no cell head (model.reader.cell_heads=false)")
+        out = self.cell_head(feats.flatten(2).transpose(1, 2))  # (S, n, sum(CELL_SPLITS))
+        obj, shape, colour, centre, depth = out.split(CELL_SPLITS, dim=-1)
+        return {
+            "object": obj.squeeze(-1),
+            "shape": shape,
+            "colour": colour,
+            "centre": centre,
+            "log_depth": depth.squeeze(-1),
+        }
 
     def forward(self, input_ids: torch.Tensor, dtype: torch.dtype) -> ReaderOutput:
         """Read the given image segments of ``input_ids`` (B, T) (module docstring)."""
@@ -212,4 +245,13 @@ def pose_at(out: ReaderOutput, pose_positions: torch.Tensor, pose: torch.Tensor)
     return pose[picked]
 
 
-__all__ = ["CodeGridReader", "ReaderOutput", "est_pairs", "given_segments", "pose_at"]
+__all__ = [
+    "CELL_SPLITS",
+    "NUM_COLOUR_CLASSES",
+    "NUM_SHAPE_CLASSES",
+    "CodeGridReader",
+    "ReaderOutput",
+    "est_pairs",
+    "given_segments",
+    "pose_at",
+]

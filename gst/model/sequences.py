@@ -122,7 +122,8 @@ class SequenceBatch:
     (B, P) float32 or None: the camera parameter vector an est row's pose head should read out at its
     ``[cam_start]`` (``LossConfig.pose_weight``), NaN in rows without one; stem_codes (B2, 2, h*w) long
     image codes in [0, K) of (observed, target) pairs read by the reader alone, stem_pose (B2, P) float32
-    their camera parameter vectors, or None (``SequenceConfig.stem_pairs``).
+    their camera parameter vectors, or None (``SequenceConfig.stem_pairs``); stem_cells (B2, 2, h*w, 7)
+    float32 the cell labels of those pairs' images (``gst.model.loss.cell_loss``), or None.
     """
 
     input_ids: torch.Tensor
@@ -133,6 +134,7 @@ class SequenceBatch:
     pose_target: torch.Tensor | None = None
     stem_codes: torch.Tensor | None = None
     stem_pose: torch.Tensor | None = None
+    stem_cells: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> SequenceBatch:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}

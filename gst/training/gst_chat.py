@@ -78,6 +78,7 @@ def concat_batches(layout: TokenLayout, batches: list[SequenceBatch]) -> Sequenc
         # reader-only pairs ride along with the pose rows (only those batches carry them)
         stem_codes=next((b.stem_codes for b in batches if b.stem_codes is not None), None),
         stem_pose=next((b.stem_pose for b in batches if b.stem_pose is not None), None),
+        stem_cells=next((b.stem_cells for b in batches if b.stem_cells is not None), None),
     )
 
 

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from gst.data.cell_labels import COLOUR_CLASSES, SHAPE_CLASSES, CellLabels, open_cell_labels
 from gst.data.chat_cache import ChatSplit, open_chat_cache
 from gst.data.token_cache import CacheSplit, open_token_cache
 from gst.model import (
@@ -52,6 +53,7 @@ from gst.model import (
     compute_loss,
     save_gst_model,
 )
+from gst.model.loss import cell_loss
 from gst.training.gst_chat import chat_metrics, concat_batches, qa_chat_example
 from gst.training.gst_config import (
     RUN_PRESETS,
@@ -126,9 +128,27 @@ class GSTTask(Task):
         self._perms: dict[tuple[int, ...], dict[int, np.ndarray]] = {}  # salt -> epoch -> permutation
         self._camera_tokenizer: nn.Module | None = None
         self._check_pose_readout()
+        self.cells = self._open_cells() if run.loss.cell_weight > 0 else None
         # A micro-batch without est rows (alternate or gen mixes) leaves the pose head without gradient.
         self.find_unused_parameters = run.loss.pose_weight > 0
         self._init_chat(chat_dir, tokenizers_dir)
+
+    def _open_cells(self) -> CellLabels:
+        """The cache's cell labels (``gst data cells``), whose classes must be the reader head's."""
+        from gst.model.reader import NUM_COLOUR_CLASSES, NUM_SHAPE_CLASSES
+
+        if (len(SHAPE_CLASSES), len(COLOUR_CLASSES)) != (NUM_SHAPE_CLASSES, NUM_COLOUR_CLASSES):
+            raise ValueError("gst.data.cell_labels classes differ from gst.model.reader's cell head sizes")
+        return open_cell_labels(self.cache)
+
+    def cell_targets(self, split: CacheSplit, rows: np.ndarray) -> torch.Tensor:
+        """Cell labels of pairs for ``gst.model.loss.cell_loss``. Shapes: -> (n, 2, h*w, 7) float32."""
+        assert self.cells is not None
+        lab = self.cells.pairs(split, rows)
+        n = len(rows)
+        parts = [lab[k].reshape(n, 2, -1, 1).astype(np.float32) for k in ("object", "shape", "colour")]
+        parts += [lab["centre"].reshape(n, 2, -1, 3), lab["depth"].reshape(n, 2, -1, 1)]
+        return torch.from_numpy(np.concatenate(parts, axis=-1).astype(np.float32))
 
     def _check_pose_readout(self) -> None:
         """``loss.pose_weight`` > 0 needs a pose head sized for the camera parameter vector."""
@@ -282,7 +302,7 @@ class GSTTask(Task):
             if self.run.loss.pose_weight > 0:
                 pose.pose_target = self.pose_targets(self.train_split, rows)
             if self.run.sequence.stem_pairs:
-                pose.stem_codes, pose.stem_pose = self.stem_pairs(index)
+                pose.stem_codes, pose.stem_pose, pose.stem_cells = self.stem_pairs(index)
             parts.append(pose)
         if num_chat:
             positions = self.chat_rows(index, num_chat)
@@ -383,6 +403,9 @@ class GSTTask(Task):
                     batch_size=cfg.batch_size,
                 )
             )
+        if self.cells is not None and cfg.num_pose_pairs > 0:
+            rows = eval_rows(len(self.val_split), cfg.num_pose_pairs, cfg.subset_seed)
+            metrics.update(self.cell_metrics(model, rows))
         if self.chat is not None:
             for prefix, phrasing in (("chat", "all"), ("chat/heldout", "heldout")):
                 rows = self.chat_val.rows(phrasing)
@@ -394,6 +417,18 @@ class GSTTask(Task):
                     metrics.update({f"{prefix}/{k}": v for k, v in chat.items()})
         return metrics
 
+    @torch.no_grad()
+    def cell_metrics(self, model: nn.Module, rows: np.ndarray) -> dict[str, float]:
+        """The cell heads on val pairs' observed and target images (``cell_loss`` metrics, ``val_`` names)."""
+        reader = model.reader if not hasattr(model, "module") else model.module.reader
+        device = next(reader.parameters()).device
+        obs, tgt, _ = self.val_split.codes(rows)
+        codes = torch.cat([obs.reshape(len(rows), -1), tgt.reshape(len(rows), -1)]).to(device)
+        labels = self.cell_targets(self.val_split, rows).to(device)  # (n, 2, h*w, 7)
+        pred = reader.cell_predictions(reader.grid_features(codes))
+        _, metrics = cell_loss(pred, torch.cat([labels[:, 0], labels[:, 1]]))
+        return {f"val_{k}": float(v) for k, v in metrics.items()}
+
     def export(self, model: nn.Module, out_dir: Path) -> None:
         save_gst_model(model, out_dir, extra=self.export_extra())
 
@@ -402,19 +437,21 @@ class GSTTask(Task):
         """Train-split pair rows of micro-batch ``index``. Shapes: -> (B,) int64."""
         return self._epoch_rows(len(self.train_split), index, batch_size, ())
 
-    def stem_pairs(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Micro-batch ``index``'s reader-only pairs: (observed, target) codes and camera vectors.
-        Shapes: -> (B2, 2, h*w) long, (B2, 13) float32."""
+    def stem_pairs(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Micro-batch ``index``'s reader-only pairs: (observed, target) codes, camera vectors and, with
+        ``loss.cell_weight``, cell labels. Shapes: -> (B2, 2, h*w) long, (B2, 13) float32,
+        (B2, 2, h*w, 7) float32 or None."""
         rows = self.stem_rows(index, self.run.sequence.stem_pairs)
         obs, tgt, _ = self.train_split.codes(rows)
         codes = torch.stack([obs.reshape(len(rows), -1), tgt.reshape(len(rows), -1)], 1).long()
-        return codes, self.pose_targets(self.train_split, rows)
+        cells = self.cell_targets(self.train_split, rows) if self.cells is not None else None
+        return codes, self.pose_targets(self.train_split, rows), cells
 
     def stem_only_batch(self, index: int) -> SequenceBatch:
         """A micro-batch of the stem warm-up (``sequence.stem_warmup_steps``): no backbone rows, only
         ``sequence.stem_pairs`` pairs for the reader's pose head."""
         T = self.run.sequence.pose_seq_len
-        codes, pose = self.stem_pairs(index)
+        codes, pose, cells = self.stem_pairs(index)
         return SequenceBatch(
             input_ids=torch.zeros(0, T, dtype=torch.long),
             labels=torch.zeros(0, T, dtype=torch.long),
@@ -423,6 +460,7 @@ class GSTTask(Task):
             task=torch.zeros(0, dtype=torch.long),
             stem_codes=codes,
             stem_pose=pose,
+            stem_cells=cells,
         )
 
     def stem_rows(self, index: int, count: int) -> np.ndarray:
