@@ -33,9 +33,15 @@ Unambiguity rules (defaults in ``QAConfig``; every rejected question is counted 
   objects in view (except visibility questions, which ask about out-of-view ones). A count is skipped
   when a matching object is partly visible; a superlative (leftmost, closest...) when its winner is
   partly visible, or when it beats a partly or clearly visible runner-up by less than the margin.
-- references: an object is named "the <colour> <shape>", which must be unique among ALL the scene's
-  objects (also those out of view); "the <shape>" / "the <colour> object" only when that attribute is
-  unique in the scene.
+- references: a question names an object only when "the <colour> <shape>" is unique among ALL the
+  scene's objects (also those out of view). Its wording is drawn among the forms that pick out that one
+  object (``gst.data.qa_families.reference_forms``): "the <colour> <shape>"; "the <shape>" / "the
+  <colour> object" only when that attribute is unique in the scene; "the leftmost object", "the
+  rightmost object", "the object closest to / farthest from the camera" only when the object wins that
+  superlative in the question's view under the superlative rule above, and never where the wording
+  would give the answer away (left/right questions never say leftmost/rightmost; in-front/behind,
+  camera-distance and nearest-to-object questions never say closest to / farthest from the camera).
+  Attribute questions name the object by its other attribute or a position (never by the asked one).
 - margins: left/right needs |dx_cam| >= ``lr_margin_m`` AND a bearing difference >= ``lr_margin_deg``
   of the same sign (camera-frame x and image position agree); in front/behind |dz_cam| >=
   ``depth_margin_m``; superlatives beat the runner-up by max(``rank_margin_m``, ``rank_margin_frac`` x
@@ -47,10 +53,15 @@ Sampling: per scene and kind at most ``max_per_kind`` questions; choice and coun
 round-robin over their distinct answers (in random order) so no answer dominates by construction;
 numeric, point and box questions uniformly. Two-view families use at most ``max_pairs`` ordered view
 pairs per scene. Every question instance gets one training and one held-out phrasing (both drawn
-always, so the output for one ``--phrasings`` choice does not depend on the other).
+always, so the output for one ``--phrasings`` choice does not depend on the other): a template drawn
+uniformly among its kind's templates of that split (``gst.data.qa_phrasings``: 24-36 training and 6-26
+held-out per kind), and for each object or ``{rel}`` slot one of its forms, drawn uniformly. The
+wording has its own random stream (``wording_rng``), so which questions are asked and their answers
+never depend on the wording.
 
-Determinism and split: each scene draws from ``random.Random(f"{seed}:{scene name}")``, so a scene's
-questions do not depend on which other scenes are generated. The scene split is
+Determinism and split: each scene draws its questions from ``random.Random(f"{seed}:{scene name}")``
+and their wording from ``random.Random(f"{seed}:{scene name}:wording")``, so a scene's questions do
+not depend on which other scenes are generated. The scene split is
 ``gst.data.pairs.scene_split(scene folder name, val_fraction)`` (a sha256 hash of the name; the same
 split as pose and view evaluation).
 
@@ -185,11 +196,21 @@ def _balanced_sample(cands: list[Candidate], k: int, rng: random.Random) -> list
     return chosen
 
 
-def _question(c: Candidate, phrasing_id: str, phrasing_split: str) -> str:
-    slots = dict(c.slots)
+def wording_rng(seed: int, scene_name: str) -> random.Random:
+    """The scene's stream for wording (phrasing ids and reference forms), apart from ``scene_rng`` so
+    that the questions asked never depend on how many ways there are to say them."""
+    return random.Random(f"{seed}:{scene_name}:wording")
+
+
+def _phrase(c: Candidate, phrasing_split: str, rng: random.Random) -> tuple[str, str]:
+    """(phrasing id, question text): a template of ``phrasing_split`` and one form per slot, drawn."""
+    phrasing_id = rng.choice(phrasing_ids(c.kind, phrasing_split))
+    slots = {
+        name: rng.choice(c.forms[name]) if name in c.forms else text for name, text in sorted(c.slots.items())
+    }
     if c.motion is not None:
         slots["motion"] = describe_motion(c.motion, "camera" if phrasing_split == "train" else "you")
-    return render(phrasing_id, **slots)
+    return phrasing_id, render(phrasing_id, **slots)
 
 
 def scene_context(scene: Scene, config: QAConfig, seed: int) -> SceneContext:
@@ -225,6 +246,7 @@ def generate_scene_qa(
     if phrasings not in PHRASING_CHOICES:
         raise ValueError(f"phrasings must be one of {PHRASING_CHOICES}, got {phrasings!r}")
     ctx = scene_context(scene, config, seed)
+    words = wording_rng(seed, scene.name)
     split = scene_split(scene.name, config.val_fraction)
     by_kind: dict[str, list[Candidate]] = defaultdict(list)
     for c in all_candidates(ctx):
@@ -240,7 +262,7 @@ def generate_scene_qa(
         chosen = _balanced_sample(cands, config.max_per_kind, ctx.rng)
         stats.questions[kind] += len(chosen)
         for k, c in enumerate(chosen):
-            ids = {ps: ctx.rng.choice(phrasing_ids(kind, ps)) for ps in ("train", "heldout")}
+            phrased = {ps: _phrase(c, ps, words) for ps in ("train", "heldout")}
             instance = f"{scene.name}/{kind}/{k}"
             for ps in wanted:
                 records.append(
@@ -252,10 +274,10 @@ def generate_scene_qa(
                         target_view=c.target_view,
                         family=KIND_FAMILY[kind],
                         kind=kind,
-                        phrasing_id=ids[ps],
+                        phrasing_id=phrased[ps][0],
                         phrasing_split=ps,
                         split=split,
-                        question=_question(c, ids[ps], ps),
+                        question=phrased[ps][1],
                         answer=c.answer,
                     )
                 )

@@ -36,6 +36,7 @@ from gst.data.qa_types import (
     number_answer,
     point_answer,
 )
+from gst.data.qa_wording import REL_FORMS
 
 IN, OUT, PARTIAL = "in", "out", "partial"
 LEFT_RIGHT = ("left", "right")
@@ -48,9 +49,12 @@ class Candidate:
     kind: str
     answer: Answer
     views: tuple[int, ...]
-    slots: dict[str, str] = field(default_factory=dict)
+    slots: dict[str, str] = field(default_factory=dict)  # canonical wording ("the red box")
     motion: CameraMotion | None = None  # rendered into the {motion} slot in the phrasing's style
     target_view: int | None = None
+    # slot -> every unambiguous wording of it, ``slots[name]`` first (``reference_forms``, ``REL_FORMS``);
+    # the question draws one per phrasing
+    forms: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -66,6 +70,7 @@ class SceneContext:
     shapes: tuple[str, ...]  # answer options for shape questions
     visibility: np.ndarray  # (N, V) visible fraction x frame fraction; NaN = undecidable
     skips: Counter = field(default_factory=Counter)
+    _positions: dict[int, list[tuple[str, ObjectInfo | str]]] = field(default_factory=dict, repr=False)
 
     @property
     def num_views(self) -> int:
@@ -152,26 +157,79 @@ def _superlative(
     return best
 
 
-def _positional_refs(ctx: SceneContext, view: int, kind: str) -> list[tuple[str, ObjectInfo]]:
+POSITIONAL_REFS = (
+    "the leftmost object",
+    "the rightmost object",
+    "the object closest to the camera",
+    "the object farthest from the camera",
+)
+# Positional wordings a kind never uses for {a} / {b}: they would give the answer away ("is the leftmost
+# object left or right of ...") or read as a riddle ("how far from the camera is the object closest to it").
+_NO_POSITIONAL: dict[str, tuple[str, ...]] = {
+    "rel_lr": POSITIONAL_REFS[:2],
+    "rel_viewer": POSITIONAL_REFS[:2],
+    "rel_fb": POSITIONAL_REFS[2:],
+    "dist_cam": POSITIONAL_REFS[2:],
+    "nf_object": POSITIONAL_REFS[2:],
+}
+
+
+def _positions(ctx: SceneContext, view: int) -> list[tuple[str, ObjectInfo | str]]:
+    """(positional reference, its object or the skip reason) in ``view``, in ``POSITIONAL_REFS`` order."""
+    if view in ctx._positions:
+        return ctx._positions[view]
     cfg = ctx.config
     seen = [o for o in ctx.seen(view) if ctx.p(o, view)[2] > cfg.min_depth_m]
     dist = {o.index: float(np.linalg.norm(ctx.p(o, view))) for o in seen}
     bear = {o.index: bearing_deg(ctx.p(o, view)) for o in seen}
     rank_margin = lambda d: max(cfg.rank_margin_m, cfg.rank_margin_frac * abs(d))  # noqa: E731
     specs = (
-        ("the leftmost object", lambda o: bear[o.index], lambda _: cfg.lr_margin_deg),
-        ("the rightmost object", lambda o: -bear[o.index], lambda _: cfg.lr_margin_deg),
-        ("the object closest to the camera", lambda o: dist[o.index], rank_margin),
-        ("the object farthest from the camera", lambda o: -dist[o.index], rank_margin),
+        (lambda o: bear[o.index], lambda _: cfg.lr_margin_deg),
+        (lambda o: -bear[o.index], lambda _: cfg.lr_margin_deg),
+        (lambda o: dist[o.index], rank_margin),
+        (lambda o: -dist[o.index], rank_margin),
     )
+    out = [
+        (text, _superlative(ctx, view, key, margin, seen))
+        for text, (key, margin) in zip(POSITIONAL_REFS, specs, strict=True)
+    ]
+    ctx._positions[view] = out
+    return out
+
+
+def _positional_refs(ctx: SceneContext, view: int, kind: str) -> list[tuple[str, ObjectInfo]]:
     refs = []
-    for text, key, margin in specs:
-        best = _superlative(ctx, view, key, margin, seen)
+    for text, best in _positions(ctx, view):
         if isinstance(best, str):
             ctx.skip(kind, best)
         else:
             refs.append((text, best))
     return refs
+
+
+def reference_forms(ctx: SceneContext, o: ObjectInfo, view: int, kind: str) -> tuple[str, ...]:
+    """Every unambiguous wording of a uniquely labelled object in ``view`` (rules in gst.data.qa):
+    "the <colour> <shape>"; "the <shape>" / "the <colour> object" when that attribute is unique among
+    all the scene's objects; a positional reference when ``o`` wins that superlative by the margins
+    (except those ``_NO_POSITIONAL`` bars for ``kind``)."""
+    forms = [_ref(o)]
+    if sum(x.shape == o.shape for x in ctx.objects) == 1:
+        forms.append(f"the {o.shape}")
+    if sum(x.color == o.color for x in ctx.objects) == 1:
+        forms.append(f"the {o.color} object")
+    barred = _NO_POSITIONAL.get(kind, ())
+    for text, best in _positions(ctx, view):
+        if not isinstance(best, str) and best.index == o.index and text not in barred:
+            forms.append(text)
+    return tuple(forms)
+
+
+def _object_slots(ctx: SceneContext, view: int, kind: str, **objs: ObjectInfo) -> dict[str, Any]:
+    """``slots`` and ``forms`` keyword arguments of a Candidate naming ``objs`` (slot name -> object)."""
+    return {
+        "slots": {name: _ref(o) for name, o in objs.items()},
+        "forms": {name: reference_forms(ctx, o, view, kind) for name, o in objs.items()},
+    }
 
 
 def attributes(ctx: SceneContext) -> list[Candidate]:
@@ -218,14 +276,14 @@ def relative_direction(ctx: SceneContext) -> list[Candidate]:
                 ctx.skip("rel_lr", "below_margin")
             else:
                 ans = choice_answer("left" if dx < 0 else "right", LEFT_RIGHT)
-                out.append(Candidate("rel_lr", ans, (v,), {"a": _ref(a), "b": _ref(b)}))
+                out.append(Candidate("rel_lr", ans, (v,), **_object_slots(ctx, v, "rel_lr", a=a, b=b)))
         for a, b in _ordered_pairs(ctx, objs, "rel_fb"):
             dz = ctx.p(a, v)[2] - ctx.p(b, v)[2]
             if abs(dz) < cfg.depth_margin_m:
                 ctx.skip("rel_fb", "below_margin")
             else:
                 ans = choice_answer("in front" if dz < 0 else "behind", FRONT_BEHIND)
-                out.append(Candidate("rel_fb", ans, (v,), {"a": _ref(a), "b": _ref(b)}))
+                out.append(Candidate("rel_fb", ans, (v,), **_object_slots(ctx, v, "rel_fb", a=a, b=b)))
         for a in objs:
             pa = ctx.p(a, v)
             if not ctx.unique(a):
@@ -234,7 +292,7 @@ def relative_direction(ctx: SceneContext) -> list[Candidate]:
                 ctx.skip("rel_viewer", "below_margin")
             else:
                 ans = choice_answer("left" if pa[0] < 0 else "right", LEFT_RIGHT)
-                out.append(Candidate("rel_viewer", ans, (v,), {"a": _ref(a)}))
+                out.append(Candidate("rel_viewer", ans, (v,), **_object_slots(ctx, v, "rel_viewer", a=a)))
     return out
 
 
@@ -253,10 +311,13 @@ def distance(ctx: SceneContext) -> list[Candidate]:
     for v in range(ctx.num_views):
         for a in _unique_in_view(ctx, v, "dist_cam"):
             d = float(np.linalg.norm(ctx.p(a, v)))
-            out.append(Candidate("dist_cam", number_answer(d, "m"), (v,), {"a": _ref(a)}))
+            out.append(
+                Candidate("dist_cam", number_answer(d, "m"), (v,), **_object_slots(ctx, v, "dist_cam", a=a))
+            )
         for a, b in _ordered_pairs(ctx, ctx.in_view(v), "dist_pair"):
             d = float(np.linalg.norm(a.center - b.center))
-            out.append(Candidate("dist_pair", number_answer(d, "m"), (v,), {"a": _ref(a), "b": _ref(b)}))
+            slots = _object_slots(ctx, v, "dist_pair", a=a, b=b)
+            out.append(Candidate("dist_pair", number_answer(d, "m"), (v,), **slots))
     return out
 
 
@@ -269,9 +330,10 @@ def size(ctx: SceneContext) -> list[Candidate]:
                 ctx.skip("size_larger", "below_margin")
                 continue
             ans = choice_answer(big.label, (a.label, b.label))
-            out.append(Candidate("size_larger", ans, (v,), {"a": _ref(a), "b": _ref(b)}))
+            out.append(Candidate("size_larger", ans, (v,), **_object_slots(ctx, v, "size_larger", a=a, b=b)))
         for a in _unique_in_view(ctx, v, "size_height"):
-            out.append(Candidate("size_height", number_answer(a.height, "m"), (v,), {"a": _ref(a)}))
+            slots = _object_slots(ctx, v, "size_height", a=a)
+            out.append(Candidate("size_height", number_answer(a.height, "m"), (v,), **slots))
     return out
 
 
@@ -300,8 +362,11 @@ def nearest_farthest(ctx: SceneContext) -> list[Candidate]:
                 if isinstance(best, str) or best.label not in options:
                     ctx.skip(kind, best if isinstance(best, str) else "partly_visible")
                     continue
-                slots = {"rel": rel} if anchor is None else {"rel": rel, "a": _ref(anchor)}
-                out.append(Candidate(kind, choice_answer(best.label, sorted(options)), (v,), slots))
+                named = {} if anchor is None else _object_slots(ctx, v, kind, a=anchor)
+                slots = {"rel": rel, **named.get("slots", {})}
+                forms = {"rel": REL_FORMS[rel], **named.get("forms", {})}
+                ans = choice_answer(best.label, sorted(options))
+                out.append(Candidate(kind, ans, (v,), slots, forms=forms))
     return out
 
 
@@ -363,7 +428,7 @@ def motion_visibility(ctx: SceneContext, pairs: list[tuple[int, int]]) -> list[C
                 ctx.skip("vis_yesno", "partly_visible" if sj == PARTIAL else "ambiguous_reference")
                 continue
             ans = choice_answer("yes" if sj == IN else "no", YES_NO)
-            out.append(Candidate("vis_yesno", ans, slots={"a": _ref(o)}, **base))
+            out.append(Candidate("vis_yesno", ans, **_object_slots(ctx, i, "vis_yesno", a=o), **base))
         if unclear:
             ctx.skip("vis_count", "partly_visible")
             ctx.skip("vis_which", "partly_visible")
@@ -381,11 +446,11 @@ def grounding_3d(ctx: SceneContext) -> list[Candidate]:
     out = []
     for v in range(ctx.num_views):
         for a in _unique_in_view(ctx, v, "g3d_point"):
-            out.append(Candidate("g3d_point", point_answer(ctx.p(a, v).tolist()), (v,), {"a": _ref(a)}))
+            point = point_answer(ctx.p(a, v).tolist())
+            out.append(Candidate("g3d_point", point, (v,), **_object_slots(ctx, v, "g3d_point", a=a)))
             center, extent = camera_aabb(a, ctx.w2c[v])
-            out.append(
-                Candidate("g3d_box", box_answer(center.tolist(), extent.tolist()), (v,), {"a": _ref(a)})
-            )
+            box = box_answer(center.tolist(), extent.tolist())
+            out.append(Candidate("g3d_box", box, (v,), **_object_slots(ctx, v, "g3d_box", a=a)))
     return out
 
 
