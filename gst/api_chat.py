@@ -13,7 +13,12 @@ relative to the observed image ("turned 35 degrees left, moved 0.8 m forward").
 here sample exactly as it does. A ``constraint`` (such as ``NumberFormat``) further narrows each text
 step to the ids that keep the reply a prefix of an allowed string.
 
-Glossary: T tokens, N new tokens.
+Number tokens (a vocabulary with ``numbers``, ``gst.tokenizers.numbers``): they are text ids, so prompts,
+replies and scored candidates read them through the text tokenizer (``TextTokenizer.encode`` writes each
+number with a unit as one token, ``decode`` writes it back with its unit's decimals), text decoding may
+sample them, and ``next_logprobs`` reads the model's distribution over them directly.
+
+Glossary: T tokens, N new tokens, L reply prefix tokens, V' text and special rows.
 """
 
 from __future__ import annotations
@@ -107,15 +112,7 @@ class ChatSession:
         if prompt.shape[0] + longest > self._max_positions():
             length = prompt.shape[0] + longest
             raise ValueError(f"score: prompt and reply take {length} tokens; the model reads fewer")
-        allowed = text_reply_rows(layout, device)
-
-        def logp(logits: torch.Tensor) -> torch.Tensor:  # (..., V) -> (..., V') over what decoding samples
-            return (
-                logits[..., : layout.image_offset]
-                .float()
-                .masked_fill(~allowed, float("-inf"))
-                .log_softmax(-1)
-            )
+        logp = _reply_logp(layout, device)
 
         # The prompt is read once, with the token prefix every candidate shares (a box's coordinates
         # chosen so far): its log-likelihood is counted once for all. A copy of that KV cache is shared
@@ -149,6 +146,27 @@ class ChatSession:
                     part[i] += float(steps[i, at, torch.tensor(reply[1:], device=device)].sum())
             scores += part
         return scores
+
+    @torch.no_grad()
+    def next_logprobs(
+        self, text: str, images: Sequence[ImageInput], reply_ids: Sequence[int]
+    ) -> torch.Tensor:
+        """The distribution of each next reply token to a user turn, after every prefix of the reply
+        ``reply_ids``: row j is log p(reply token j | the prompt, reply tokens < j), over the rows text
+        decoding samples from (``score``'s). One forward; the history is left unchanged.
+        Shapes: reply_ids (L,) -> (L + 1, V') float32 on the model's device, -inf outside text and
+        ``<|end|>``."""
+        _, prompt, grid = self._prompt(text, images)
+        reply = torch.as_tensor(list(reply_ids), dtype=torch.long)  # (L,)
+        if prompt.shape[0] + reply.shape[0] > self._max_positions():
+            raise ValueError(
+                f"next_logprobs: {prompt.shape[0] + reply.shape[0]} tokens; the model reads fewer"
+            )
+        ids = torch.cat([prompt, reply])  # (T + L,)
+        cells = torch.cat([grid, torch.full((reply.shape[0], 2), NO_GRID)])  # (T + L, 2)
+        device = self.gst.model.device
+        out = self.gst.model(ids[None].to(device), cells[None].to(device))
+        return _reply_logp(self.gst.layout, device)(out.logits[0, prompt.shape[0] - 1 :])  # (L + 1, V')
 
     def ask(
         self, text: str, images: Sequence[ImageInput] = (), *, constraint: ReplyConstraint | None = None
@@ -221,12 +239,23 @@ class ChatSession:
 
 
 def text_reply_rows(layout: Any, device: torch.device | str) -> torch.Tensor:
-    """The rows a text reply may hold, as a mask over text + special rows: text ids and ``<|end|>``.
-    Shapes: -> (image_offset,) bool."""
+    """The rows a text reply may hold, as a mask over text + special rows: text ids (number tokens
+    included) and ``<|end|>``. Shapes: -> (image_offset,) bool."""
     allowed = torch.zeros(layout.image_offset, dtype=torch.bool, device=device)
     allowed[: layout.num_text] = True
     allowed[layout.special_id("<|end|>")] = True
     return allowed
+
+
+def _reply_logp(layout: Any, device: torch.device | str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Logits -> log-probabilities over what text decoding samples (``text_reply_rows``).
+    Shapes: (..., V) -> (..., V') float32."""
+    allowed = text_reply_rows(layout, device)
+
+    def logp(logits: torch.Tensor) -> torch.Tensor:
+        return logits[..., : layout.image_offset].float().masked_fill(~allowed, float("-inf")).log_softmax(-1)
+
+    return logp
 
 
 @torch.no_grad()
@@ -302,13 +331,14 @@ class NumberFormat:
     Each step allows the text ids whose piece keeps the decoded reply a prefix of that format (any text
     tokenizer: pieces are decoded once), and ``<|end|>`` once the number is complete. Greedy decoding under
     it writes the most likely allowed token at each step: always a well-formed answer, however the
-    question is phrased (LLMI3D: numbers as free text are error-prone)."""
+    question is phrased (LLMI3D: numbers as free text are error-prone). With number tokens, each one's
+    piece is its value with ``decimals`` decimals, so "3.84" then " m" is a reply it allows."""
 
     def __init__(self, text_tokenizer: Any, layout: Any, unit: str, decimals: int) -> None:
         if decimals < 0 or not unit or not re.fullmatch(r"[A-Za-z]+", unit):
             raise ValueError(f"NumberFormat: need decimals >= 0 and a unit of letters: {decimals}, {unit!r}")
-        self.tokenizer, self.layout = text_tokenizer, layout
-        self.pieces = [text_tokenizer.decode([i]) for i in range(layout.num_text)]
+        self.tokenizer, self.layout, self.decimals = text_tokenizer, layout, decimals
+        self.pieces = [self._decode([i]) for i in range(layout.num_text)]
         number = r"\d{1,3}" + (rf"\.\d{{{decimals}}}" if decimals else "")
         unit_prefixes = "|".join(re.escape(unit[:k]) for k in range(len(unit) + 1))
         partial = [r"\d{0,3}", rf"{number} (?:{unit_prefixes})"]
@@ -324,7 +354,7 @@ class NumberFormat:
         return self._complete.fullmatch(text) is not None
 
     def __call__(self, new_ids: list[int]) -> torch.Tensor:
-        text = self.tokenizer.decode([i for i in new_ids if i < self.layout.num_text])
+        text = self._decode([i for i in new_ids if i < self.layout.num_text])
         mask = torch.zeros(self.layout.image_offset, dtype=torch.bool)
         for i, piece in enumerate(self.pieces):
             if piece and self.is_prefix(text + piece):
@@ -332,6 +362,11 @@ class NumberFormat:
         if self.is_complete(text):
             mask[self.layout.special_id("<|end|>")] = True
         return mask
+
+    def _decode(self, ids: list[int]) -> str:
+        if getattr(self.tokenizer, "numbers", None) is None:
+            return self.tokenizer.decode(ids)
+        return self.tokenizer.decode(ids, decimals=self.decimals)  # a number token in this format
 
 
 def _common_prefix(replies: Sequence[Sequence[int]]) -> int:

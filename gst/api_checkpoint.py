@@ -230,7 +230,8 @@ def load_components(files: CheckpointFiles, device: str | torch.device = "cpu") 
         camera_tokenizer=_guarded(
             lambda: load_camera_tokenizer(camera_dir, device), camera_dir, "camera tokenizer"
         ),
-        text_tokenizer=load_text_tokenizer(extra["text_tokenizer"], files.root),
+        # the number tokens the vocabulary records, after the tokenizer's own ids (gst.tokenizers.text)
+        text_tokenizer=load_text_tokenizer(extra["text_tokenizer"], files.root).with_numbers(vocab.numbers),
         vocab=vocab,
         sequence=sequence,
         meta=meta,

@@ -19,8 +19,10 @@ error. Held-out phrasings stay in the cache, marked by ``phrasing_split``; train
 ``phrasing_split == "train"`` records of the train split (``ChatSplit.rows``).
 
 Texts are kept as text: the run's text tokenizer (``GSTRunConfig.text``) tokenizes them at batch time,
-so one cache serves every text vocabulary. Writing is atomic (``OUT.partial`` renamed to ``OUT``);
-reading (``open_chat_cache``) checks format, shapes and, given the tokenizers in use, their hashes.
+so one cache serves every text vocabulary, with or without number tokens (``GSTRunConfig.number_tokens``:
+numbers with a unit become one token each, ``gst.tokenizers.numbers``). Writing is atomic
+(``OUT.partial`` renamed to ``OUT``); reading (``open_chat_cache``) checks format, shapes and, given the
+tokenizers in use, their hashes.
 
 Glossary: N records in a split, M distinct views of a split, h/w image token grid.
 """

@@ -19,6 +19,9 @@ A predictor maps QA records to answer texts (``QAPredictor.predict``). Implement
   it generates every other answer. Given a number function ``(question, image paths, unit, decimals)
   -> answer`` it answers number questions with it (the model's greedy number under the answer format,
   ``GST.answer_number``) instead of free decoding.
+- ``NumberTokenReader``: number, point and box answers read off the model's distribution over its
+  number tokens (``gst.tokenizers.numbers``; `gst eval qa --numbers tokens`): a number is the bin value
+  of highest expected MRA (``token_mbr_number``), each coordinate the mean of its signed belief.
 - ``PredictionsFile``: answers from a JSONL file of ``{"id": record id, "answer_text": str}`` lines.
 """
 
@@ -28,11 +31,12 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from gst.data.qa_types import (
+    COORD_DECIMALS,
     UNIT_DECIMALS,
     Answer,
     QARecord,
@@ -41,6 +45,8 @@ from gst.data.qa_types import (
     number_answer,
     point_answer,
 )
+from gst.eval.qa_metrics import signed_token_belief, token_mbr_number
+from gst.tokenizers.numbers import find_quantities
 
 ChatFn = Callable[[str, Sequence[Path]], str]  # (question, observed image paths) -> answer text
 # (question, observed image paths, candidate answers) -> one log-likelihood per candidate
@@ -176,6 +182,70 @@ class ChatPredictor:
         if r.answer.type == "choice":
             return list(r.answer.options or ())
         return list(COUNT_CANDIDATES) if r.answer.type == "count" else []
+
+
+class NumberTokenReader:
+    """Answers read off the model's distribution over its number tokens, one forward per number
+    (``ChatSession.next_logprobs``), never a digit string: ``number`` is a ``NumberFn`` and
+    ``coordinates`` a ``CoordinatesFn`` (module docstring). ``host`` is a ``gst.api.GST`` whose text
+    tokenizer has number tokens (a model trained with ``--set number_tokens=true``).
+
+    A number answer is "v unit", v the bin value of highest expected MRA under the model's distribution
+    over the tokens at the answer's first position (``token_mbr_number``). A point or box is written in
+    its ``gst.data.qa_types`` format one coordinate at a time, after the coordinates chosen so far (as
+    number tokens, as training wrote them): the belief over "-" then a token, or a token
+    (``signed_token_belief``; box sizes are not signed), and its mean, the Bayes choice for squared
+    error, with 2 decimals."""
+
+    def __init__(self, host: Any) -> None:
+        tok = host.text_tokenizer
+        if getattr(tok, "numbers", None) is None:
+            raise ValueError(
+                "--numbers tokens: this model's vocabulary has no number tokens (train with --set "
+                "number_tokens=true); use --numbers mbr for a model that writes digits"
+            )
+        minus = tok.encode("-")
+        if len(minus) != 1:
+            raise ValueError(f"--numbers tokens: the text tokenizer writes '-' as {len(minus)} ids, not one")
+        self.host, self.tok, self.minus = host, tok, minus[0]
+        self.values = np.asarray(tok.numbers.values, dtype=np.float64)  # (G,)
+        self.rows = slice(tok.number_offset, tok.vocab_size)  # the number tokens' rows
+
+    def number(self, question: str, images: Sequence[Any], unit: str, decimals: int) -> str:
+        session = self.host.start_chat(allow_segments=False)
+        logp = session.next_logprobs(question, images, [])[0]  # (V',) the answer's first token
+        probs = logp[self.rows].softmax(-1).double().cpu().numpy()  # (G,) given that it is a number
+        return f"{token_mbr_number(self.values, probs, decimals):.{decimals}f} {unit}"
+
+    def coordinates(self, question: str, images: Sequence[Any], kind: str) -> str:
+        if kind not in ("point", "box"):
+            raise ValueError(f"NumberTokenReader.coordinates: kind must be 'point' or 'box', got {kind!r}")
+        template = format_answer(point_answer([1, 1, 1]) if kind == "point" else box_answer([1] * 3, [1] * 3))
+        spans = find_quantities(template)  # where its numbers stand: the text around them is fixed
+        pieces = [
+            template[a:b]
+            for a, b in zip([0] + [e for _, e in spans], [s for s, _ in spans] + [None], strict=True)
+        ]
+        images = [self.host.prepare(img) for img in images]  # tokenized once for every coordinate
+        session = self.host.start_chat(allow_segments=False)
+        ids: list[int] = []
+        text = ""
+        for k, piece in enumerate(pieces[:-1]):
+            ids += self.tok.encode(piece)
+            rows = session.next_logprobs(question, images, [*ids, self.minus])  # (L + 2, V')
+            here, after = rows[len(ids)].double(), rows[len(ids) + 1].double()  # (V',) each
+            signed = not (kind == "box" and k >= 3)  # box sizes are extents
+            p_minus = float(here[self.minus].exp()) if signed else 0.0
+            values, probs = signed_token_belief(
+                self.values,
+                here[self.rows].exp().cpu().numpy(),
+                p_minus,
+                after[self.rows].exp().cpu().numpy(),
+            )
+            v = round(float(values @ probs), COORD_DECIMALS) + 0.0  # + 0.0: no "-0.00"
+            ids += ([self.minus] if v < 0 else []) + [self.tok.number_id(abs(v))]
+            text += f"{piece}{v:.{COORD_DECIMALS}f}"
+        return text + pieces[-1]
 
 
 def scene_image_resolver(root: str | Path) -> Callable[[str, int], Path]:

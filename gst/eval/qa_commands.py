@@ -11,7 +11,10 @@
   decodes number answers greedily within their format; ``--numbers mbr`` scores a log-spaced grid of
   values and answers the one of highest expected MRA under those likelihoods (minimum Bayes risk), and
   answers points and boxes coordinate by coordinate with the mean of the model's belief over a grid
-  (``GST.answer_coordinates``).
+  (``GST.answer_coordinates``); ``--numbers tokens`` (a model trained with number tokens) reads numbers,
+  points and boxes off the model's distribution over its number tokens, one forward per number
+  (``gst.eval.qa_baselines.NumberTokenReader``: MBR under MRA over the bin values, the belief's mean per
+  coordinate). ``mbr`` stays the row of the models that write digits.
 """
 
 from __future__ import annotations
@@ -64,12 +67,13 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--numbers",
-        choices=("generate", "constrained", "mbr"),
+        choices=("generate", "constrained", "mbr", "tokens"),
         default="generate",
         help="model: answer number questions by free greedy decoding (generate, default), greedily "
         "within the answer format, one number in the question's unit (constrained), or with the value of "
         "a log-spaced grid of highest expected MRA under the model's likelihoods (mbr; points and boxes "
-        "then too: coordinate by coordinate, the mean of the model's belief over a grid)",
+        "then too: coordinate by coordinate, the mean of the model's belief over a grid); tokens: a model "
+        "with number tokens, read off its distribution over them (numbers, points and boxes)",
     )
     p.add_argument("--json", action="store_true", help="print the results JSON on stdout")
     p.add_argument(
@@ -127,15 +131,26 @@ def _model_predictor(args: argparse.Namespace, num_records: int):
         bar.update(1)
         return gst.score_replies(question, paths, options)
 
-    decoding = "mbr" if args.numbers == "mbr" else "greedy"
+    if args.numbers == "tokens":
+        from gst.eval.qa_baselines import NumberTokenReader
+
+        reader = NumberTokenReader(gst)  # refuses a model without number tokens
+        read_number, read_coordinates = reader.number, reader.coordinates
+    else:
+        decoding = "mbr" if args.numbers == "mbr" else "greedy"
+
+        def read_number(question, paths, unit, decimals):
+            return gst.answer_number(question, paths, unit, decimals, decoding=decoding)
+
+        read_coordinates = gst.answer_coordinates
 
     def number(question, paths, unit, decimals):
         bar.update(1)
-        return gst.answer_number(question, paths, unit, decimals, decoding=decoding)
+        return read_number(question, paths, unit, decimals)
 
     def coordinates(question, paths, kind):
         bar.update(1)
-        return gst.answer_coordinates(question, paths, kind)
+        return read_coordinates(question, paths, kind)
 
     return ChatPredictor(
         answer,
@@ -144,7 +159,7 @@ def _model_predictor(args: argparse.Namespace, num_records: int):
         name="gst",
         score=score if args.closed_answers == "score" else None,
         number=number if args.numbers != "generate" else None,
-        coordinates=coordinates if args.numbers == "mbr" else None,
+        coordinates=coordinates if args.numbers in ("mbr", "tokens") else None,
     )
 
 

@@ -118,6 +118,49 @@ def mbr_number(values: Sequence[float], log_likelihoods: Sequence[float]) -> flo
     return float(v[int(np.argmax(mra @ p))])
 
 
+def token_mbr_number(values: Sequence[float], probs: Sequence[float], decimals: int) -> float:
+    """Minimum Bayes risk choice for MRA from a distribution over number tokens (``--numbers tokens``):
+    the model's belief is ``probs`` on the tokens' values ``values`` (bin centres; the zero token, on
+    which MRA is undefined, is left out and the rest renormalised), and the candidates are those values
+    written with ``decimals`` decimals, what the answer will say: the one of highest expected MRA.
+    Shapes: values, probs (G,). Range: values >= 0, probs >= 0."""
+    v, p = np.asarray(values, dtype=np.float64), np.asarray(probs, dtype=np.float64)  # (G,), (G,)
+    if v.ndim != 1 or v.shape != p.shape or np.any(v < 0) or np.any(p < 0) or not np.all(np.isfinite(p)):
+        raise ValueError(
+            f"need one non-negative probability per non-negative value, got {v.shape} / {p.shape}"
+        )
+    keep = v > 0
+    if not np.any(p[keep] > 0):
+        raise ValueError("token_mbr_number: no belief on a positive value")
+    v, p = v[keep], p[keep] / p[keep].sum()  # (B,)
+    smallest = 10.0**-decimals  # the least positive number the answer can write
+    cand = np.unique(np.concatenate([np.round(v, decimals), [smallest]]))
+    cand = cand[cand > 0]  # (C,)
+    rel = np.abs(cand[:, None] - v[None, :]) / v[None, :]  # (C candidates, B truths)
+    mra = (rel[..., None] < np.asarray(MRA_TOLERANCES)).mean(-1)  # (C, B)
+    return float(cand[int(np.argmax(mra @ p))])
+
+
+def signed_token_belief(
+    values: Sequence[float], p_number: Sequence[float], p_minus: float, p_after_minus: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The belief over a signed number written as an optional "-" then a number token: ``p_number`` (G,)
+    and ``p_minus`` are the probabilities of each token and of "-" first, ``p_after_minus`` (G,) those of
+    each token after a "-". Returns (values (2G,), probabilities (2G,) summing to 1): the values, then
+    their negatives. ``p_minus = 0`` gives the unsigned belief."""
+    v = np.asarray(values, dtype=np.float64)  # (G,)
+    first = np.asarray(p_number, dtype=np.float64)  # (G,)
+    after = np.asarray(p_after_minus, dtype=np.float64)  # (G,)
+    if not (v.shape == first.shape == after.shape) or min(first.min(), after.min(), p_minus) < 0:
+        raise ValueError("signed_token_belief: one non-negative probability per value, and p_minus >= 0")
+    total = first.sum() + p_minus
+    if total <= 0:
+        raise ValueError("signed_token_belief: no belief on any number")
+    negative = p_minus * after / after.sum() if after.sum() > 0 else np.zeros_like(after)
+    probs = np.concatenate([first, negative]) / total  # (2G,)
+    return np.concatenate([v, -v]), probs / probs.sum()
+
+
 def posterior_mean(values: Sequence[float], log_likelihoods: Sequence[float]) -> float:
     """The mean of the model's belief over a grid (``grid_belief``): the Bayes choice for squared error,
     used coordinate by coordinate for points and boxes."""

@@ -34,10 +34,12 @@ def qa_chat_example(
     answer (the canonical ``answer_text``) and its ``[end]`` only. Several records (all showing the same
     views) make one conversation: the first as above, each further one a follow-up turn
     ``[user] question [end] [assistant] answer [end]``, as a multi-turn chat reads them; every answer
-    is labelled.
+    is labelled. With number tokens in the layout's text segment, numbers with a unit are number tokens
+    (``TextTokenizer.for_text_ids``: the run's tokenizer is made from ``GSTRunConfig.text`` alone).
 
     Shapes: -> input_ids (T,) long, labels (T,) long (IGNORE_INDEX elsewhere), grid_pos (T, 2) float32.
     """
+    text_tokenizer = text_tokenizer.for_text_ids(layout.num_text)
     rows = [rows] if isinstance(rows, (int, np.integer)) else list(rows)
     views = split.records[rows[0]]["image_rows"]
     messages = []

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from gst.data.token_cache import TokenCache
 from gst.model import GSTModelConfig, LossConfig, SequenceConfig, get_preset
+from gst.tokenizers.numbers import NUMBER_BINS
 from gst.tokenizers.vocab import Vocabulary
 from gst.training.config import TrainConfig
 
@@ -51,12 +52,20 @@ class GSTRunConfig:
     # vectors, projected (gst.training.code_init), so alike codes start alike; decoder: image rows plus
     # what the image tokenizer's decoder reads for each code (camera rows as codebook). From-scratch only.
     code_init: Literal["random", "codebook", "decoder"] = "random"
+    # Number tokens (gst.tokenizers.numbers): every number written with a unit in chat text (answers and
+    # questions) is one token of 121 log-spaced magnitude bins instead of its digits. Adds 121 text ids.
+    number_tokens: bool = False
 
     def __post_init__(self) -> None:
         if self.pad_vocab_to < 1:
             raise ValueError(f"pad_vocab_to must be >= 1, got {self.pad_vocab_to}")
         if self.code_init not in ("random", "codebook", "decoder"):
             raise ValueError(f"code_init must be 'random', 'codebook' or 'decoder', got {self.code_init!r}")
+        if self.number_tokens and self.model.pretrained is not None and self.init_from is None:
+            raise ValueError(
+                "number_tokens=true needs a backbone built here (a preset) or --init-from: a pretrained "
+                "language model's rows are its tokenizer's ids, with no room for number tokens yet"
+            )
         if self.code_init != "random" and self.init_from is not None:
             raise ValueError(
                 f"code_init={self.code_init} initialises a new model; --init-from keeps its trained weights"
@@ -196,9 +205,12 @@ def text_vocab_size(source: str) -> int:
 
 
 def build_vocabulary(run: GSTRunConfig, manifest: dict[str, Any]) -> Vocabulary:
-    """Text ids of ``run.text``, the default special tokens, then the cache's image and camera codes."""
+    """Text ids of ``run.text`` (and its number tokens), the default special tokens, then the cache's
+    image and camera codes."""
+    numbers = NUMBER_BINS if run.number_tokens else None
     return Vocabulary(
-        num_text=text_vocab_size(run.text),
+        num_text=text_vocab_size(run.text) + (numbers.num_tokens if numbers is not None else 0),
+        numbers=numbers,
         num_image_codes=int(manifest["tokenizers"]["image"]["num_codes"]),
         num_camera_codes=int(manifest["tokenizers"]["camera"]["num_codes"]),
         pad_to_multiple=run.pad_vocab_to,

@@ -10,6 +10,13 @@ the checkpoint must still be there to give the architecture), then loads the run
 
 ``checkpoint`` is anything ``GST.from_pretrained`` reads: a `gst train export` folder (such as
 ``assets/gst-tiny``), a training export, or a `gst train gst` run folder (its newest checkpoint).
+
+Number tokens: a checkpoint trained with them keeps them (``number_tokens`` is set from its vocabulary);
+``--set number_tokens=true`` on a checkpoint without them adds them (``add_number_rows``): the run's
+text segment ends with the 121 number ids, so the special, image and camera rows move up by that many,
+and each new row starts as the mean of the checkpoint's rows for the digits of its value written with
+2 decimals ("3.84" for the bin of 3.84), plus noise of ``model.new_row_noise`` times the text rows'
+std: the model first reads a number token about as it read those digits.
 """
 
 from __future__ import annotations
@@ -18,8 +25,11 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from gst.api_checkpoint import read_backbone_meta, resolve_checkpoint
 from gst.model import GSTModel, GSTModelConfig, TokenLayout, load_gst_model
+from gst.tokenizers.numbers import NUMBER_BINS, render
 
 if TYPE_CHECKING:
     from gst.training.gst_config import GSTRunConfig
@@ -39,6 +49,7 @@ def with_initial_weights(run: GSTRunConfig, checkpoint: str | Path) -> GSTRunCon
         text=text,
         pad_vocab_to=int(extra["vocabulary"].get("pad_to_multiple", 1)),
         init_from=str(files.model_dir.resolve()),
+        number_tokens=run.number_tokens or extra["vocabulary"].get("numbers") is not None,
     )
 
 
@@ -54,7 +65,13 @@ def load_initial_model(run: GSTRunConfig, layout: TokenLayout, cache_manifest: d
             f"its backbone config {meta['config']} differs from the run's {run.model.to_dict()} "
             "(a fine-tuned backbone keeps its architecture: drop the --set model.* overrides)"
         )
-    if TokenLayout.from_dict(meta["layout"]) != layout:
+    old_layout = TokenLayout.from_dict(meta["layout"])
+    adds_numbers = (
+        run.number_tokens
+        and extra["vocabulary"].get("numbers") is None
+        and dataclasses.replace(old_layout, num_text=old_layout.num_text + NUMBER_BINS.num_tokens) == layout
+    )
+    if old_layout != layout and not adds_numbers:
         problems.append(f"its token layout {meta['layout']} differs from the run's {layout.to_dict()}")
     for kind, entry in cache_manifest["tokenizers"].items():
         want = (extra["tokenizers"].get(kind) or {}).get("sha256")
@@ -72,4 +89,68 @@ def load_initial_model(run: GSTRunConfig, layout: TokenLayout, cache_manifest: d
         )
     if problems:
         raise ValueError(f"--init-from {where}: cannot fine-tune it here: " + "; ".join(problems))
-    return load_gst_model(model_dir)
+    model = load_gst_model(model_dir)
+    if adds_numbers:
+        from gst.training.gst_config import load_text_tokenizer
+
+        model = add_number_rows(model, layout, load_text_tokenizer(run.text), seed=run.model.seed)
+    return model
+
+
+def add_number_rows(model: GSTModel, layout: TokenLayout, text_tokenizer: Any, *, seed: int) -> GSTModel:
+    """``model`` with ``NUMBER_BINS``' number rows inserted at the end of its text rows (module
+    docstring): ``layout`` is its layout with ``num_text`` grown by their count. The language model is
+    resized in place; the returned model wraps it with ``layout`` and the same other weights."""
+    old, n = model.layout, NUMBER_BINS.num_tokens
+    if dataclasses.replace(old, num_text=old.num_text + n) != layout:
+        raise ValueError(f"add_number_rows: {layout} is not {old} with {n} more text ids")
+    if text_tokenizer.vocab_size != old.num_text:
+        raise ValueError(
+            f"add_number_rows: the text tokenizer has {text_tokenizer.vocab_size} ids, not {old.num_text}"
+        )
+    digits = [text_tokenizer.encode(render(v, 2)) for v in NUMBER_BINS.values]  # "0.00", "0.01", ...
+    generator = torch.Generator().manual_seed(seed)
+    noise = model.config.new_row_noise
+    lm = model.lm
+    emb = lm.get_input_embeddings()
+    head = lm.get_output_embeddings()
+    untied = head is not None and head.weight.data_ptr() != emb.weight.data_ptr()
+    old_rows = [emb.weight.detach().clone()] + ([head.weight.detach().clone()] if untied else [])  # (V, D)
+    old_bias = head.bias.detach().clone() if untied and getattr(head, "bias", None) is not None else None
+    lm.resize_token_embeddings(layout.size, mean_resizing=False)
+    targets = [lm.get_input_embeddings().weight] + ([lm.get_output_embeddings().weight] if untied else [])
+    with torch.no_grad():
+        for weight, rows in zip(targets, old_rows, strict=True):
+            weight.copy_(_moved_rows(rows, old, layout, digits, noise, generator))
+        if old_bias is not None:
+            bias = lm.get_output_embeddings().bias
+            bias.copy_(_moved_rows(old_bias[:, None], old, layout, digits, 0.0, generator)[:, 0])
+    with torch.random.fork_rng(devices=[]):  # the new wrapper's own layers are replaced just below
+        grown = GSTModel(lm, layout, model.config)
+    others = {k: v for k, v in model.state_dict().items() if not k.startswith("lm.")}
+    missing, unexpected = grown.load_state_dict(others, strict=False)
+    if unexpected or any(not k.startswith("lm.") for k in missing):
+        raise ValueError(f"add_number_rows: weights that do not fit: {unexpected or missing}")
+    return grown
+
+
+def _moved_rows(
+    rows: torch.Tensor,
+    old: TokenLayout,
+    new: TokenLayout,
+    digits: list[list[int]],
+    noise: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Rows of the old layout placed in the new one, with the number rows made from ``digits``.
+    Shapes: rows (old.size, D) -> (new.size, D)."""
+    start, n = old.num_text, new.num_text - old.num_text
+    out = rows.new_empty(new.size, rows.shape[1])  # (V', D)
+    out[:start] = rows[:start]  # text
+    out[new.num_text : new.num_used] = rows[start : old.num_used]  # special, image, camera: up by n
+    text = rows[:start].double()  # (T, D)
+    out[new.num_used :] = text.mean(0).to(rows.dtype)  # padding rows, never produced
+    eps = torch.randn(n, rows.shape[1], generator=generator, dtype=torch.float64)  # (n, D)
+    means = torch.stack([text[ids].mean(0) for ids in digits])  # (n, D)
+    out[start : new.num_text] = (means + noise * text.std(0) * eps).to(rows.dtype)
+    return out
