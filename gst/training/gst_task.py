@@ -218,7 +218,7 @@ class GSTTask(Task):
                 f"gst: notice: {chat_dir} has no val records; evaluate() scores train ones", file=sys.stderr
             )
             self.chat_val = self.chat_train
-        self.text_tokenizer = load_text_tokenizer(self.run.text)
+        self.text_tokenizer = load_text_tokenizer(self.run.text).with_numbers(self.vocab.numbers)
 
     def num_chat_rows(self, batch_size: int) -> int:
         """Chat rows per micro-batch: ``chat_fraction`` of it, rounded, at least 1 when chat is on."""
@@ -243,6 +243,13 @@ class GSTTask(Task):
             run["loss"].pop("pose_weight")
         if run.get("code_init") == "random":
             run.pop("code_init")
+        # nor runs from before number tokens and the reader's cell heads
+        if not run.get("number_tokens"):
+            run.pop("number_tokens", None)
+        if run["loss"].get("cell_weight") == 0:
+            run["loss"].pop("cell_weight")
+        if isinstance(run["model"].get("reader"), dict) and not run["model"]["reader"].get("cell_heads"):
+            run["model"]["reader"].pop("cell_heads", None)
         out = {
             "run": run,
             "vocabulary": self.vocab.to_dict(),
