@@ -89,6 +89,7 @@ from gst.model import (
     read_pose_head,
 )
 from gst.model.sampling import GREEDY
+from gst.tokenizers.camera import symmetric_camera_vector
 from gst.tokenizers.image import to_signed, to_unit
 from gst.tokenizers.vocab import Vocabulary
 
@@ -98,7 +99,7 @@ DEFAULT_VIEW_SAMPLING = SamplingConfig(temperature=1.0, top_k=0)
 DEFAULT_CAMERA_SAMPLING = SamplingConfig(temperature=1.0)  # joint samples: draw from p(camera | obs)
 # estimate_pose: decode camera codes, read the pose head, or auto: the head of a model whose pose head sits
 # on the convolutional reader's pair stem (where its pose is learnt; docs/results.md), else the codes.
-POSE_READOUTS = ("auto", "codes", "head")
+POSE_READOUTS = ("auto", "codes", "head", "head-sym")
 
 
 class GST:
@@ -227,10 +228,20 @@ class GST:
         return codes.reshape(1, -1) + self.layout.camera_offset
 
     @torch.no_grad()
-    def _head_pose(self, obs: PreparedImage, tgt: PreparedImage) -> PoseEstimate:
+    def _head_pose(self, obs: PreparedImage, tgt: PreparedImage, symmetric: bool = False) -> PoseEstimate:
         """The pose head's camera (``read_pose_head``, the camera tokenizer's parameter vector), exact;
-        its camera codes are the tokenizer's encoding of it."""
-        vector = read_pose_head(self.model, obs.ids, tgt.ids, seq_cfg=self.sequence)  # (1, P)
+        its camera codes are the tokenizer's encoding of it. ``symmetric``: the pair read both ways, the
+        backward pose inverted and averaged with the forward one (``symmetric_camera_vector``)."""
+        if symmetric:
+            both = read_pose_head(
+                self.model,
+                torch.cat([obs.ids, tgt.ids]),
+                torch.cat([tgt.ids, obs.ids]),
+                seq_cfg=self.sequence,
+            )  # (2, P)
+            vector = symmetric_camera_vector(both[:1], both[1:])
+        else:
+            vector = read_pose_head(self.model, obs.ids, tgt.ids, seq_cfg=self.sequence)  # (1, P)
         params = self.camera_tokenizer.params_from_vector(vector.to(self.device))
         K_model = params.K()[0].double().cpu()  # (3, 3) model pixels
         scale = self.camera_tokenizer.config.pose_scale
@@ -240,9 +251,9 @@ class GST:
 
     @property
     def default_readout(self) -> str:
-        """``"head"`` for a model whose pose head reads the convolutional reader's pair stem (its pose is
+        """``"head-sym"`` for a model whose pose head reads the convolutional reader's pair stem (its pose is
         learnt there and its camera codes follow it: docs/results.md), else ``"codes"``."""
-        return "head" if self.model.reader is not None and self.model.has_pose_head else "codes"
+        return "head-sym" if self.model.reader is not None and self.model.has_pose_head else "codes"
 
     def resolve_readout(self, readout: str) -> str:
         """``readout`` with ``"auto"`` replaced by ``default_readout``."""
@@ -263,14 +274,17 @@ class GST:
         ``K_tgt`` is in pixels of the target image as given; ``w2c`` in world units (module docstring).
         ``readout="codes"`` decodes camera codes (``sampling``); ``"head"`` reads the auxiliary pose head
         (models trained with ``loss.pose_weight`` > 0) in one forward at ``[cam_start]``: a camera
-        regressed directly, with no code sampled (its ``camera_codes`` are its encoding); ``"auto"``
+        regressed directly, with no code sampled (its ``camera_codes`` are its encoding); ``"head-sym"``
+        reads the head on (observed, target) and on (target, observed) and averages the first pose with
+        the inverse of the second (``gst.tokenizers.camera.symmetric_camera_vector``); ``"auto"``
         (default) is ``default_readout``.
         """
         if readout not in POSE_READOUTS:
             raise ValueError(f"readout must be one of {POSE_READOUTS}, got {readout!r}")
         obs, tgt = self.prepare(observed), self.prepare(target)
-        if self.resolve_readout(readout) == "head":
-            return self._head_pose(obs, tgt)
+        resolved = self.resolve_readout(readout)
+        if resolved in ("head", "head-sym"):
+            return self._head_pose(obs, tgt, symmetric=resolved == "head-sym")
         out = estimate_camera_tokens(
             self.model,
             obs.ids,

@@ -366,11 +366,11 @@ def register_top(sub: argparse._SubParsersAction) -> None:
     _sampling_args(p, temperature=0.0)
     p.add_argument(
         "--readout",
-        choices=("auto", "codes", "head"),
+        choices=("auto", "codes", "head", "head-sym"),
         default="auto",
         help="decode the camera codes, or read the auxiliary pose head (models trained with "
-        "loss.pose_weight > 0; the sampling flags do not apply); auto (default): the head of a model "
-        "with a convolutional reader, else the codes",
+        "loss.pose_weight > 0; the sampling flags do not apply); head-sym: the head on both orders, "
+        "averaged; auto (default): the head of a model with a convolutional reader, else the codes",
     )
     p.add_argument(
         "--json", action="store_true", help="print the camera as JSON (gst.camera.v1, for --camera)"

@@ -343,6 +343,11 @@ def test_pose_head_readout_returns_the_head_camera_exactly(gst: GST) -> None:
     predictor = GSTPosePredictor(headed, readout="head")
     pred = predictor.predict_pose(_image(20, 20), _image(16, 16, seed=1), K)
     torch.testing.assert_close(pred.w2c_rel, pose.w2c)
+    # head-sym averages the pose with the inverse of the reverse reading, here the same constant camera:
+    # the mean of a rotation and its inverse is the identity
+    sym = headed.estimate_pose(_image(20, 20), _image(16, 16, seed=1), readout="head-sym")
+    assert float(rotation_error_deg(sym.w2c[:3, :3], torch.eye(3, dtype=torch.float64))) < 1e-4
+    torch.testing.assert_close(sym.K_tgt, K, atol=1e-4, rtol=0)
 
 
 def test_synthesize_view_shape_range_and_seed(gst: GST) -> None:

@@ -133,3 +133,26 @@ def test_shipped_tiny_checkpoint_meets_the_targets() -> None:
     assert report["rotation_error_deg_median"] <= 0.5
     assert report["rotation_error_deg_p95"] <= 2.0
     assert report["focal_error_pct_median"] <= 1.0
+
+
+def test_symmetric_camera_vector_averages_a_pose_with_the_inverse_of_its_reverse() -> None:
+    """A consistent pair of readings gives the forward pose back; a backward reading off by a rotation
+    about one axis moves the rotation half-way (the chordal mean of two rotations about one axis)."""
+    from gst.geometry import axis_angle_to_matrix, random_rotations
+    from gst.tokenizers.camera import camera_vector, params_from_vector, symmetric_camera_vector
+
+    g = torch.Generator().manual_seed(0)
+    R = random_rotations(4, generator=g)
+    t = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    w2c = torch.eye(4, dtype=torch.float64).repeat(4, 1, 1)
+    w2c[:, :3, :3], w2c[:, :3, 3] = R, t
+    K = torch.tensor([[50.0, 0, 31.5], [0, 50.0, 31.5], [0, 0, 1]], dtype=torch.float64).repeat(4, 1, 1)
+    fwd = camera_vector(K, w2c, (64, 64))
+    bwd = camera_vector(K, torch.linalg.inv(w2c), (64, 64))
+    torch.testing.assert_close(symmetric_camera_vector(fwd, bwd), fwd, atol=1e-5, rtol=1e-5)
+    turn = axis_angle_to_matrix(torch.tensor([0.0, 0.0, 0.2], dtype=torch.float64))  # 0.2 rad about z
+    off = torch.linalg.inv(w2c)
+    off[:, :3, :3] = turn.T @ off[:, :3, :3]  # the backward reading's rotation, inverted, is R @ turn
+    sym = params_from_vector(symmetric_camera_vector(fwd, camera_vector(K, off, (64, 64))), (64, 64))
+    half = R @ axis_angle_to_matrix(torch.tensor([0.0, 0.0, 0.1], dtype=torch.float64))
+    torch.testing.assert_close(sym.rotation.double(), half, atol=1e-5, rtol=1e-5)

@@ -112,10 +112,11 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     )
     pose.add_argument(
         "--pose-readout",
-        choices=("auto", "codes", "head"),
+        choices=("auto", "codes", "head", "head-sym"),
         default="auto",
         help="--checkpoint: decode camera codes greedily, or read the auxiliary pose head (models trained "
-        "with loss.pose_weight > 0); auto (default): the head of a model with a convolutional reader, "
+        "with loss.pose_weight > 0); head-sym: the head on both orders of the pair, the backward pose "
+        "inverted and averaged in; auto (default): the head of a model with a convolutional reader, "
         "else the codes",
     )
     pose.set_defaults(func=run_pose)
@@ -157,7 +158,11 @@ def _model_predictor(args: argparse.Namespace, kind: str) -> tuple[object, dict]
     if kind == "pose":
         readout = gst.resolve_readout(args.pose_readout)
         predictor = GSTPosePredictor(gst, seed=args.seed, progress=bar, readout=readout)
-        decoding = "greedy camera tokens" if readout == "codes" else "pose head readout"
+        decoding = {
+            "codes": "greedy camera tokens",
+            "head": "pose head readout",
+            "head-sym": "pose head readout, both orders averaged",
+        }[readout]
     else:
         predictor = GSTViewPredictor(gst, seed=args.seed, progress=bar)
         decoding = "sampled image tokens (temperature 1)"

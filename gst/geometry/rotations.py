@@ -124,6 +124,15 @@ def rotation_6d_to_matrix(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([b1, b2, b3], dim=-1)  # columns
 
 
+def nearest_rotation(M: torch.Tensor) -> torch.Tensor:
+    """The rotation closest to M in the Frobenius norm (SVD, determinant fixed to +1): the chordal mean
+    of rotations R_i is ``nearest_rotation(sum R_i)``. Shapes: (..., 3, 3) -> (..., 3, 3)."""
+    U, _, Vh = torch.linalg.svd(M)
+    d = torch.ones(M.shape[:-1], dtype=M.dtype, device=M.device)  # (..., 3)
+    d[..., 2] = torch.sign(torch.det(U @ Vh))
+    return U @ torch.diag_embed(d) @ Vh
+
+
 def random_rotations(
     n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64
 ) -> torch.Tensor:

@@ -42,6 +42,7 @@ from gst.geometry import (
     cameras_from_rays,
     denormalize_relative_pose,
     matrix_to_rotation_6d,
+    nearest_rotation,
     normalized_relative_pose,
     plucker_rays,
     rotation_6d_to_matrix,
@@ -156,6 +157,18 @@ def params_from_vector(p: torch.Tensor, image_hw: tuple[int, int]) -> CameraPara
         focal=W * torch.exp(p[:, 9:11]),
         principal=(size - 1) / 2 + p[:, 11:13] / PRINCIPAL_GAIN * size,
     )
+
+
+def symmetric_camera_vector(forward: torch.Tensor, backward: torch.Tensor) -> torch.Tensor:
+    """One relative pose from two readings of a pair: ``forward`` of (observed, target), ``backward`` of
+    (target, observed), both ``camera_vector`` layouts. The backward pose is inverted (R^T, -R^T t) and
+    averaged with the forward one (chordal mean of the rotations, mean of the translations); the
+    intrinsics, the target camera's, are the forward reading's. Shapes: (B, 13), (B, 13) -> (B, 13)."""
+    R_f, R_b = rotation_6d_to_matrix(forward[:, :6]), rotation_6d_to_matrix(backward[:, :6])  # (B, 3, 3)
+    R_inv = R_b.transpose(1, 2)
+    t_inv = -(R_inv @ backward[:, 6:9].unsqueeze(-1)).squeeze(-1)  # (B, 3), TRANSLATION_UNIT units
+    R = nearest_rotation((R_f + R_inv).double()).to(forward.dtype)
+    return torch.cat([matrix_to_rotation_6d(R), (forward[:, 6:9] + t_inv) / 2, forward[:, 9:]], dim=-1)
 
 
 class CameraTokenizer(nn.Module):
