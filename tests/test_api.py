@@ -84,12 +84,13 @@ def make_tokenizers(root: Path, seed: int = 0) -> Path:
     return root
 
 
-def make_training_export(root: Path) -> Path:
-    """root/tok (tokenizers) and root/export: a micro backbone saved as `gst train gst` exports it."""
+def make_training_export(root: Path, vocab: Vocabulary | None = None) -> Path:
+    """root/tok (tokenizers) and root/export: a micro backbone saved as `gst train gst` exports it.
+    ``vocab``: default ByT5's 384 text ids, 32 image and 27 camera codes."""
     from gst.data.token_cache import tokenizer_sha256
 
     tok = make_tokenizers(root / "tok")
-    vocab = Vocabulary(num_text=384, num_image_codes=32, num_camera_codes=27)  # 384: ByT5's ids
+    vocab = vocab or Vocabulary(num_text=384, num_image_codes=32, num_camera_codes=27)  # 384: ByT5's ids
     seq = SequenceConfig(image_grid=(4, 4), camera_grid=(4, 4))
     torch.manual_seed(0)
     model = build_gst_model(GSTModelConfig(backbone=get_preset("micro")), vocab)
@@ -107,9 +108,9 @@ def make_training_export(root: Path) -> Path:
     return save_gst_model(model, root / "export", extra=extra)
 
 
-def make_checkpoint(root: Path) -> Path:
+def make_checkpoint(root: Path, vocab: Vocabulary | None = None) -> Path:
     """An assembled checkpoint folder root/gst (gst_checkpoint.json, model/, tokenizers/)."""
-    return export_checkpoint(make_training_export(root), root / "gst")
+    return export_checkpoint(make_training_export(root, vocab), root / "gst")
 
 
 @pytest.fixture(scope="module")

@@ -128,14 +128,11 @@ def test_cell_loss_values() -> None:
     assert float(metrics["cell_depth_absrel"]) == pytest.approx(0.5)
 
 
-def test_cell_heads_train_in_reader_pairs(data: dict, tmp_path: Path) -> None:
-    from accelerate.state import AcceleratorState
-
+def test_cell_heads_train_in_reader_pairs(data: dict, tmp_path: Path, fresh_accelerate) -> None:
     from gst.model.config import ReaderConfig
     from gst.training.gst_task import GSTTask, get_run_preset, with_cache_grids
     from gst.training.loop import train
 
-    AcceleratorState._reset_state(True)
     cli_main(["data", "cells", "--cache", str(data["cache"]), "--quiet"])
     run = with_cache_grids(get_run_preset("micro"), open_token_cache(data["cache"]))
     reader = ReaderConfig(grid_hw=(4, 4), code_dim=8, channels=16, num_blocks=1, cell_heads=True)
@@ -175,4 +172,3 @@ def test_cell_heads_train_in_reader_pairs(data: dict, tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="cell_heads"):
         GSTTask(bad, data["cache"], data["tok"])
-    AcceleratorState._reset_state(True)

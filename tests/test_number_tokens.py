@@ -16,11 +16,10 @@ import numpy as np
 import pytest
 import torch
 from test_api import make_checkpoint
-from test_api import make_tokenizers as make_api_tokenizers
 from test_chat_cache import make_qa
 from test_token_cache import make_scenes, make_tokenizers
 
-from gst.api import GST, export_checkpoint
+from gst.api import GST
 from gst.api_chat import NumberFormat
 from gst.cli import main as cli_main
 from gst.data.chat_cache import build_chat_cache
@@ -36,17 +35,13 @@ from gst.data.qa_types import (
     point_answer,
     write_jsonl,
 )
-from gst.data.token_cache import CacheConfig, build_token_cache, open_token_cache, tokenizer_sha256
+from gst.data.token_cache import CacheConfig, build_token_cache, open_token_cache
 from gst.eval.qa_baselines import NumberTokenReader
 from gst.eval.qa_metrics import mra_of_relative_error, signed_token_belief, token_mbr_number
 from gst.model import (
     GSTModelConfig,
     HeadKind,
-    SequenceConfig,
     TokenLayout,
-    build_gst_model,
-    get_preset,
-    save_gst_model,
 )
 from gst.tokenizers.numbers import NUMBER_BINS, UNIT_DECIMALS, NumberBins, find_quantities
 from gst.tokenizers.text import TextTokenizer
@@ -188,13 +183,7 @@ def test_vocabulary_number_segment_and_old_dicts() -> None:
 # ---- training ----
 
 
-@pytest.fixture(autouse=True)
-def _reset_accelerate():
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(True)
-    yield
-    AcceleratorState._reset_state(True)
+pytestmark = pytest.mark.usefixtures("fresh_accelerate")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -294,22 +283,8 @@ def test_init_from_adds_number_rows_to_a_checkpoint_without_them(chat_data: dict
 
 def _number_checkpoint(root: Path) -> Path:
     """test_api's tiny untrained checkpoint, with number tokens."""
-    tok = make_api_tokenizers(root / "tok")
     vocab = Vocabulary(num_text=505, num_image_codes=32, num_camera_codes=27, numbers=NUMBER_BINS)
-    seq = SequenceConfig(image_grid=(4, 4), camera_grid=(4, 4))
-    model = build_gst_model(GSTModelConfig(backbone=get_preset("micro")), vocab)
-    extra = {
-        "sequence": seq.to_dict(),
-        "vocabulary": vocab.to_dict(),
-        "text_tokenizer": "byt5",
-        "tokenizers": {
-            k: {"path": str((tok / k).resolve()), "sha256": tokenizer_sha256(tok / k)}
-            for k in ("image", "camera")
-        },
-        "pose_scale": 1.0,
-        "image_hw": [16, 16],
-    }
-    return export_checkpoint(save_gst_model(model, root / "export", extra=extra), root / "gst")
+    return make_checkpoint(root, vocab)
 
 
 @pytest.fixture(scope="module")

@@ -40,13 +40,7 @@ from gst.training.regressor_task import RegressorTask, get_regressor_preset, wit
 torch.set_num_threads(1)
 
 
-@pytest.fixture(autouse=True)
-def _reset_accelerate():
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(True)
-    yield
-    AcceleratorState._reset_state(True)
+pytestmark = pytest.mark.usefixtures("fresh_accelerate")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -43,13 +43,7 @@ CAMERA_SMALL = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _reset_accelerate():
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(True)
-    yield
-    AcceleratorState._reset_state(True)
+pytestmark = pytest.mark.usefixtures("fresh_accelerate")  # tests/conftest.py
 
 
 def make_scenes(root: Path, num_scenes: int = 12, views: int = 3, hw=(32, 32), seed: int = 0) -> Path:
