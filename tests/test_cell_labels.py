@@ -130,6 +130,7 @@ def test_cell_loss_values() -> None:
 
 def test_cell_heads_train_in_reader_pairs(data: dict, tmp_path: Path, fresh_accelerate) -> None:
     from gst.model.config import ReaderConfig
+    from gst.training.gst_eval import cell_metrics
     from gst.training.gst_task import GSTTask, get_run_preset, with_cache_grids
     from gst.training.loop import train
 
@@ -158,7 +159,8 @@ def test_cell_heads_train_in_reader_pairs(data: dict, tmp_path: Path, fresh_acce
     rows = task.stem_rows(0, 6)
     torch.testing.assert_close(batch.stem_cells, task.cell_targets(task.train_split, rows), equal_nan=True)
     model = task.build_model()
-    before = task.cell_metrics(model, np.arange(len(task.val_split)))
+    val_rows = np.arange(len(task.val_split))
+    before = cell_metrics(model, task.val_split, val_rows, task.cell_targets(task.val_split, val_rows))
     _, metrics = task.loss(model, batch, 0)
     assert {"stem/pose_huber", "stem/cell_object_acc", "stem/cell_depth_absrel"} <= set(metrics)
     result = train(task, task.run.train, tmp_path / "run")

@@ -182,6 +182,15 @@ class CellLabels:
         views = np.asarray(split.views)[rows]  # (n, 2)
         return {k: np.asarray(a[scene, views]) for k, a in self.arrays[split.name].items()}
 
+    def pair_targets(self, split: Any, rows: np.ndarray) -> np.ndarray:
+        """``pairs`` packed per cell as the reader's cell loss reads them (``gst.model.loss.cell_loss``):
+        object, shape, colour, centre xyz, depth. Shapes: -> (n, 2, h*w, 7) float32."""
+        lab = self.pairs(split, rows)
+        n = len(rows)
+        parts = [lab[k].reshape(n, 2, -1, 1).astype(np.float32) for k in ("object", "shape", "colour")]
+        parts += [lab["centre"].reshape(n, 2, -1, 3), lab["depth"].reshape(n, 2, -1, 1)]
+        return np.concatenate(parts, axis=-1).astype(np.float32)
+
 
 def open_cell_labels(cache: TokenCache) -> CellLabels:
     """Open ``<cache>/cells/``, checked against the cache's grid and splits."""

@@ -25,6 +25,7 @@ from gst.model import (
     estimate_camera_tokens,
     read_pose_head,
 )
+from gst.model.loss import cell_loss
 from gst.model.sequences import TASK_EST, TASK_GEN
 
 
@@ -193,6 +194,22 @@ def _pose_scores(prefix: str, w2c: torch.Tensor, split: CacheSplit, rows: np.nda
     }
 
 
+@torch.no_grad()
+def cell_metrics(
+    model: nn.Module, split: CacheSplit, rows: np.ndarray, labels: torch.Tensor
+) -> dict[str, float]:
+    """The reader's cell heads on some pairs' observed and target images (``cell_loss`` metrics, named
+    ``val_cell_*``). Shapes: labels (n, 2, h*w, 7) as ``CellLabels.pair_targets``."""
+    reader = model.reader if not hasattr(model, "module") else model.module.reader
+    device = next(reader.parameters()).device
+    obs, tgt, _ = split.codes(rows)
+    codes = torch.cat([obs.reshape(len(rows), -1), tgt.reshape(len(rows), -1)]).to(device)
+    labels = labels.to(device)
+    pred = reader.cell_predictions(reader.grid_features(codes))
+    _, metrics = cell_loss(pred, torch.cat([labels[:, 0], labels[:, 1]]))
+    return {f"val_{k}": float(v) for k, v in metrics.items()}
+
+
 def pose_metrics(
     model: nn.Module,
     layout: TokenLayout,
@@ -214,6 +231,7 @@ def pose_metrics(
 
 __all__ = [
     "PosePredictions",
+    "cell_metrics",
     "eval_rows",
     "pose_head_metrics",
     "pose_head_targets",

@@ -53,7 +53,6 @@ from gst.model import (
     compute_loss,
     save_gst_model,
 )
-from gst.model.loss import cell_loss
 from gst.training.gst_chat import chat_metrics, concat_batches, qa_chat_example
 from gst.training.gst_config import (
     RUN_PRESETS,
@@ -67,6 +66,7 @@ from gst.training.gst_config import (
     with_cache_grids,
 )
 from gst.training.gst_eval import (
+    cell_metrics,
     eval_rows,
     pose_head_targets,
     pose_metrics,
@@ -144,11 +144,7 @@ class GSTTask(Task):
     def cell_targets(self, split: CacheSplit, rows: np.ndarray) -> torch.Tensor:
         """Cell labels of pairs for ``gst.model.loss.cell_loss``. Shapes: -> (n, 2, h*w, 7) float32."""
         assert self.cells is not None
-        lab = self.cells.pairs(split, rows)
-        n = len(rows)
-        parts = [lab[k].reshape(n, 2, -1, 1).astype(np.float32) for k in ("object", "shape", "colour")]
-        parts += [lab["centre"].reshape(n, 2, -1, 3), lab["depth"].reshape(n, 2, -1, 1)]
-        return torch.from_numpy(np.concatenate(parts, axis=-1).astype(np.float32))
+        return torch.from_numpy(self.cells.pair_targets(split, rows))
 
     def _check_pose_readout(self) -> None:
         """``loss.pose_weight`` > 0 needs a pose head sized for the camera parameter vector."""
@@ -412,7 +408,8 @@ class GSTTask(Task):
             )
         if self.cells is not None and cfg.num_pose_pairs > 0:
             rows = eval_rows(len(self.val_split), cfg.num_pose_pairs, cfg.subset_seed)
-            metrics.update(self.cell_metrics(model, rows))
+            labels = self.cell_targets(self.val_split, rows)
+            metrics.update(cell_metrics(model, self.val_split, rows, labels))
         if self.chat is not None:
             for prefix, phrasing in (("chat", "all"), ("chat/heldout", "heldout")):
                 rows = self.chat_val.rows(phrasing)
@@ -423,18 +420,6 @@ class GSTTask(Task):
                     )
                     metrics.update({f"{prefix}/{k}": v for k, v in chat.items()})
         return metrics
-
-    @torch.no_grad()
-    def cell_metrics(self, model: nn.Module, rows: np.ndarray) -> dict[str, float]:
-        """The cell heads on val pairs' observed and target images (``cell_loss`` metrics, ``val_`` names)."""
-        reader = model.reader if not hasattr(model, "module") else model.module.reader
-        device = next(reader.parameters()).device
-        obs, tgt, _ = self.val_split.codes(rows)
-        codes = torch.cat([obs.reshape(len(rows), -1), tgt.reshape(len(rows), -1)]).to(device)
-        labels = self.cell_targets(self.val_split, rows).to(device)  # (n, 2, h*w, 7)
-        pred = reader.cell_predictions(reader.grid_features(codes))
-        _, metrics = cell_loss(pred, torch.cat([labels[:, 0], labels[:, 1]]))
-        return {f"val_{k}": float(v) for k, v in metrics.items()}
 
     def export(self, model: nn.Module, out_dir: Path) -> None:
         save_gst_model(model, out_dir, extra=self.export_extra())
