@@ -49,12 +49,15 @@ CELLS_FORMAT = "gst-cell-labels"
 CELLS_FORMAT_VERSION = 1
 
 
-def _class_index(name: str, classes: tuple[str, ...], where: str) -> int:
-    if name in classes:
-        return classes.index(name)
-    if classes is SHAPE_CLASSES:
-        return classes.index("other")
-    raise ValueError(f"{where}: unknown colour {name!r}; known: {list(classes)}")
+def _shape_class(name: str) -> int:
+    """A primitive's index in ``SHAPE_CLASSES``; a mesh (any other shape name) is "other"."""
+    return SHAPE_CLASSES.index(name if name in SHAPE_CLASSES else "other")
+
+
+def _colour_class(name: str, where: str) -> int:
+    if name not in COLOUR_CLASSES:
+        raise ValueError(f"{where}: unknown colour {name!r}; known: {list(COLOUR_CLASSES)}")
+    return COLOUR_CLASSES.index(name)
 
 
 def view_cell_labels(
@@ -86,12 +89,8 @@ def view_cell_labels(
     dsum = np.bincount(cell[has], weights=depth[has], minlength=h * w)
     dnum = np.bincount(cell[has], minlength=h * w)
     depth_cell = np.where(dnum > 0, dsum / np.maximum(dnum, 1), np.nan)
-    shapes = np.array(
-        [_class_index(o["shape"], SHAPE_CLASSES, str(scene.root)) for o in scene.objects] + [-1]
-    )
-    colours = np.array(
-        [_class_index(o["color"], COLOUR_CLASSES, str(scene.root)) for o in scene.objects] + [-1]
-    )
+    shapes = np.array([_shape_class(o["shape"]) for o in scene.objects] + [-1])
+    colours = np.array([_colour_class(o["color"], str(scene.root)) for o in scene.objects] + [-1])
     w2c = scene.w2c[view].numpy()
     centres = np.array([o["center"] for o in scene.objects], dtype=np.float64).reshape(-1, 3)
     cam = centres @ w2c[:3, :3].T + w2c[:3, 3]  # (N, 3) camera frame
