@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from gst.model.backbone import build_gst_model, load_gst_model, save_gst_model
 from gst.model.config import REQUIRED_SPECIAL_TOKENS, GSTModelConfig, ReaderConfig, TokenLayout, micro
 from gst.model.loss import LossConfig, compute_loss
-from gst.model.reader import est_pairs, given_segments
+from gst.model.reader import correlation_maps, est_pairs, given_segments
 from gst.model.sampling import read_pose_head
 from gst.model.sequences import (
     TASK_EST,
@@ -32,8 +32,8 @@ CFG = SequenceConfig(image_grid=(4, 4), camera_grid=(2, 2), cond_dropout=0.0)
 READER = ReaderConfig(grid_hw=(4, 4), code_dim=8, channels=16, num_blocks=1, pair_dim=24)
 
 
-def _model(pose_dim: int = 13) -> torch.nn.Module:
-    config = GSTModelConfig(backbone=micro(), reader=READER, pose_head_dim=pose_dim, seed=0)
+def _model(pose_dim: int = 13, reader: ReaderConfig = READER) -> torch.nn.Module:
+    config = GSTModelConfig(backbone=micro(), reader=reader, pose_head_dim=pose_dim, seed=0)
     model = build_gst_model(config, LAYOUT)
     with torch.no_grad():  # a visible reader: its projections start small, like embeddings
         for p in model.reader.parameters():
@@ -110,8 +110,10 @@ def test_reader_changes_the_conditioned_predictions() -> None:
     assert (a - b).abs().max() > 1e-4
 
 
-def test_pose_head_reads_the_pair_stem() -> None:
-    model = _model()
+@pytest.mark.parametrize("corr_dim", [0, 4])
+def test_pose_head_reads_the_pair_stem(corr_dim: int) -> None:
+    model = _model(reader=dataclasses.replace(READER, corr_dim=corr_dim))
+    assert (model.reader.corr_proj is not None) == bool(corr_dim)
     batch = _batch([TASK_EST, TASK_EST], seed=3)
     est = pose_offsets(CFG, TASK_EST)
     obs = batch.input_ids[:, est.obs : est.obs + 16]
@@ -127,18 +129,43 @@ def test_pose_head_reads_the_pair_stem() -> None:
         )
 
 
-def test_stem_pairs_add_their_pose_loss() -> None:
+def test_correlation_maps_find_where_content_moved() -> None:
+    """The cost volume (ReaderConfig.corr_dim): with the target the observed map shifted one cell right,
+    each observed cell's best match is the cell to its right, with similarity 1, and back."""
+    a = torch.randn(1, 8, 4, 4, generator=torch.Generator().manual_seed(0))
+    b = torch.roll(a, 1, dims=3)  # b[..., x] = a[..., x - 1]
+    fwd, bwd = correlation_maps(a, b)
+    assert fwd.shape == bwd.shape == (1, 16, 4, 4)
+    for r in range(4):
+        for c in range(4):
+            best_fwd = fwd[0, :, r, c].max(0)  # over target cells
+            best_bwd = bwd[0, :, r, c].max(0)  # over observed cells
+            assert int(best_fwd.indices) == r * 4 + (c + 1) % 4
+            assert int(best_bwd.indices) == r * 4 + (c - 1) % 4
+            assert float(best_fwd.values) == pytest.approx(1.0, abs=1e-5)
+            assert float(best_bwd.values) == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ValueError, match="corr_dim"):
+        ReaderConfig(corr_dim=-1)
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.1])
+def test_stem_pairs_add_their_pose_loss(beta: float) -> None:
     model = _model().train()
     batch = _batch([TASK_GEN, TASK_EST])
     g = torch.Generator().manual_seed(1)
     batch.pose_target = torch.randn(2, 13, generator=g)
     batch.stem_codes = torch.randint(0, 32, (3, 2, 16), generator=g)
     batch.stem_pose = torch.randn(3, 13, generator=g)
-    config = LossConfig(pose_weight=0.5)
+    config = LossConfig(pose_weight=0.5, pose_beta=beta)
     out = compute_loss(model, batch, config)
-    with torch.no_grad():
-        stem = F.huber_loss(
-            model.reader.read_pairs(batch.stem_codes[:, 0], batch.stem_codes[:, 1]), batch.stem_pose
+    with torch.no_grad():  # smooth L1 with beta: Huber with delta 1 at beta 1
+        stem = (
+            F.huber_loss(
+                model.reader.read_pairs(batch.stem_codes[:, 0], batch.stem_codes[:, 1]),
+                batch.stem_pose,
+                delta=beta,
+            )
+            / beta
         )
     torch.testing.assert_close(out.metrics["stem/pose_huber"], stem)
     batch.stem_codes = batch.stem_pose = None
@@ -146,6 +173,8 @@ def test_stem_pairs_add_their_pose_loss() -> None:
     torch.testing.assert_close(out.loss, without.loss + 0.5 * stem)
     out.loss.backward()
     assert model.reader.code_feats.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="pose_beta"):
+        LossConfig(pose_beta=0.0)
 
 
 def test_decoder_code_features_initialise_the_reader() -> None:

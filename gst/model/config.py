@@ -212,8 +212,16 @@ class ReaderConfig:
     # image token shows (gst.model.reader, trained with LossConfig.cell_weight on cell labels of
     # gst.data.cell_labels). False: none (checkpoints from before them load unchanged).
     cell_heads: bool = False
+    # Global correspondence for the pair stem: every observed cell's cosine similarity to every target
+    # cell (and back), over ``corr_dim``-channel projections of the two single-image maps, joins the
+    # stacked maps as 2*h*w extra input channels (a flattened cost volume, as in optical flow): content
+    # that moved further than the stem's receptive field is still found. 0: off (checkpoints from
+    # before it load unchanged).
+    corr_dim: int = 0
 
     def __post_init__(self) -> None:
+        if self.corr_dim < 0:
+            raise ValueError(f"ReaderConfig.corr_dim must be >= 0 (0: off), got {self.corr_dim}")
         if len(self.grid_hw) != 2 or min(self.grid_hw) < 1:
             raise ValueError(f"ReaderConfig.grid_hw must be (h, w) >= 1, got {self.grid_hw}")
         for name in ("code_dim", "channels", "pair_dim"):

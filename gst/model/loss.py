@@ -31,10 +31,14 @@ class LossConfig:
     image_weight: float = 1.0
     text_weight: float = 1.0
     restrict_vocab: bool = True  # softmax over the target segment's codes (see module docstring)
-    # Weight of the auxiliary pose readout (GeoVR-style geometric target): Huber loss (delta 1, mean over
-    # the P numbers) between the pose head at each est row's [cam_start] and the batch's pose_target,
+    # Weight of the auxiliary pose readout (GeoVR-style geometric target): smooth-L1 loss (``pose_beta``, mean
+    # over the P numbers) between the pose head at each est row's [cam_start] and the batch's pose_target,
     # added to the token loss. Needs a model with a pose head (GSTModelConfig.pose_head_dim). 0 = off.
     pose_weight: float = 0.0
+    # The pose loss is smooth L1 with this beta (Huber / beta), both readouts: est rows and reader-only
+    # pairs. 1: about a squared error on the camera vector's numbers (their errors are mostly below 1);
+    # smaller: an absolute error beyond beta, which weighs the many near pairs over the few far-off ones.
+    pose_beta: float = 1.0
     # Weight of the first code of each camera segment, times camera_weight: the one code predicted from the
     # images alone (the codes after it largely follow from it; docs/experiments.md, 2026-12-02, "where
     # the pose comes from"). 1 = off.
@@ -55,6 +59,8 @@ class LossConfig:
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"LossConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.pose_beta <= 0:
+            raise ValueError(f"LossConfig.pose_beta must be > 0, got {self.pose_beta}")
 
     def weight(self, kind: HeadKind) -> float:
         return {HeadKind.CAMERA: self.camera_weight, HeadKind.IMAGE: self.image_weight}.get(
@@ -139,7 +145,7 @@ def compute_loss(model: GSTModel, batch: SequenceBatch, config: LossConfig | Non
     if pose_positions is not None and out.pose is not None and out.pose.shape[0] > 0:
         rows = pose_positions.any(1)  # (B,) one [cam_start] per est row
         target = batch.pose_target[rows].to(out.pose.device, torch.float32)  # (N, P)
-        huber = F.huber_loss(out.pose.float(), target, delta=1.0)  # mean over N and P
+        huber = F.smooth_l1_loss(out.pose.float(), target, beta=config.pose_beta)  # mean over N and P
         loss = loss + config.pose_weight * huber
         metrics["est/pose_huber"] = huber.detach()
         metrics["est/pose_rows"] = torch.as_tensor(float(target.shape[0]))
@@ -161,7 +167,9 @@ def _stem_loss(
     loss = out.loss.to(feats.device)
     if config.pose_weight > 0:
         pose = reader.pose_from_features(feats)  # (B2, P)
-        huber = F.huber_loss(pose.float(), batch.stem_pose.to(pose.device, torch.float32), delta=1.0)
+        huber = F.smooth_l1_loss(
+            pose.float(), batch.stem_pose.to(pose.device, torch.float32), beta=config.pose_beta
+        )
         out.metrics["stem/pose_huber"] = huber.detach()
         loss = loss + config.pose_weight * huber
     if use_cells:

@@ -94,10 +94,12 @@ class CodeGridReader(nn.Module):
         self.grid_hw = config.grid_hw
         self.code_feats = nn.Embedding(layout.num_image_codes, config.code_dim)  # set by code_init
         self.single = _stem(config.code_dim, c, config.num_blocks)
-        self.pair = _stem(2 * c, c, config.num_blocks)
+        h, w = self.grid_hw
+        corr_channels = 2 * h * w if config.corr_dim else 0
+        self.corr_proj = nn.Conv2d(c, config.corr_dim, 1) if config.corr_dim else None
+        self.pair = _stem(2 * c + corr_channels, c, config.num_blocks)
         # 8x8 -> 4x4 -> 2x2, then an MLP over the flattened map: keeps where things moved (a mean
         # pool would keep only what).
-        h, w = self.grid_hw
         self.pool = nn.Sequential(
             nn.GroupNorm(8, c), nn.SiLU(), nn.Conv2d(c, c, 3, stride=2, padding=1),
             nn.GroupNorm(8, c), nn.SiLU(), nn.Conv2d(c, c, 3, stride=2, padding=1),
@@ -120,7 +122,10 @@ class CodeGridReader(nn.Module):
 
     def pair_features(self, obs: torch.Tensor, tgt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Shapes: obs, tgt (P, C, h, w) -> per-cell (P, C, h, w), pooled (P, C2)."""
-        cells = self.pair(torch.cat([obs, tgt], dim=1))  # (P, C, h, w)
+        maps = [obs, tgt]
+        if self.corr_proj is not None:
+            maps += correlation_maps(self.corr_proj(obs), self.corr_proj(tgt))
+        cells = self.pair(torch.cat(maps, dim=1))  # (P, C, h, w)
         return cells, self.pool(cells)
 
     def read_pairs(self, obs_codes: torch.Tensor, tgt_codes: torch.Tensor) -> torch.Tensor:
@@ -180,6 +185,17 @@ class CodeGridReader(nn.Module):
             (rows.unsqueeze(1).expand_as(pos), pos), per_cell.to(dtype), accumulate=True
         )
         return ReaderOutput(cell_emb, pair_vec, rows[tgt_i], cam_pos)
+
+
+def correlation_maps(a: torch.Tensor, b: torch.Tensor) -> list[torch.Tensor]:
+    """The cost volume of two maps, flattened along channels (``ReaderConfig.corr_dim``): at cell i,
+    channel j of the first map is the cosine similarity of ``a``'s cell i to ``b``'s cell j; the
+    second is the same from ``b``'s side. Shapes: a, b (P, k, h, w) -> two (P, h*w, h, w)."""
+    P, _, h, w = a.shape
+    a = nn.functional.normalize(a.flatten(2).float(), dim=1)  # (P, k, n)
+    b = nn.functional.normalize(b.flatten(2).float(), dim=1)
+    corr = a.transpose(1, 2) @ b  # (P, n_a, n_b)
+    return [corr.transpose(1, 2).reshape(P, h * w, h, w), corr.reshape(P, h * w, h, w)]
 
 
 def given_segments(input_ids: torch.Tensor, layout: TokenLayout, n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -83,6 +83,21 @@ def _world_size() -> int:
     return torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
 
 
+# (path in the run config, its "off" value): config keys added after runs were saved (config_dict)
+_LATER_KEYS: tuple[tuple[tuple[str, ...], Any], ...] = (
+    (("sequence", "chat_turns"), 1),  # multi-turn chat rows
+    (("init_from",), None),  # --init-from
+    (("model", "pose_head_dim"), 0),  # the pose readout
+    (("loss", "pose_weight"), 0),
+    (("code_init",), "random"),  # code initialisation
+    (("number_tokens",), False),  # number tokens
+    (("loss", "cell_weight"), 0),  # the reader's cell heads
+    (("model", "reader", "cell_heads"), False),
+    (("model", "reader", "corr_dim"), 0),  # the pair stem's correspondence
+    (("loss", "pose_beta"), 1.0),  # the pose loss's smooth-L1 beta
+)
+
+
 class GSTTask(Task):
     """Stage ``gst``: the backbone on gen/est rows from a token cache (and chat rows from a chat cache)."""
 
@@ -228,24 +243,14 @@ class GSTTask(Task):
         run = {k: v for k, v in to_dict(self.run).items() if k != "train"}
         if self.chat is None:  # runs from before chat rows existed saved no such key: they still resume
             run["sequence"] = {k: v for k, v in run["sequence"].items() if k != "chat_fraction"}
-        if run["sequence"].get("chat_turns") == 1:  # nor runs from before multi-turn chat rows
-            run["sequence"].pop("chat_turns")
-        if run.get("init_from") is None:  # nor runs from before --init-from
-            run.pop("init_from", None)
-        # nor runs from before the pose readout and code initialisation (saved without these keys)
-        if run["model"].get("pose_head_dim") == 0:
-            run["model"].pop("pose_head_dim")
-        if run["loss"].get("pose_weight") == 0:
-            run["loss"].pop("pose_weight")
-        if run.get("code_init") == "random":
-            run.pop("code_init")
-        # nor runs from before number tokens and the reader's cell heads
-        if not run.get("number_tokens"):
-            run.pop("number_tokens", None)
-        if run["loss"].get("cell_weight") == 0:
-            run["loss"].pop("cell_weight")
-        if isinstance(run["model"].get("reader"), dict) and not run["model"]["reader"].get("cell_heads"):
-            run["model"]["reader"].pop("cell_heads", None)
+        # Keys added after runs were saved are left out at their "off" value, so those runs still resume.
+        for path, off in _LATER_KEYS:
+            *parents, key = path
+            node = run
+            for name in parents:
+                node = node.get(name) if isinstance(node, dict) else None
+            if isinstance(node, dict) and key in node and node[key] == off:
+                node.pop(key)
         out = {
             "run": run,
             "vocabulary": self.vocab.to_dict(),
