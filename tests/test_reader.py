@@ -232,3 +232,41 @@ def test_reader_round_trips_through_save_and_overrides(tmp_path) -> None:
     assert apply_overrides(on, ["reader=none"]).reader is None
     with pytest.raises(ValueError, match="multiple of 8"):
         apply_overrides(plain, ["reader.channels=12"])
+
+
+def test_a_grown_reader_computes_what_it_did_until_trained() -> None:
+    """--init-from with model.reader.corr_dim / cell_heads switched on (gst_init.grow_reader): the new
+    correspondence channels start at zero weight, so poses and logits are unchanged."""
+    from gst.training.gst_init import grow_reader, reader_growth
+
+    model = _model()
+    config = dataclasses.replace(
+        model.config, reader=dataclasses.replace(READER, corr_dim=4, cell_heads=True)
+    )
+    assert reader_growth(model.config, config)
+    assert not reader_growth(
+        model.config, dataclasses.replace(model.config, reader=dataclasses.replace(READER, channels=32))
+    )
+    assert not reader_growth(config, model.config)  # switching parts off is not a growth
+    batch = _batch([TASK_GEN, TASK_EST], seed=5)
+    obs, tgt = torch.randint(0, 32, (3, 16)), torch.randint(0, 32, (3, 16))
+    with torch.no_grad():
+        before = model(batch.input_ids, batch.grid_pos).logits, model.reader.read_pairs(obs, tgt)
+        grown = grow_reader(model, config).eval()
+        after = grown(batch.input_ids, batch.grid_pos).logits, grown.reader.read_pairs(obs, tgt)
+    assert grown.reader.corr_proj is not None and grown.reader.cell_head is not None
+    torch.testing.assert_close(after[0], before[0])
+    torch.testing.assert_close(after[1], before[1])
+    with pytest.raises(ValueError, match="not a growth"):
+        grow_reader(grown, model.config)
+
+
+def test_frozen_parameters_stay_out_of_training() -> None:
+    from gst.training.gst_task import freeze
+
+    model = freeze(_model().train(), ("reader.code_feats", "reader.single"))
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert "reader.code_feats.weight" in frozen and "reader.single.0.weight" in frozen
+    assert not any(n.startswith(("reader.pair", "reader.pose_head", "lm.")) for n in frozen)
+    with pytest.raises(ValueError, match="reader.singl"):
+        freeze(model, ("reader.singl",))  # a prefix must name whole modules or parameters

@@ -55,6 +55,10 @@ class GSTRunConfig:
     # Number tokens (gst.tokenizers.numbers): every number written with a unit in chat text (answers and
     # questions) is one token of 121 log-spaced magnitude bins instead of its digits. Adds 121 text ids.
     number_tokens: bool = False
+    # Parameters kept as they are: prefixes of the model's parameter names (``named_parameters``), e.g.
+    # ``reader.code_feats,reader.single`` trains the reader's pair side only, so every input the backbone
+    # reads from the single-image stem (the observed image of gen rows, chat images) stays the same.
+    frozen: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.pad_vocab_to < 1:

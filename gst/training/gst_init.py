@@ -60,10 +60,13 @@ def load_initial_model(run: GSTRunConfig, layout: TokenLayout, cache_manifest: d
     where = model_dir / "gst_model.json"
     extra = meta["extra"]
     problems = []
-    if GSTModelConfig.from_dict(meta["config"]) != run.model:
+    old_config = GSTModelConfig.from_dict(meta["config"])
+    grows_reader = old_config != run.model and reader_growth(old_config, run.model)
+    if old_config != run.model and not grows_reader:
         problems.append(
             f"its backbone config {meta['config']} differs from the run's {run.model.to_dict()} "
-            "(a fine-tuned backbone keeps its architecture: drop the --set model.* overrides)"
+            "(a fine-tuned backbone keeps its architecture: drop the --set model.* overrides; only "
+            "model.reader.corr_dim and model.reader.cell_heads may be switched on)"
         )
     old_layout = TokenLayout.from_dict(meta["layout"])
     adds_numbers = (
@@ -90,11 +93,52 @@ def load_initial_model(run: GSTRunConfig, layout: TokenLayout, cache_manifest: d
     if problems:
         raise ValueError(f"--init-from {where}: cannot fine-tune it here: " + "; ".join(problems))
     model = load_gst_model(model_dir)
+    if grows_reader:
+        model = grow_reader(model, run.model)
     if adds_numbers:
         from gst.training.gst_config import load_text_tokenizer
 
         model = add_number_rows(model, layout, load_text_tokenizer(run.text), seed=run.model.seed)
     return model
+
+
+def reader_growth(old: GSTModelConfig, new: GSTModelConfig) -> bool:
+    """Whether ``new`` is ``old`` with reader parts switched on that ``grow_reader`` can add: the pair
+    stem's correspondence (``corr_dim`` from 0) and the cell heads."""
+    if old.reader is None or new.reader is None or dataclasses.replace(old, reader=new.reader) != new:
+        return False
+    same_rest = dataclasses.replace(
+        old.reader, corr_dim=new.reader.corr_dim, cell_heads=new.reader.cell_heads
+    )
+    return (
+        same_rest == new.reader
+        and old.reader.corr_dim in (0, new.reader.corr_dim)
+        and new.reader.cell_heads >= old.reader.cell_heads
+    )
+
+
+def grow_reader(model: GSTModel, config: GSTModelConfig) -> GSTModel:
+    """``model`` with its reader grown to ``config.reader`` (``reader_growth``), computing what it did: the
+    new parts start from ``config.seed``'s initialisation, and the pair stem's input weights for the new
+    correspondence channels start at zero, so until they train the pair stem reads what it read."""
+    if not reader_growth(model.config, config):
+        raise ValueError(f"grow_reader: {config.reader} is not a growth of {model.config.reader}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        grown = GSTModel(model.lm, model.layout, config)
+    state = model.state_dict()
+    key = "reader.pair.0.weight"  # the pair stem's first (1x1) conv: (C, 2C [+ 2n], 1, 1)
+    old_in = state[key].shape[1]
+    with torch.no_grad():
+        weight = grown.state_dict()[key].clone()
+        weight[:, :old_in] = state[key]
+        weight[:, old_in:] = 0.0
+    state[key] = weight
+    missing, unexpected = grown.load_state_dict(state, strict=False)
+    allowed = ("reader.corr_proj.", "reader.cell_head.")
+    if unexpected or any(not k.startswith(allowed) for k in missing):
+        raise ValueError(f"grow_reader: weights that do not fit: {unexpected or missing}")
+    return grown
 
 
 def add_number_rows(model: GSTModel, layout: TokenLayout, text_tokenizer: Any, *, seed: int) -> GSTModel:

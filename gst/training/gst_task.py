@@ -95,7 +95,24 @@ _LATER_KEYS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("model", "reader", "cell_heads"), False),
     (("model", "reader", "corr_dim"), 0),  # the pair stem's correspondence
     (("loss", "pose_beta"), 1.0),  # the pose loss's smooth-L1 beta
+    (("frozen",), []),  # frozen parameters
 )
+
+
+def freeze(model: nn.Module, prefixes: Sequence[str]) -> nn.Module:
+    """``model`` with the parameters under each name prefix set to not require gradients (``frozen``)."""
+    for prefix in prefixes:
+        params = [
+            p for name, p in model.named_parameters() if name == prefix or name.startswith(prefix + ".")
+        ]
+        if not params:
+            raise ValueError(
+                f"frozen: no parameter of the model is named {prefix!r} or below it (names as in "
+                "model.named_parameters(), e.g. reader.single)"
+            )
+        for p in params:
+            p.requires_grad_(False)
+    return model
 
 
 class GSTTask(Task):
@@ -270,6 +287,9 @@ class GSTTask(Task):
         return out
 
     def build_model(self) -> nn.Module:
+        return freeze(self._initial_model(), self.run.frozen)
+
+    def _initial_model(self) -> nn.Module:
         if self.run.init_from is not None:
             from gst.training.gst_init import load_initial_model
 
