@@ -6,7 +6,8 @@ same pairs: is the gap bigger than the noise of a few hundred pairs?
 AUC@30 is `gst.eval.metrics.auc` (per pair the larger of rotation and translation-direction error;
 failures count as 180 degrees). Prints both AUCs, the 95 % interval of A - B over
 resamples of the pairs, and the share of resamples where A is not better; then the same for the median
-rotation error (B - A: positive when A's is lower) and RRA@15 (A - B), over the same resamples.
+rotation error (B - A: positive when A's is lower), RRA@15 (A - B) and, where both predict it, the median
+focal error (B - A), over the same resamples.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import numpy as np
 from gst.eval.metrics import auc
 
 
-def pair_errors(path: str, method: str) -> dict[tuple, tuple[float, float]]:
-    """(scene, observed, target) -> (rotation, translation-direction) error in degrees (NaN: failed)."""
+def pair_errors(path: str, method: str) -> dict[tuple, tuple[float, float, float]]:
+    """(scene, observed, target) -> (rotation, translation-direction) error in degrees and the relative
+    focal error (NaN: failed or not predicted)."""
     methods = json.load(open(path))["methods"]
     if method not in methods:
         raise SystemExit(f"{path}: no method {method!r}; it has {sorted(methods)}")
@@ -29,23 +31,29 @@ def pair_errors(path: str, method: str) -> dict[tuple, tuple[float, float]]:
         (r["scene"], r["obs"], r["tgt"]): (
             nan if r["rot_err_deg"] is None else r["rot_err_deg"],
             nan if r["trans_err_deg"] is None else r["trans_err_deg"],
+            nan if r.get("focal_err") is None else r["focal_err"],
         )
         for r in methods[method]["rows"]
     }
 
 
 def auc30(errors: np.ndarray) -> float:
-    """Shapes: errors (n, 2) rotation, translation direction."""
+    """Shapes: errors (n, 3) rotation, translation direction, focal."""
     return auc(errors[:, 0], errors[:, 1], 30)
 
 
 def median_rot(errors: np.ndarray) -> float:
-    """Median rotation error, failures (NaN) counted as 180 degrees. Shapes: errors (n, 2)."""
+    """Median rotation error, failures (NaN) counted as 180 degrees. Shapes: errors (n, 3)."""
     return float(np.median(np.nan_to_num(errors[:, 0], nan=180.0)))
 
 
+def median_focal(errors: np.ndarray) -> float:
+    """Median relative focal error, failures (inf or NaN) counted as infinite. Shapes: errors (n, 3)."""
+    return float(np.median(np.nan_to_num(errors[:, 2], nan=np.inf)))
+
+
 def rra15(errors: np.ndarray) -> float:
-    """Share of pairs with rotation error under 15 degrees (failures are not). Shapes: errors (n, 2)."""
+    """Share of pairs with rotation error under 15 degrees (failures are not). Shapes: errors (n, 3)."""
     return float(np.mean(np.nan_to_num(errors[:, 0], nan=180.0) < 15.0))
 
 
@@ -65,6 +73,8 @@ def main() -> None:
     ea, eb = np.array([a[k] for k in keys]), np.array([b[k] for k in keys])
     rng = np.random.default_rng(args.seed)
     stats = {"AUC@30": (auc30, 1.0), "median rotation (deg)": (median_rot, -1.0), "RRA@15": (rra15, 1.0)}
+    if np.isfinite(ea[:, 2]).any() and np.isfinite(eb[:, 2]).any():
+        stats["median focal error"] = (median_focal, -1.0)
     diffs: dict[str, list[float]] = {name: [] for name in stats}
     for _ in range(args.resamples):
         i = rng.integers(0, len(keys), len(keys))

@@ -35,6 +35,7 @@ from gst.api import (
 )
 from gst.api_chat import decode_reply, text_reply_rows
 from gst.data.views import crop_resize_intrinsics
+from gst.eval.baselines import pair_seed, resize_image
 from gst.model import (
     GSTModelConfig,
     HeadKind,
@@ -632,3 +633,19 @@ def test_eval_predictors(gst: GST) -> None:
         _image(20, 30), K, K, orbit_camera(20, 0), target_hw=(20, 30), pair=pair
     )
     assert view.shape == (3, 20, 30) and float(view.min()) >= 0 and float(view.max()) <= 1
+    # num_samples > 1: the pixel mean of the views synthesize_view draws with the same seed
+    mean = GSTViewPredictor(gst, num_samples=3, seed=5).predict_view(
+        _image(20, 30), K, K, orbit_camera(20, 0), target_hw=(20, 30), pair=pair
+    )
+    views = gst.synthesize_view(
+        _image(20, 30),
+        orbit_camera(20, 0),
+        K=K,
+        K_hw=(20, 30),
+        K_obs=K,
+        num_samples=3,
+        seed=pair_seed(5, pair),
+    ).images  # (3, 3, h, w) at the model's size
+    torch.testing.assert_close(mean, resize_image(views.mean(0), (20, 30)))
+    with pytest.raises(ValueError, match="num_samples"):
+        GSTViewPredictor(gst, num_samples=0)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from gst.data.pairs import PairConfig, sample_pairs
 from gst.data.scene import Scene
-from gst.eval.baselines import CopyView, ReconstructionCeilingView
+from gst.eval.baselines import CopyView, MeanColourView, ReconstructionCeilingView
 from gst.eval.data import EvalSet
 from gst.eval.lpips_metric import LpipsStatus, injected_lpips
 from gst.eval.metrics import psnr
@@ -72,6 +72,15 @@ def test_copy_view_scores_the_observed_image(evalset):
     assert summary["psnr"] == pytest.approx(np.mean([r["psnr"] for r in rows]))
     assert summary["lpips"] == pytest.approx(np.mean([r["lpips"] for r in rows]))
     assert not summary["uses_target_image"]
+
+
+def test_mean_colour_view_is_flat_at_the_observed_mean(evalset):
+    pair = evalset.pairs[0]
+    obs = evalset.image(0, pair.obs)
+    view = MeanColourView().predict_view(obs, None, None, None, target_hw=(5, 7))
+    assert view.shape == (3, 5, 7)
+    for c in range(3):
+        assert torch.allclose(view[c], torch.full((5, 7), float(obs[c].mean())))
 
 
 def test_prediction_file_exact_views_and_a_missing_pair(evalset, tmp_path):

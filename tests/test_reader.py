@@ -177,6 +177,20 @@ def test_stem_pairs_add_their_pose_loss(beta: float) -> None:
         LossConfig(pose_beta=0.0)
 
 
+def test_pose_focal_weight_scales_the_log_focal_numbers_only() -> None:
+    from gst.model.loss import pose_loss
+
+    g = torch.Generator().manual_seed(2)
+    pose, target = torch.randn(5, 13, generator=g), torch.randn(5, 13, generator=g)
+    per = F.smooth_l1_loss(pose, target, beta=0.1, reduction="none")  # (5, 13)
+    plain = pose_loss(pose, target, LossConfig(pose_beta=0.1))
+    torch.testing.assert_close(plain, per.mean())
+    weighted = pose_loss(pose, target, LossConfig(pose_beta=0.1, pose_focal_weight=4.0))
+    torch.testing.assert_close(weighted, (per.sum() + 3.0 * per[:, 9:11].sum()) / per.numel())
+    with pytest.raises(ValueError, match="pose_focal_weight"):
+        LossConfig(pose_focal_weight=-1.0)
+
+
 def test_decoder_code_features_initialise_the_reader() -> None:
     from gst.tokenizers.config import ImageTokenizerConfig, QuantizerConfig
     from gst.tokenizers.image import ImageTokenizer
@@ -259,6 +273,42 @@ def test_a_grown_reader_computes_what_it_did_until_trained() -> None:
     torch.testing.assert_close(after[1], before[1])
     with pytest.raises(ValueError, match="not a growth"):
         grow_reader(grown, model.config)
+
+
+def test_a_pose_reader_serves_the_pose_apart_from_the_backbone_inputs() -> None:
+    """model.pose_reader: grown from the reader (a copy, with the reader's pose head), it reads the same
+    poses; it adds nothing to the embeddings; the pose losses train it and not the reader."""
+    from gst.training.gst_init import grow_reader, reader_growth
+
+    model = _model()
+    config = dataclasses.replace(model.config, pose_reader=dataclasses.replace(READER, cell_heads=True))
+    assert reader_growth(model.config, config)
+    assert not reader_growth(config, model.config)  # a pose reader is not dropped by growth
+    batch = _batch([TASK_GEN, TASK_EST], seed=6)
+    est = pose_offsets(CFG, TASK_EST)
+    obs = batch.input_ids[1:, est.obs : est.obs + 16]
+    tgt = batch.input_ids[1:, est.tgt : est.tgt + 16]
+    with torch.no_grad():
+        before = model(batch.input_ids, batch.grid_pos).logits, read_pose_head(model, obs, tgt, seq_cfg=CFG)
+        grown = grow_reader(model, config).eval()
+        after = grown(batch.input_ids, batch.grid_pos).logits, read_pose_head(grown, obs, tgt, seq_cfg=CFG)
+    assert grown.reader.pose_head is None and grown.pose_reader.to_cell is None
+    assert grown.stem_reader is grown.pose_reader and grown.config.stem_reader == config.pose_reader
+    torch.testing.assert_close(after[0], before[0])
+    torch.testing.assert_close(after[1], before[1])
+    grown.train()
+    g = torch.Generator().manual_seed(1)
+    batch.pose_target = torch.randn(2, 13, generator=g)
+    batch.stem_codes = torch.randint(0, 32, (3, 2, 16), generator=g)
+    batch.stem_pose = torch.randn(3, 13, generator=g)
+    pose_only = LossConfig(pose_weight=1.0, camera_weight=0.0, image_weight=0.0, text_weight=0.0)
+    compute_loss(grown, batch, pose_only).loss.backward()
+    assert grown.pose_reader.code_feats.weight.grad.abs().sum() > 0
+    assert grown.pose_reader.pose_head.weight.grad.abs().sum() > 0
+    for name, p in grown.reader.named_parameters():  # the pose losses do not reach the reader
+        assert p.grad is None or float(p.grad.abs().sum()) == 0.0, name
+    with pytest.raises(ValueError, match="pose_reader needs"):
+        dataclasses.replace(model.config, pose_head_dim=0, pose_reader=READER)
 
 
 def test_frozen_parameters_stay_out_of_training() -> None:

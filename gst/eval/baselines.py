@@ -9,6 +9,9 @@
   random, without looking at either image.
 - ``MeanPose``: the best constant. The mean training relative pose for every pair.
 - ``CopyView``: the observed image as the prediction of the target view.
+- ``MeanColourView``: a flat image of the observed image's mean colour: what PSNR and SSIM reward in a
+  prediction that knows the scene's colours and nothing of its layout (it beats copying by 2.3 dB on
+  our held-out pairs, docs/results.md).
 - ``ReconstructionCeilingView``: decode(encode(target)), the best an image tokenizer lets any model
   do; it looks at the target, so it is reported as a ceiling, not a method.
 
@@ -426,6 +429,18 @@ class CopyView:
         self, observed, K_obs, K_tgt, w2c_rel, *, target_hw, target=None, pair=None
     ) -> torch.Tensor:
         return resize_image(observed, target_hw)
+
+
+class MeanColourView:
+    """A flat image of the observed image's mean colour, as the predicted target view."""
+
+    name = "observed_mean_colour"
+    uses_target_image = False
+
+    def predict_view(
+        self, observed, K_obs, K_tgt, w2c_rel, *, target_hw, target=None, pair=None
+    ) -> torch.Tensor:
+        return observed.float().mean((1, 2), keepdim=True).expand(-1, *target_hw).clone()
 
 
 class ReconstructionCeilingView:

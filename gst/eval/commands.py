@@ -8,7 +8,8 @@ Methods per run (each scored by the same code on the same pairs):
   training command and CPU-minutes go into results.json), ``--predictions FILE`` (any
   method, format in gst.eval.predictors), ``--checkpoint DIR`` (the world model, through gst.api:
   greedy camera decoding, metric translation);
-- nvs: ``--method copy`` (the observed image), ``--tokenizer DIR`` (decode(encode(target)) ceiling),
+- nvs: ``--method copy`` (the observed image), ``--method mean-colour`` (a flat image of its mean
+  colour), ``--tokenizer DIR`` (decode(encode(target)) ceiling),
   ``--predictions FILE.npz``, ``--checkpoint DIR`` (the world model's view from the true target camera).
 
 With ``--checkpoint`` (or ``--regressor``) and no ``--method``, only that model runs; add ``--method``
@@ -26,7 +27,7 @@ import sys
 from pathlib import Path
 
 POSE_METHODS = ("sift", "prior", "mean", "regressor")
-VIEW_METHODS = ("copy",)
+VIEW_METHODS = ("copy", "mean-colour")
 GRID_PAIRS = 6  # pairs shown in the view grid and the frusta figure
 
 
@@ -139,6 +140,19 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
         "--tokenizer", default=None, help="image tokenizer checkpoint: adds the decode(encode) ceiling"
     )
     nvs.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="image-token sampling temperature of the world model (default 1: plain sampling)",
+    )
+    nvs.add_argument(
+        "--samples",
+        type=int,
+        default=1,
+        help="views sampled per pair; more than 1 scores their pixel mean, the posterior-mean estimate "
+        "(higher PSNR, blurrier; default 1: one sampled view)",
+    )
+    nvs.add_argument(
         "--lpips-weights",
         default=None,
         help="torchvision AlexNet ImageNet weights (alexnet-owt-7be5be79.pth) for LPIPS",
@@ -164,8 +178,17 @@ def _model_predictor(args: argparse.Namespace, kind: str) -> tuple[object, dict]
             "head-sym": "pose head readout, both orders averaged",
         }[readout]
     else:
-        predictor = GSTViewPredictor(gst, seed=args.seed, progress=bar)
-        decoding = "sampled image tokens (temperature 1)"
+        from gst.model import SamplingConfig
+
+        if args.samples < 1:
+            raise SystemExit(f"gst eval nvs: --samples must be >= 1, got {args.samples}")
+        sampling = SamplingConfig(temperature=args.temperature, top_k=0)  # refuses a negative temperature
+        predictor = GSTViewPredictor(
+            gst, sampling=sampling, num_samples=args.samples, seed=args.seed, progress=bar
+        )
+        decoding = f"sampled image tokens (temperature {args.temperature:g})"
+        if args.samples > 1:
+            decoding = f"pixel mean of {args.samples} views, each from {decoding}"
     meta = {
         "source": "world model checkpoint",
         "checkpoint": str(Path(args.checkpoint).resolve()),
@@ -378,7 +401,7 @@ def _emit(args: argparse.Namespace, results: dict, kind: str) -> None:
 
 
 def _view_predictors(args: argparse.Namespace) -> list[tuple[object, dict]]:
-    from gst.eval.baselines import CopyView
+    from gst.eval.baselines import CopyView, MeanColourView
     from gst.eval.predictors import FileViewPredictor
     from gst.eval.report import sha256_of
 
@@ -387,8 +410,8 @@ def _view_predictors(args: argparse.Namespace) -> list[tuple[object, dict]]:
         methods = [] if args.predictions or args.checkpoint else ["copy"]
     out: list[tuple[object, dict]] = []
     for m in dict.fromkeys(methods):
-        if m == "copy":
-            out.append((CopyView(), {"source": "baseline"}))
+        baseline = {"copy": CopyView, "mean-colour": MeanColourView}[m]()
+        out.append((baseline, {"source": "baseline"}))
     if args.tokenizer is not None:
         from gst.eval.tokenizer_ceiling import load_reconstruction_ceiling
 

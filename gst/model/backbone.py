@@ -104,9 +104,17 @@ class GSTModel(nn.Module):
             if config.pose_head_dim and not with_reader
             else None
         )
+        own_pose = config.pose_reader is not None
         self.reader = (
-            CodeGridReader(config.reader, layout, self.hidden_size, config.pose_head_dim, init_std)
+            CodeGridReader(
+                config.reader, layout, self.hidden_size, 0 if own_pose else config.pose_head_dim, init_std
+            )
             if with_reader
+            else None
+        )
+        self.pose_reader = (  # reads no embeddings: hidden size 0
+            CodeGridReader(config.pose_reader, layout, 0, config.pose_head_dim, init_std)
+            if own_pose
             else None
         )
         # transformers 5.24 renamed the KV cache argument and output field `past_key_values` -> `cache`
@@ -117,7 +125,13 @@ class GSTModel(nn.Module):
     @property
     def has_pose_head(self) -> bool:
         """Whether ``forward(pose_positions=...)`` can read a pose (``GSTModelConfig.pose_head_dim``)."""
-        return self.pose_head is not None or (self.reader is not None and self.reader.pose_head is not None)
+        stem = self.stem_reader
+        return self.pose_head is not None or (stem is not None and stem.pose_head is not None)
+
+    @property
+    def stem_reader(self) -> CodeGridReader | None:
+        """The reader of the pose head and the reader-only pairs: ``pose_reader`` if the model has one."""
+        return self.pose_reader if self.pose_reader is not None else self.reader
 
     @property
     def hidden_size(self) -> int:
@@ -190,8 +204,12 @@ class GSTModel(nn.Module):
         if pose_positions is not None:
             if not self.has_pose_head:
                 raise ValueError("pose_positions given, but this model has no pose head (pose_head_dim=0)")
-            if read is not None:  # the reader's pair stem, at each est pair's [cam_start]
-                result.pose = pose_at(read, pose_positions, self.reader.pose_head(read.pair_vec))  # (N, P)
+            if self.pose_reader is not None:  # its own pair stem, at each est pair's [cam_start]
+                rows, cam_pos, pose = self.pose_reader.read_pose(input_ids)
+                result.pose = pose_at(rows, cam_pos, pose_positions, pose)  # (N, P)
+            elif read is not None:  # the reader's pair stem, at each est pair's [cam_start]
+                pose = self.reader.pose_head(read.pair_vec)
+                result.pose = pose_at(read.pair_rows, read.cam_pos, pose_positions, pose)  # (N, P)
             else:
                 result.pose = self.pose_head(hidden[pose_positions])  # (N, P)
         return result

@@ -256,10 +256,20 @@ class GSTModelConfig:
     # The convolutional reader of given image segments (``gst.model.reader``); with it the pose head
     # reads the reader's pair vector instead of the hidden state. None = no reader (older checkpoints).
     reader: ReaderConfig | None = None
+    # A second reader that alone serves the pose head and the reader-only pairs' losses (pose, cells),
+    # apart from the reader whose features the backbone reads: the pose side then trains (or is grafted
+    # from a reader-only run, scripts/graft_pose_reader.py) without changing any input of the backbone.
+    # None = the pose head is the reader's.
+    pose_reader: ReaderConfig | None = None
 
     def __post_init__(self) -> None:
         if self.pose_head_dim < 0:
             raise ValueError(f"GSTModelConfig.pose_head_dim must be >= 0, got {self.pose_head_dim}")
+        if self.pose_reader is not None and (self.reader is None or not self.pose_head_dim):
+            raise ValueError(
+                "GSTModelConfig.pose_reader needs a reader (model.reader) and a pose head "
+                "(model.pose_head_dim)"
+            )
         if (self.backbone is None) == (self.pretrained is None):
             raise ValueError(
                 "GSTModelConfig: give exactly one of `backbone` (a preset) and `pretrained` (a path)"
@@ -277,9 +287,15 @@ class GSTModelConfig:
         d = dict(d)
         if d.get("backbone") is not None:
             d["backbone"] = BackboneConfig(**d["backbone"])
-        if d.get("reader") is not None:
-            d["reader"] = ReaderConfig(**{**d["reader"], "grid_hw": tuple(d["reader"]["grid_hw"])})
+        for key in ("reader", "pose_reader"):
+            if d.get(key) is not None:
+                d[key] = ReaderConfig(**{**d[key], "grid_hw": tuple(d[key]["grid_hw"])})
         return cls(**d)
+
+    @property
+    def stem_reader(self) -> ReaderConfig | None:
+        """The reader that serves the pose head and the reader-only pairs (``pose_reader`` if set)."""
+        return self.pose_reader or self.reader
 
 
 def micro() -> BackboneConfig:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from gst.model.backbone import GSTModel
 from gst.model.config import HeadKind, TokenLayout
 from gst.model.sequences import IGNORE_INDEX, TASK_EST, TASK_NAMES, SequenceBatch
+from gst.tokenizers.camera import FOCAL_SLICE
 
 _KIND_NAMES = {HeadKind.FULL: "text", HeadKind.IMAGE: "image", HeadKind.CAMERA: "camera"}
 
@@ -39,6 +40,9 @@ class LossConfig:
     # pairs. 1: about a squared error on the camera vector's numbers (their errors are mostly below 1);
     # smaller: an absolute error beyond beta, which weighs the many near pairs over the few far-off ones.
     pose_beta: float = 1.0
+    # Weight of the two log-focal numbers of the camera vector (p[9:11]) in the pose loss, the other numbers
+    # weighing 1 (the loss stays a mean over the P numbers). 1 = off.
+    pose_focal_weight: float = 1.0
     # Weight of the first code of each camera segment, times camera_weight: the one code predicted from the
     # images alone (the codes after it largely follow from it; docs/experiments.md, 2026-12-02, "where
     # the pose comes from"). 1 = off.
@@ -56,6 +60,7 @@ class LossConfig:
             "pose_weight",
             "camera_first_weight",
             "cell_weight",
+            "pose_focal_weight",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"LossConfig.{name} must be >= 0, got {getattr(self, name)}")
@@ -145,11 +150,22 @@ def compute_loss(model: GSTModel, batch: SequenceBatch, config: LossConfig | Non
     if pose_positions is not None and out.pose is not None and out.pose.shape[0] > 0:
         rows = pose_positions.any(1)  # (B,) one [cam_start] per est row
         target = batch.pose_target[rows].to(out.pose.device, torch.float32)  # (N, P)
-        huber = F.smooth_l1_loss(out.pose.float(), target, beta=config.pose_beta)  # mean over N and P
+        huber = pose_loss(out.pose, target, config)
         loss = loss + config.pose_weight * huber
         metrics["est/pose_huber"] = huber.detach()
         metrics["est/pose_rows"] = torch.as_tensor(float(target.shape[0]))
     return _stem_loss(model, batch, config, GSTLossOutput(loss=loss, metrics=metrics))
+
+
+def pose_loss(pose: torch.Tensor, target: torch.Tensor, config: LossConfig) -> torch.Tensor:
+    """Smooth L1 (``pose_beta``) between pose readouts and camera vectors, the log-focal numbers weighted
+    by ``pose_focal_weight``; mean over rows and numbers. Shapes: (N, P), (N, P) -> ()."""
+    per = F.smooth_l1_loss(pose.float(), target, beta=config.pose_beta, reduction="none")  # (N, P)
+    if config.pose_focal_weight != 1.0:
+        weight = torch.ones(per.shape[-1], device=per.device)
+        weight[FOCAL_SLICE] = config.pose_focal_weight
+        per = per * weight
+    return per.mean()
 
 
 def _stem_loss(
@@ -160,16 +176,14 @@ def _stem_loss(
     use_cells = config.cell_weight > 0 and batch.stem_cells is not None
     if batch.stem_codes is None or (config.pose_weight <= 0 and not use_cells):
         return out
-    reader = model.reader if not hasattr(model, "module") else model.module.reader
+    reader = (model.module if hasattr(model, "module") else model).stem_reader
     feats = reader.grid_features(
         torch.cat([batch.stem_codes[:, 0], batch.stem_codes[:, 1]])
     )  # (2B2, C, h, w)
     loss = out.loss.to(feats.device)
     if config.pose_weight > 0:
         pose = reader.pose_from_features(feats)  # (B2, P)
-        huber = F.smooth_l1_loss(
-            pose.float(), batch.stem_pose.to(pose.device, torch.float32), beta=config.pose_beta
-        )
+        huber = pose_loss(pose, batch.stem_pose.to(pose.device, torch.float32), config)
         out.metrics["stem/pose_huber"] = huber.detach()
         loss = loss + config.pose_weight * huber
     if use_cells:

@@ -105,12 +105,14 @@ class CodeGridReader(nn.Module):
             nn.GroupNorm(8, c), nn.SiLU(), nn.Conv2d(c, c, 3, stride=2, padding=1),
             nn.Flatten(), nn.SiLU(), nn.Linear(c * (-(-h // 4)) * (-(-w // 4)), c2), nn.SiLU(),
         )  # fmt: skip
-        self.to_cell = nn.Linear(c, hidden_size)
-        self.to_pair_cell = nn.Linear(c, hidden_size)
-        self.to_cam = nn.Linear(c2, hidden_size)
+        # hidden_size 0: a pose reader (GSTModelConfig.pose_reader), which adds nothing to the embeddings
+        self.to_cell = nn.Linear(c, hidden_size) if hidden_size else None
+        self.to_pair_cell = nn.Linear(c, hidden_size) if hidden_size else None
+        self.to_cam = nn.Linear(c2, hidden_size) if hidden_size else None
         for proj in (self.to_cell, self.to_pair_cell, self.to_cam):
-            nn.init.normal_(proj.weight, std=init_std)
-            nn.init.zeros_(proj.bias)
+            if proj is not None:
+                nn.init.normal_(proj.weight, std=init_std)
+                nn.init.zeros_(proj.bias)
         self.pose_head = nn.Linear(c2, pose_dim) if pose_dim else None
         self.cell_head = nn.Linear(c, sum(CELL_SPLITS)) if config.cell_heads else None
 
@@ -157,8 +159,21 @@ class CodeGridReader(nn.Module):
             "log_depth": depth.squeeze(-1),
         }
 
+    def read_pose(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The pose head on every est pair of ``input_ids`` (B, T), without embeddings (a pose reader):
+        each pair's row, its ``[cam_start]`` position and its pose. Shapes: -> (P,), (P,), (P, pose_dim)."""
+        n = self.grid_hw[0] * self.grid_hw[1]
+        rows, starts = given_segments(input_ids, self.layout, n)  # (S,)
+        obs_i, tgt_i = est_pairs(input_ids, self.layout, rows, starts, n)  # (P,)
+        pos = starts.unsqueeze(1) + torch.arange(n, device=input_ids.device)  # (S, n)
+        codes = input_ids[rows.unsqueeze(1), pos] - self.layout.image_offset  # (S, n)
+        pose = self.read_pairs(codes[obs_i], codes[tgt_i])  # (P, pose_dim)
+        return rows[tgt_i], starts[tgt_i] + n + 1, pose
+
     def forward(self, input_ids: torch.Tensor, dtype: torch.dtype) -> ReaderOutput:
         """Read the given image segments of ``input_ids`` (B, T) (module docstring)."""
+        if self.to_cell is None:
+            raise ValueError("a pose reader (hidden_size 0) adds no embeddings: use read_pose")
         B, T = input_ids.shape
         D = self.to_cell.out_features
         rows, starts = given_segments(input_ids, self.layout, self.grid_hw[0] * self.grid_hw[1])  # (S,)
@@ -246,12 +261,15 @@ def est_pairs(
     return obs_i, tgt_i
 
 
-def pose_at(out: ReaderOutput, pose_positions: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
-    """The pair pose read at each True of ``pose_positions`` (B, T), row-major. Shapes: pose (P, Q)
-    -> (N, Q). Every position asked for must be the ``[cam_start]`` of a read est pair."""
+def pose_at(
+    pair_rows: torch.Tensor, cam_pos: torch.Tensor, pose_positions: torch.Tensor, pose: torch.Tensor
+) -> torch.Tensor:
+    """The pair pose read at each True of ``pose_positions`` (B, T), row-major. Shapes: pair_rows,
+    cam_pos (P,) as ``ReaderOutput``; pose (P, Q) -> (N, Q). Every position asked for must be the
+    ``[cam_start]`` of a read est pair."""
     B, T = pose_positions.shape
     index = torch.full((B, T), -1, dtype=torch.long, device=pose_positions.device)
-    index[out.pair_rows, out.cam_pos] = torch.arange(out.pair_rows.numel(), device=index.device)
+    index[pair_rows, cam_pos] = torch.arange(pair_rows.numel(), device=index.device)
     picked = index[pose_positions]  # (N,)
     if bool((picked < 0).any()):
         raise ValueError(

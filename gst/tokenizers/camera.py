@@ -52,6 +52,7 @@ from gst.tokenizers.quantizer import Quantizer
 
 NUM_PARAMS = 13  # 6D rotation (6), translation (3), log focal / W (2), principal point offset (2)
 TRANSLATION_UNIT = 4.0  # p[6:9] = t / 4: translations of up to ~12 normalised units stay O(1)
+FOCAL_SLICE = slice(9, 11)  # the log(focal / W) numbers, fx then fy
 PRINCIPAL_GAIN = 10.0  # p[11:13] = 10 * (c - centre) / size: offsets of a few percent become O(0.3)
 
 
@@ -154,7 +155,7 @@ def params_from_vector(p: torch.Tensor, image_hw: tuple[int, int]) -> CameraPara
     return CameraParams(
         rotation=rotation_6d_to_matrix(p[:, :6]),
         translation=p[:, 6:9] * TRANSLATION_UNIT,
-        focal=W * torch.exp(p[:, 9:11]),
+        focal=W * torch.exp(p[:, FOCAL_SLICE]),
         principal=(size - 1) / 2 + p[:, 11:13] / PRINCIPAL_GAIN * size,
     )
 

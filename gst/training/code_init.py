@@ -79,18 +79,23 @@ def decoder_code_features(image_tokenizer: nn.Module) -> torch.Tensor:
 
 @torch.no_grad()
 def init_reader_codes(model: GSTModel, image_tokenizer: nn.Module) -> None:
-    """Set the reader's code features to the decoder-side features of each code (``gst.model.reader``;
-    DESIGN.md: with random code features the reader memorises its pairs instead of learning pose)."""
+    """Set the readers' code features (the reader's, and a pose reader's) to the decoder-side features of
+    each code (``gst.model.reader``; DESIGN.md: with random code features the reader memorises its pairs
+    instead of learning pose)."""
     if model.reader is None:
         raise ValueError("init_reader_codes: this model has no reader (model.reader is unset)")
     feats = decoder_code_features(image_tokenizer)  # (K, Z)
-    table = model.reader.code_feats.weight
-    if tuple(feats.shape) != tuple(table.shape):
-        raise ValueError(
-            f"model.reader: the image tokenizer's decoder reads {tuple(feats.shape)} (codes, channels) but "
-            f"the reader holds {tuple(table.shape)}; set --set model.reader.code_dim={feats.shape[1]}"
-        )
-    table.copy_(feats.to(table))
+    for name in ("reader", "pose_reader"):
+        reader = getattr(model, name)
+        if reader is None:
+            continue
+        table = reader.code_feats.weight
+        if tuple(feats.shape) != tuple(table.shape):
+            raise ValueError(
+                f"model.{name}: the image tokenizer's decoder reads {tuple(feats.shape)} (codes, channels) "
+                f"but the reader holds {tuple(table.shape)}; set --set model.{name}.code_dim={feats.shape[1]}"
+            )
+        table.copy_(feats.to(table))
 
 
 @torch.no_grad()

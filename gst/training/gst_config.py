@@ -87,12 +87,12 @@ def check_reader_settings(run: GSTRunConfig) -> None:
             "a reader (--set model.reader.channels=96), a pose head (model.pose_head_dim=13) and "
             "loss.pose_weight > 0"
         )
-    if run.loss.cell_weight > 0 and (
-        run.model.reader is None or not run.model.reader.cell_heads or not seq.stem_pairs
-    ):
+    stem = run.model.stem_reader
+    if run.loss.cell_weight > 0 and (stem is None or not stem.cell_heads or not seq.stem_pairs):
         raise ValueError(
             f"loss.cell_weight={run.loss.cell_weight} trains the reader's cell heads on the reader-only "
-            "pairs: it needs model.reader.cell_heads=true and sequence.stem_pairs > 0"
+            "pairs: it needs model.reader.cell_heads=true (model.pose_reader.cell_heads=true with a pose "
+            "reader) and sequence.stem_pairs > 0"
         )
 
 

@@ -200,7 +200,7 @@ def cell_metrics(
 ) -> dict[str, float]:
     """The reader's cell heads on some pairs' observed and target images (``cell_loss`` metrics, named
     ``val_cell_*``). Shapes: labels (n, 2, h*w, 7) as ``CellLabels.pair_targets``."""
-    reader = model.reader if not hasattr(model, "module") else model.module.reader
+    reader = (model.module if hasattr(model, "module") else model).stem_reader
     device = next(reader.parameters()).device
     obs, tgt, _ = split.codes(rows)
     codes = torch.cat([obs.reshape(len(rows), -1), tgt.reshape(len(rows), -1)]).to(device)

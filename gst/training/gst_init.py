@@ -29,6 +29,7 @@ import torch
 
 from gst.api_checkpoint import read_backbone_meta, resolve_checkpoint
 from gst.model import GSTModel, GSTModelConfig, TokenLayout, load_gst_model
+from gst.model.config import ReaderConfig
 from gst.tokenizers.numbers import NUMBER_BINS, render
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ def load_initial_model(run: GSTRunConfig, layout: TokenLayout, cache_manifest: d
         problems.append(
             f"its backbone config {meta['config']} differs from the run's {run.model.to_dict()} "
             "(a fine-tuned backbone keeps its architecture: drop the --set model.* overrides; only "
-            "model.reader.corr_dim and model.reader.cell_heads may be switched on)"
+            "model.reader.corr_dim, model.reader.cell_heads and model.pose_reader may be switched on)"
         )
     old_layout = TokenLayout.from_dict(meta["layout"])
     adds_numbers = (
@@ -102,43 +103,91 @@ def load_initial_model(run: GSTRunConfig, layout: TokenLayout, cache_manifest: d
     return model
 
 
+def _grows(old: ReaderConfig, new: ReaderConfig) -> bool:
+    """Whether reader ``new`` is ``old`` with the pair stem's correspondence (``corr_dim`` from 0) or the
+    cell heads switched on."""
+    same_rest = dataclasses.replace(old, corr_dim=new.corr_dim, cell_heads=new.cell_heads)
+    return same_rest == new and old.corr_dim in (0, new.corr_dim) and new.cell_heads >= old.cell_heads
+
+
 def reader_growth(old: GSTModelConfig, new: GSTModelConfig) -> bool:
     """Whether ``new`` is ``old`` with reader parts switched on that ``grow_reader`` can add: the pair
-    stem's correspondence (``corr_dim`` from 0) and the cell heads."""
-    if old.reader is None or new.reader is None or dataclasses.replace(old, reader=new.reader) != new:
+    stem's correspondence (``corr_dim`` from 0), the cell heads, and a pose reader (``pose_reader``),
+    which starts as a copy of the reader (plus any of those parts)."""
+    if old.reader is None or new.reader is None:
         return False
-    same_rest = dataclasses.replace(
-        old.reader, corr_dim=new.reader.corr_dim, cell_heads=new.reader.cell_heads
-    )
-    return (
-        same_rest == new.reader
-        and old.reader.corr_dim in (0, new.reader.corr_dim)
-        and new.reader.cell_heads >= old.reader.cell_heads
-    )
+    if dataclasses.replace(old, reader=new.reader, pose_reader=new.pose_reader) != new:
+        return False
+    if not _grows(old.reader, new.reader):
+        return False
+    if new.pose_reader is None:
+        return old.pose_reader is None
+    return _grows(old.pose_reader or new.reader, new.pose_reader)
 
 
 def grow_reader(model: GSTModel, config: GSTModelConfig) -> GSTModel:
-    """``model`` with its reader grown to ``config.reader`` (``reader_growth``), computing what it did: the
-    new parts start from ``config.seed``'s initialisation, and the pair stem's input weights for the new
-    correspondence channels start at zero, so until they train the pair stem reads what it read."""
+    """``model`` with its readers grown to ``config`` (``reader_growth``), computing what it did: the new
+    parts start from ``config.seed``'s initialisation, the pair stems' input weights for new
+    correspondence channels start at zero, and a new pose reader starts as the reader with its pose head,
+    so until they train every output is what it was."""
     if not reader_growth(model.config, config):
-        raise ValueError(f"grow_reader: {config.reader} is not a growth of {model.config.reader}")
+        raise ValueError(
+            f"grow_reader: {config.reader} / {config.pose_reader} is not a growth of "
+            f"{model.config.reader} / {model.config.pose_reader}"
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         grown = GSTModel(model.lm, model.layout, config)
     state = model.state_dict()
-    key = "reader.pair.0.weight"  # the pair stem's first (1x1) conv: (C, 2C [+ 2n], 1, 1)
-    old_in = state[key].shape[1]
-    with torch.no_grad():
-        weight = grown.state_dict()[key].clone()
-        weight[:, :old_in] = state[key]
-        weight[:, old_in:] = 0.0
-    state[key] = weight
+    if config.pose_reader is not None and model.config.pose_reader is None:
+        for key in [k for k in state if k.startswith("reader.") and not k.startswith("reader.to_")]:
+            state["pose_reader." + key.removeprefix("reader.")] = state[key].clone()
+        for key in [k for k in state if k.startswith("reader.pose_head.")]:
+            del state[key]  # the pose head moved to the pose reader
+    new_state = grown.state_dict()
+    for prefix in ("reader.", "pose_reader."):
+        key = prefix + "pair.0.weight"  # the pair stem's first (1x1) conv: (C, 2C [+ 2n], 1, 1)
+        if key in state and state[key].shape != new_state[key].shape:
+            old_in = state[key].shape[1]
+            with torch.no_grad():
+                weight = new_state[key].clone()
+                weight[:, :old_in] = state[key]
+                weight[:, old_in:] = 0.0
+            state[key] = weight
     missing, unexpected = grown.load_state_dict(state, strict=False)
-    allowed = ("reader.corr_proj.", "reader.cell_head.")
+    allowed = tuple(f"{r}.{part}." for r in ("reader", "pose_reader") for part in ("corr_proj", "cell_head"))
     if unexpected or any(not k.startswith(allowed) for k in missing):
         raise ValueError(f"grow_reader: weights that do not fit: {unexpected or missing}")
     return grown
+
+
+def graft_pose_reader(model: GSTModel, donor: GSTModel) -> GSTModel:
+    """``model`` with ``donor``'s reader (its code features, stems, pose head, cell heads) as its pose
+    reader (``GSTModelConfig.pose_reader``): the pose of a reader trained alone (e.g. from scratch on
+    reader-only pairs) served beside a backbone whose inputs stay exactly as they were. Both must share
+    the token layout. Any pose reader of ``model`` is replaced."""
+    if donor.config.reader is None or donor.stem_reader.pose_head is None:
+        raise ValueError("graft_pose_reader: the donor has no reader with a pose head")
+    if model.config.reader is None or model.config.pose_head_dim != donor.config.pose_head_dim:
+        raise ValueError(
+            "graft_pose_reader: the model needs a reader and the donor's pose_head_dim "
+            f"({donor.config.pose_head_dim}), it has {model.config.reader} / {model.config.pose_head_dim}"
+        )
+    if model.layout != donor.layout:
+        raise ValueError("graft_pose_reader: the donor has another token layout (vocabulary)")
+    config = dataclasses.replace(model.config, pose_reader=donor.config.stem_reader)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        grafted = GSTModel(model.lm, model.layout, config)
+    state = {
+        k: v for k, v in model.state_dict().items() if not k.startswith(("pose_reader.", "reader.pose_head."))
+    }
+    prefix = "pose_reader." if donor.pose_reader is not None else "reader."
+    for key, value in donor.state_dict().items():
+        if key.startswith(prefix) and not key.startswith(prefix + "to_"):
+            state["pose_reader." + key.removeprefix(prefix)] = value.clone()
+    grafted.load_state_dict(state, strict=True)
+    return grafted
 
 
 def add_number_rows(model: GSTModel, layout: TokenLayout, text_tokenizer: Any, *, seed: int) -> GSTModel:

@@ -95,6 +95,8 @@ _LATER_KEYS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("model", "reader", "cell_heads"), False),
     (("model", "reader", "corr_dim"), 0),  # the pair stem's correspondence
     (("loss", "pose_beta"), 1.0),  # the pose loss's smooth-L1 beta
+    (("loss", "pose_focal_weight"), 1.0),  # the log-focal numbers' weight in the pose loss
+    (("model", "pose_reader"), None),  # a second reader for the pose head
     (("frozen",), []),  # frozen parameters
 )
 
