@@ -12,29 +12,21 @@ focal error (B - A), over the same resamples.
 
 from __future__ import annotations
 
-import argparse
-import json
-
 import numpy as np
 
 from gst.eval.metrics import auc
+from gst.eval.paired import paired_values, two_method_parser
 
 
-def pair_errors(path: str, method: str) -> dict[tuple, tuple[float, float, float]]:
-    """(scene, observed, target) -> (rotation, translation-direction) error in degrees and the relative
-    focal error (NaN: failed or not predicted)."""
-    methods = json.load(open(path))["methods"]
-    if method not in methods:
-        raise SystemExit(f"{path}: no method {method!r}; it has {sorted(methods)}")
+def pair_errors(row: dict) -> tuple[float, float, float]:
+    """A pair's (rotation, translation-direction) error in degrees and its relative focal error (NaN:
+    failed or not predicted)."""
     nan = float("nan")
-    return {
-        (r["scene"], r["obs"], r["tgt"]): (
-            nan if r["rot_err_deg"] is None else r["rot_err_deg"],
-            nan if r["trans_err_deg"] is None else r["trans_err_deg"],
-            nan if r.get("focal_err") is None else r["focal_err"],
-        )
-        for r in methods[method]["rows"]
-    }
+    return (
+        nan if row["rot_err_deg"] is None else row["rot_err_deg"],
+        nan if row["trans_err_deg"] is None else row["trans_err_deg"],
+        nan if row.get("focal_err") is None else row["focal_err"],
+    )
 
 
 def auc30(errors: np.ndarray) -> float:
@@ -58,32 +50,21 @@ def rra15(errors: np.ndarray) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("a_json")
-    p.add_argument("a_method")
-    p.add_argument("b_json")
-    p.add_argument("b_method")
-    p.add_argument("--resamples", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args()
-    a, b = pair_errors(args.a_json, args.a_method), pair_errors(args.b_json, args.b_method)
-    if sorted(a) != sorted(b):
-        raise SystemExit("the two runs scored different pairs: use the same --data, --num-pairs and --seed")
-    keys = sorted(a)
-    ea, eb = np.array([a[k] for k in keys]), np.array([b[k] for k in keys])
+    args = two_method_parser(__doc__).parse_args()
+    ea, eb = paired_values(args, pair_errors)  # (n, 3)
     rng = np.random.default_rng(args.seed)
     stats = {"AUC@30": (auc30, 1.0), "median rotation (deg)": (median_rot, -1.0), "RRA@15": (rra15, 1.0)}
     if np.isfinite(ea[:, 2]).any() and np.isfinite(eb[:, 2]).any():
         stats["median focal error"] = (median_focal, -1.0)
     diffs: dict[str, list[float]] = {name: [] for name in stats}
     for _ in range(args.resamples):
-        i = rng.integers(0, len(keys), len(keys))
+        i = rng.integers(0, len(ea), len(ea))
         for name, (fn, sign) in stats.items():
             diffs[name].append(sign * (fn(ea[i]) - fn(eb[i])))
     for name, (fn, _) in stats.items():
         lo, hi = np.percentile(diffs[name], [2.5, 97.5])
         print(
-            f"{name} {fn(ea):.3f} ({args.a_method}) vs {fn(eb):.3f} ({args.b_method}), {len(keys)} pairs; "
+            f"{name} {fn(ea):.3f} ({args.a_method}) vs {fn(eb):.3f} ({args.b_method}), {len(ea)} pairs; "
             f"gain of {args.a_method} 95% interval [{lo:.3f}, {hi:.3f}]; share of resamples with no gain "
             f"{np.mean(np.array(diffs[name]) <= 0):.3f}"
         )

@@ -111,3 +111,26 @@ def test_lpips_found_in_the_hub_cache(no_weights, tmp_path):
     cached.parent.mkdir(parents=True)
     _small_alexnet_trunk(cached)
     assert lpips_metric.find_alexnet_weights() == cached
+
+
+def test_paired_values_align_two_methods_by_pair(tmp_path):
+    import json
+
+    from gst.eval.paired import paired_values, two_method_parser
+
+    def rows(values):
+        return [{"scene": "s", "obs": o, "tgt": t, "psnr": v} for (o, t), v in values.items()]
+
+    a = tmp_path / "a.json"
+    a.write_text(json.dumps({"methods": {"m": {"rows": rows({(0, 1): 10.0, (2, 3): 12.0})}}}))
+    b = tmp_path / "b.json"  # the same pairs in another order
+    b.write_text(json.dumps({"methods": {"n": {"rows": rows({(2, 3): 7.0, (0, 1): 5.0})}}}))
+    args = two_method_parser("").parse_args([str(a), "m", str(b), "n"])
+    va, vb = paired_values(args, lambda r: (r["psnr"],))
+    assert va.tolist() == [[10.0], [12.0]] and vb.tolist() == [[5.0], [7.0]]
+    with pytest.raises(SystemExit, match="no method 'x'"):
+        paired_values(two_method_parser("").parse_args([str(a), "x", str(b), "n"]), lambda r: (r["psnr"],))
+    c = tmp_path / "c.json"
+    c.write_text(json.dumps({"methods": {"n": {"rows": rows({(2, 3): 7.0})}}}))
+    with pytest.raises(SystemExit, match="different pairs"):
+        paired_values(two_method_parser("").parse_args([str(a), "m", str(c), "n"]), lambda r: (r["psnr"],))

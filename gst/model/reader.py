@@ -163,12 +163,20 @@ class CodeGridReader(nn.Module):
         """The pose head on every est pair of ``input_ids`` (B, T), without embeddings (a pose reader):
         each pair's row, its ``[cam_start]`` position and its pose. Shapes: -> (P,), (P,), (P, pose_dim)."""
         n = self.grid_hw[0] * self.grid_hw[1]
-        rows, starts = given_segments(input_ids, self.layout, n)  # (S,)
+        rows, starts, _, codes = self._given_codes(input_ids)  # (S,), (S,), _, (S, n)
         obs_i, tgt_i = est_pairs(input_ids, self.layout, rows, starts, n)  # (P,)
-        pos = starts.unsqueeze(1) + torch.arange(n, device=input_ids.device)  # (S, n)
-        codes = input_ids[rows.unsqueeze(1), pos] - self.layout.image_offset  # (S, n)
         pose = self.read_pairs(codes[obs_i], codes[tgt_i])  # (P, pose_dim)
         return rows[tgt_i], starts[tgt_i] + n + 1, pose
+
+    def _given_codes(
+        self, input_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The given segments (``given_segments``): rows, first-code positions, every code position and
+        the codes. Shapes: (B, T) -> (S,), (S,), (S, n), (S, n) codes in [0, K)."""
+        n = self.grid_hw[0] * self.grid_hw[1]
+        rows, starts = given_segments(input_ids, self.layout, n)  # (S,)
+        pos = starts.unsqueeze(1) + torch.arange(n, device=input_ids.device)  # (S, n)
+        return rows, starts, pos, input_ids[rows.unsqueeze(1), pos] - self.layout.image_offset
 
     def forward(self, input_ids: torch.Tensor, dtype: torch.dtype) -> ReaderOutput:
         """Read the given image segments of ``input_ids`` (B, T) (module docstring)."""
@@ -176,15 +184,12 @@ class CodeGridReader(nn.Module):
             raise ValueError("a pose reader (hidden_size 0) adds no embeddings: use read_pose")
         B, T = input_ids.shape
         D = self.to_cell.out_features
-        rows, starts = given_segments(input_ids, self.layout, self.grid_hw[0] * self.grid_hw[1])  # (S,)
+        rows, starts, pos, codes = self._given_codes(input_ids)  # (S,), (S,), (S, n), (S, n)
         cell_emb = torch.zeros(B, T, D, device=input_ids.device, dtype=dtype)
         empty = torch.zeros(0, dtype=torch.long, device=input_ids.device)
         if rows.numel() == 0:
             return ReaderOutput(cell_emb, cell_emb.new_zeros(0, self.config.pair_dim), empty, empty)
         n = self.grid_hw[0] * self.grid_hw[1]
-        offsets = torch.arange(n, device=input_ids.device)
-        pos = starts.unsqueeze(1) + offsets  # (S, n)
-        codes = input_ids[rows.unsqueeze(1), pos] - self.layout.image_offset  # (S, n)
         feats = self.grid_features(codes)  # (S, C, h, w)
         per_cell = self.to_cell(feats.flatten(2).transpose(1, 2))  # (S, n, D)
         obs_i, tgt_i = est_pairs(input_ids, self.layout, rows, starts, n)  # (P,), (P,) segment indices

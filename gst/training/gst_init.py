@@ -140,8 +140,7 @@ def grow_reader(model: GSTModel, config: GSTModelConfig) -> GSTModel:
         grown = GSTModel(model.lm, model.layout, config)
     state = model.state_dict()
     if config.pose_reader is not None and model.config.pose_reader is None:
-        for key in [k for k in state if k.startswith("reader.") and not k.startswith("reader.to_")]:
-            state["pose_reader." + key.removeprefix("reader.")] = state[key].clone()
+        state.update(_as_pose_reader(state, "reader."))
         for key in [k for k in state if k.startswith("reader.pose_head.")]:
             del state[key]  # the pose head moved to the pose reader
     new_state = grown.state_dict()
@@ -159,6 +158,16 @@ def grow_reader(model: GSTModel, config: GSTModelConfig) -> GSTModel:
     if unexpected or any(not k.startswith(allowed) for k in missing):
         raise ValueError(f"grow_reader: weights that do not fit: {unexpected or missing}")
     return grown
+
+
+def _as_pose_reader(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The weights of the reader under ``prefix`` in ``state``, renamed for the pose reader (copies); its
+    projections into the model width (``to_*``) stay behind: a pose reader has none."""
+    return {
+        "pose_reader." + key.removeprefix(prefix): value.clone()
+        for key, value in state.items()
+        if key.startswith(prefix) and not key.startswith(prefix + "to_")
+    }
 
 
 def graft_pose_reader(model: GSTModel, donor: GSTModel) -> GSTModel:
@@ -183,9 +192,7 @@ def graft_pose_reader(model: GSTModel, donor: GSTModel) -> GSTModel:
         k: v for k, v in model.state_dict().items() if not k.startswith(("pose_reader.", "reader.pose_head."))
     }
     prefix = "pose_reader." if donor.pose_reader is not None else "reader."
-    for key, value in donor.state_dict().items():
-        if key.startswith(prefix) and not key.startswith(prefix + "to_"):
-            state["pose_reader." + key.removeprefix(prefix)] = value.clone()
+    state.update(_as_pose_reader(donor.state_dict(), prefix))
     grafted.load_state_dict(state, strict=True)
     return grafted
 
