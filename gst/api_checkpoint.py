@@ -237,6 +237,7 @@ def load_components(files: CheckpointFiles, device: str | torch.device = "cpu") 
         meta=meta,
     )
     check_consistency(meta_path, parts)
+    parts.model.attach_camera_tokenizer(parts.camera_tokenizer)  # the gen warp decodes cameras with it
     return parts
 
 

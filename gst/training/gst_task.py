@@ -289,7 +289,10 @@ class GSTTask(Task):
         return out
 
     def build_model(self) -> nn.Module:
-        return freeze(self._initial_model(), self.run.frozen)
+        model = freeze(self._initial_model(), self.run.frozen)
+        if model.gen_warp is not None:  # gen rows' cameras are decoded to place the observed cells
+            model.attach_camera_tokenizer(self.camera_tokenizer)
+        return model
 
     def _initial_model(self) -> nn.Module:
         if self.run.init_from is not None:
