@@ -312,7 +312,7 @@ def test_a_pose_reader_serves_the_pose_apart_from_the_backbone_inputs() -> None:
 
 
 def test_frozen_parameters_stay_out_of_training() -> None:
-    from gst.training.gst_task import freeze
+    from gst.training.gst_init import freeze
 
     model = freeze(_model().train(), ("reader.code_feats", "reader.single"))
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}

@@ -1,4 +1,5 @@
-"""Fine-tuning: start `gst train gst` from the weights of a trained GST checkpoint (``--init-from``).
+"""Where a `gst train gst` run starts (``initial_model``; ``freeze`` for ``frozen``), and fine-tuning: start
+from the weights of a trained GST checkpoint (``--init-from``).
 
 ``with_initial_weights(run, checkpoint)`` takes the backbone architecture, text tokenizer and vocabulary
 padding from the checkpoint (so the model built is the one trained) and records the backbone folder as
@@ -22,14 +23,16 @@ std: the model first reads a number token about as it read those digits.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
 
 from gst.api_checkpoint import read_backbone_meta, resolve_checkpoint
-from gst.model import GSTModel, GSTModelConfig, TokenLayout, load_gst_model
-from gst.model.config import ReaderConfig
+from gst.model import GSTModel, GSTModelConfig, TokenLayout, build_gst_model, load_gst_model
+from gst.model.config import HeadKind, ReaderConfig
 from gst.tokenizers.numbers import NUMBER_BINS, render
 
 if TYPE_CHECKING:
@@ -52,6 +55,52 @@ def with_initial_weights(run: GSTRunConfig, checkpoint: str | Path) -> GSTRunCon
         init_from=str(files.model_dir.resolve()),
         number_tokens=run.number_tokens or extra["vocabulary"].get("numbers") is not None,
     )
+
+
+def freeze(model: nn.Module, prefixes: Sequence[str]) -> nn.Module:
+    """``model`` with the parameters under each name prefix set to not require gradients (``frozen``)."""
+    for prefix in prefixes:
+        params = [
+            p for name, p in model.named_parameters() if name == prefix or name.startswith(prefix + ".")
+        ]
+        if not params:
+            raise ValueError(
+                f"frozen: no parameter of the model is named {prefix!r} or below it (names as in "
+                "model.named_parameters(), e.g. reader.single)"
+            )
+        for p in params:
+            p.requires_grad_(False)
+    return model
+
+
+def initial_model(
+    run: GSTRunConfig, vocab: Any, cache_manifest: dict[str, Any], camera_tokenizer: Callable[[], nn.Module]
+) -> GSTModel:
+    """The model a `gst train gst` run starts from: ``run.init_from``'s weights (``load_initial_model``), or
+    a new model whose code rows and reader code features start as ``run.code_init`` says, from the
+    cache's tokenizers (``camera_tokenizer`` gives the camera one)."""
+    layout = TokenLayout.from_vocab(vocab)
+    if run.init_from is not None:
+        return load_initial_model(run, layout, cache_manifest)
+    from gst.tokenizers.io import load_tokenizer
+    from gst.training import code_init
+
+    model = build_gst_model(run.model, vocab)
+    if run.code_init == "random" and model.reader is None:
+        return model
+    image = load_tokenizer(cache_manifest["tokenizers"]["image"]["path"])
+    emb = model.lm.get_input_embeddings().weight
+    start, stop = layout.kind_rows(HeadKind.IMAGE)
+    random_image_rows = emb[start:stop].detach().clone()
+    if run.code_init != "random":
+        code_init.init_code_embeddings(model, image, camera_tokenizer(), seed=run.model.seed)
+    if run.code_init == "decoder":  # image rows: the decoder's features replace the VQ vectors'
+        with torch.no_grad():
+            emb[start:stop] = random_image_rows
+        code_init.init_code_embeddings_from_decoder(model, image, seed=run.model.seed)
+    if model.reader is not None:
+        code_init.init_reader_codes(model, image)
+    return model
 
 
 def load_initial_model(run: GSTRunConfig, layout: TokenLayout, cache_manifest: dict[str, Any]) -> GSTModel:

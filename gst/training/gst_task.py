@@ -44,10 +44,8 @@ from gst.data.cell_labels import COLOUR_CLASSES, SHAPE_CLASSES, CellLabels, open
 from gst.data.chat_cache import ChatSplit, open_chat_cache
 from gst.data.token_cache import CacheSplit, open_token_cache
 from gst.model import (
-    HeadKind,
     SequenceBatch,
     TokenLayout,
-    build_gst_model,
     collate_chat,
     collate_pose_batch,
     compute_loss,
@@ -99,22 +97,6 @@ _LATER_KEYS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("model", "pose_reader"), None),  # a second reader for the pose head
     (("frozen",), []),  # frozen parameters
 )
-
-
-def freeze(model: nn.Module, prefixes: Sequence[str]) -> nn.Module:
-    """``model`` with the parameters under each name prefix set to not require gradients (``frozen``)."""
-    for prefix in prefixes:
-        params = [
-            p for name, p in model.named_parameters() if name == prefix or name.startswith(prefix + ".")
-        ]
-        if not params:
-            raise ValueError(
-                f"frozen: no parameter of the model is named {prefix!r} or below it (names as in "
-                "model.named_parameters(), e.g. reader.single)"
-            )
-        for p in params:
-            p.requires_grad_(False)
-    return model
 
 
 class GSTTask(Task):
@@ -289,34 +271,12 @@ class GSTTask(Task):
         return out
 
     def build_model(self) -> nn.Module:
-        model = freeze(self._initial_model(), self.run.frozen)
+        from gst.training.gst_init import freeze, initial_model
+
+        cam = lambda: self.camera_tokenizer  # noqa: E731 (loaded only where needed)
+        model = freeze(initial_model(self.run, self.vocab, self.cache.manifest, cam), self.run.frozen)
         if model.gen_warp is not None:  # gen rows' cameras are decoded to place the observed cells
             model.attach_camera_tokenizer(self.camera_tokenizer)
-        return model
-
-    def _initial_model(self) -> nn.Module:
-        if self.run.init_from is not None:
-            from gst.training.gst_init import load_initial_model
-
-            return load_initial_model(self.run, self.layout, self.cache.manifest)
-        from gst.tokenizers.io import load_tokenizer
-        from gst.training import code_init
-
-        model = build_gst_model(self.run.model, self.vocab)
-        if self.run.code_init == "random" and model.reader is None:
-            return model
-        image = load_tokenizer(self.cache.manifest["tokenizers"]["image"]["path"])
-        emb = model.lm.get_input_embeddings().weight
-        start, stop = self.layout.kind_rows(HeadKind.IMAGE)
-        random_image_rows = emb[start:stop].detach().clone()
-        if self.run.code_init != "random":
-            code_init.init_code_embeddings(model, image, self.camera_tokenizer, seed=self.run.model.seed)
-        if self.run.code_init == "decoder":  # image rows: the decoder's features replace the VQ vectors'
-            with torch.no_grad():
-                emb[start:stop] = random_image_rows
-            code_init.init_code_embeddings_from_decoder(model, image, seed=self.run.model.seed)
-        if model.reader is not None:
-            code_init.init_reader_codes(model, image)
         return model
 
     def batch(self, index: int, generator: torch.Generator, batch_size: int) -> SequenceBatch:
