@@ -183,7 +183,7 @@ def load_text_tokenizer(source: str | None, root: Path):
 
 
 def _check_tokenizer_hashes(files: CheckpointFiles, extra: dict[str, Any]) -> None:
-    from gst.data.token_cache import tokenizer_sha256
+    from gst.data.cache_tokenizers import tokenizer_sha256
 
     for kind, folder in files.tokenizer_dirs.items():
         want = (extra["tokenizers"].get(kind) or {}).get("sha256")
@@ -305,7 +305,7 @@ def export_checkpoint(
     loaded and cross-checked before anything is written, and the written folder is loaded again. Other
     files in ``out_dir`` (the README.md model card) are kept.
     """
-    from gst.data.token_cache import tokenizer_dirs
+    from gst.data.cache_tokenizers import tokenizer_dirs
 
     if backbone_dtype not in _BACKBONE_DTYPES:
         raise ValueError(f"backbone dtype must be one of {sorted(_BACKBONE_DTYPES)}, got {backbone_dtype!r}")

@@ -88,7 +88,7 @@ def make_tokenizers(root: Path, seed: int = 0) -> Path:
 def make_training_export(root: Path, vocab: Vocabulary | None = None) -> Path:
     """root/tok (tokenizers) and root/export: a micro backbone saved as `gst train gst` exports it.
     ``vocab``: default ByT5's 384 text ids, 32 image and 27 camera codes."""
-    from gst.data.token_cache import tokenizer_sha256
+    from gst.data.cache_tokenizers import tokenizer_sha256
 
     tok = make_tokenizers(root / "tok")
     vocab = vocab or Vocabulary(num_text=384, num_image_codes=32, num_camera_codes=27)  # 384: ByT5's ids

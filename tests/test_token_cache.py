@@ -17,8 +17,9 @@ import torch
 from PIL import Image
 
 from gst.cli import main as cli_main
+from gst.data.cache_tokenizers import tokenizer_fingerprint
 from gst.data.pairs import scene_split
-from gst.data.token_cache import CacheConfig, build_token_cache, open_token_cache, tokenizer_fingerprint
+from gst.data.token_cache import CacheConfig, build_token_cache, open_token_cache
 from gst.data.views import crop_resize
 from gst.geometry.conventions import opencv_w2c_to_opengl_c2w, relative_w2c
 from gst.tokenizers.camera import CameraTokenizer

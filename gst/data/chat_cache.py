@@ -41,16 +41,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from gst.data.cache_tokenizers import check_tokenizers, tokenizer_fingerprint
 from gst.data.qa_types import QARecord, read_jsonl
-from gst.data.token_cache import (
-    SPLITS,
-    CacheConfig,
-    _encode_views,
-    _load,
-    check_tokenizers,
-    find_scene_dirs,
-    tokenizer_fingerprint,
-)
+from gst.data.token_cache import SPLITS, CacheConfig, _encode_views, _load, find_scene_dirs
 from gst.hashing import file_sha256
 
 CHAT_CACHE_FORMAT = "gst-chat-cache"

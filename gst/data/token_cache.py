@@ -33,7 +33,6 @@ Glossary: N pairs, h/w image token grid, hc/wc camera token grid, V views.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -46,17 +45,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from gst.data.cache_tokenizers import check_tokenizers, tokenizer_fingerprint
 from gst.data.pairs import SPLIT_SALT, Pair, PairConfig, baseline_histogram, sample_pairs, scene_split
 from gst.data.scene import Scene
 from gst.data.views import crop_box, crop_resize
 from gst.geometry.conventions import relative_w2c
-from gst.hashing import update_with_file
 
 CACHE_FORMAT = "gst-token-cache"
 CACHE_FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val")
-_MAX_UINT16_CODES = 1 << 16
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,85 +77,6 @@ class CacheConfig:
             raise ValueError(f"crop must be center_crop or stretch, got {self.crop!r}")
         if self.encode_batch_size < 1 or self.seed < 0:
             raise ValueError("encode_batch_size must be >= 1 and seed >= 0")
-
-
-# ---- tokenizers ----
-
-
-def tokenizer_dirs(tokenizers_dir: str | Path) -> dict[str, Path]:
-    """The resolved image and camera tokenizer folders under ``DIR/image`` and ``DIR/camera``."""
-    from gst.tokenizers.io import resolve_tokenizer_dir
-
-    root = Path(tokenizers_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"--tokenizers {root}: no such folder (expected {root}/image and {root}/camera)"
-        )
-    out = {}
-    for kind in ("image", "camera"):
-        if not (root / kind).exists():
-            raise FileNotFoundError(
-                f"--tokenizers {root}: missing {root / kind}; train it with "
-                f"`gst train tokenizer --kind {kind}` and put its export (or run folder) there"
-            )
-        out[kind] = resolve_tokenizer_dir(root / kind)
-    return out
-
-
-def tokenizer_sha256(folder: Path) -> str:
-    """Content hash of a tokenizer folder: sha256 over its config.json and model.safetensors bytes."""
-    digest = hashlib.sha256()
-    for name in ("config.json", "model.safetensors"):
-        digest.update(name.encode())
-        update_with_file(digest, folder / name)
-    return digest.hexdigest()
-
-
-def tokenizer_fingerprint(tokenizers_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """{kind: {"path", "sha256", "kind", "num_codes", "grid_hw", "image_hw"[, "pose_scale"]}} read from the
-    tokenizers' config.json (no weights loaded)."""
-    out: dict[str, dict[str, Any]] = {}
-    for kind, folder in tokenizer_dirs(tokenizers_dir).items():
-        info = json.loads((folder / "config.json").read_text())
-        if info.get("kind") != kind:
-            raise ValueError(f"{folder}/config.json: kind is {info.get('kind')!r}, expected {kind!r}")
-        entry = {
-            "path": str(folder.resolve()),
-            "sha256": tokenizer_sha256(folder),
-            "num_codes": info["num_codes"],
-            "grid_hw": list(info["grid_hw"]),
-            "image_hw": list(info["config"]["image_hw"]),
-        }
-        if kind == "camera":
-            entry["pose_scale"] = info["pose_scale"]
-            entry["pose_normalisation"] = info.get("pose_normalisation", "")
-        out[kind] = entry
-    if out["image"]["image_hw"] != out["camera"]["image_hw"]:
-        raise ValueError(
-            f"--tokenizers {tokenizers_dir}: the image tokenizer works at {out['image']['image_hw']} but the "
-            f"camera tokenizer's K refer to {out['camera']['image_hw']} pixels; use a matching pair"
-        )
-    for entry in out.values():
-        if entry["num_codes"] > _MAX_UINT16_CODES:
-            raise ValueError(
-                f"{entry['path']}: {entry['num_codes']} codes do not fit the cache's uint16 arrays"
-            )
-    return out
-
-
-def check_tokenizers(
-    manifest: dict[str, Any], current: dict[str, dict[str, Any]], where: Path, command: str = "gst data cache"
-) -> None:
-    """Raise ValueError unless the tokenizers a cache was built with are the ones in use (by content);
-    ``command`` names the command that rebuilds the cache."""
-    for kind in ("image", "camera"):
-        built, now = manifest["tokenizers"][kind], current[kind]
-        if built["sha256"] != now["sha256"]:
-            raise ValueError(
-                f"{where}: built with the {kind} tokenizer {built['path']} (sha256 {built['sha256'][:12]}), "
-                f"but the tokenizers in use give {now['path']} (sha256 {now['sha256'][:12]}); rebuild "
-                f"the cache with `{command} --tokenizers ...` or pass the tokenizers it was built with"
-            )
 
 
 # ---- scenes ----
@@ -528,10 +447,7 @@ __all__ = [
     "TokenCache",
     "baseline_summary",
     "build_token_cache",
-    "check_tokenizers",
     "find_scene_dirs",
     "open_token_cache",
     "read_manifest",
-    "tokenizer_fingerprint",
-    "tokenizer_sha256",
 ]
