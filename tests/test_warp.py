@@ -85,8 +85,10 @@ def _camera_tokenizer() -> CameraTokenizer:
     return CameraTokenizer(config).eval()
 
 
-def _model(warp: bool = True, visible: bool = True):
-    config = GSTModelConfig(backbone=micro(), reader=READER, pose_head_dim=13, seed=0, gen_warp=warp)
+def _model(warp: bool = True, visible: bool = True, values: str = "features"):
+    config = GSTModelConfig(
+        backbone=micro(), reader=READER, pose_head_dim=13, seed=0, gen_warp=warp, gen_warp_values=values
+    )
     model = build_gst_model(config, LAYOUT).attach_camera_tokenizer(_camera_tokenizer())
     if visible:  # random weights large enough to matter, including the zero-initialised warp
         g = torch.Generator().manual_seed(3)
@@ -105,8 +107,9 @@ def _batch(tasks: list[int], seed: int = 0):
     return collate_pose_batch(LAYOUT, CFG, obs, tgt, cam, step=0, generator=g, tasks=torch.tensor(tasks))
 
 
-def test_the_warp_reads_conditioning_tokens_only_at_the_predicting_positions() -> None:
-    model = _model()
+@pytest.mark.parametrize("values", ["features", "code"])
+def test_the_warp_reads_conditioning_tokens_only_at_the_predicting_positions(values: str) -> None:
+    model = _model(values=values)
     batch = _batch([TASK_GEN, TASK_EST, TASK_GEN], seed=1)
     off = pose_offsets(CFG, TASK_GEN)
     with torch.no_grad():
@@ -120,11 +123,12 @@ def test_the_warp_reads_conditioning_tokens_only_at_the_predicting_positions() -
     assert torch.equal(nonzero, want)
 
 
-def test_a_model_grown_with_the_warp_computes_what_it_did() -> None:
+@pytest.mark.parametrize("values", ["features", "code"])
+def test_a_model_grown_with_the_warp_computes_what_it_did(values: str) -> None:
     from gst.training.gst_init import grow_reader, reader_growth
 
     model = _model(warp=False)
-    config = dataclasses.replace(model.config, gen_warp=True)
+    config = dataclasses.replace(model.config, gen_warp=True, gen_warp_values=values)
     assert reader_growth(model.config, config) and not reader_growth(config, model.config)
     batch = _batch([TASK_GEN, TASK_EST], seed=2)
     with torch.no_grad():
@@ -136,8 +140,9 @@ def test_a_model_grown_with_the_warp_computes_what_it_did() -> None:
         dataclasses.replace(config, reader=dataclasses.replace(READER, cell_heads=False))
 
 
-def test_kv_cache_decoding_sees_the_same_warp_as_whole_rows() -> None:
-    model = _model()
+@pytest.mark.parametrize("values", ["features", "code"])
+def test_kv_cache_decoding_sees_the_same_warp_as_whole_rows(values: str) -> None:
+    model = _model(values=values)
     g = torch.Generator().manual_seed(4)
     obs = torch.randint(0, 32, (2, 16), generator=g) + LAYOUT.image_offset
     cam = torch.randint(0, 16, (2, 4), generator=g) + LAYOUT.camera_offset

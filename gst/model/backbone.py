@@ -120,7 +120,7 @@ class GSTModel(nn.Module):
             else None
         )
         self.gen_warp = (
-            GenWarp(config.reader.channels, config.reader.code_dim, self.hidden_size)
+            GenWarp(config.gen_warp_values, config.reader.channels + config.reader.code_dim, self.hidden_size)
             if config.gen_warp
             else None
         )
@@ -188,10 +188,13 @@ class GSTModel(nn.Module):
             src = forward_warp(
                 log_depth.exp().reshape(-1, h, w), focal, K.to(dev), w2c.to(dev), (H, W), self.gen_warp.sub
             )  # (G, n)
-        feats = torch.cat(
-            [reader.grid_features(codes).flatten(2).transpose(1, 2), reader.code_feats(codes)], -1
-        )
-        add = self.gen_warp(feats, src)  # (G, n, D)
+        if self.gen_warp.values == "code":  # the observed codes' own token embeddings
+            values = self.lm.get_input_embeddings()(codes + self.layout.image_offset)  # (G, n, D)
+        else:  # the reader's features and code features of the observed cells
+            values = torch.cat(
+                [reader.grid_features(codes).flatten(2).transpose(1, 2), reader.code_feats(codes)], -1
+            )
+        add = self.gen_warp(values, src)  # (G, n, D)
         pos = tgt.unsqueeze(1) - 1 + torch.arange(n, device=dev)  # (G, n): the position predicting each cell
         keep = pos < T
         index = (rows.unsqueeze(1).expand_as(pos)[keep], pos[keep])

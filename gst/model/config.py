@@ -266,6 +266,11 @@ class GSTModelConfig:
     # where each target cell is predicted. Needs a reader and a stem reader with cell heads and a pose
     # head, and the camera tokenizer attached at load (``GSTModel.attach_camera_tokenizer``).
     gen_warp: bool = False
+    # What the warp carries to each target cell: "features" (the observed cell's reader and code features
+    # and a hit flag, through a zero-initialised linear map) or "code" (the observed cell's own token
+    # embedding times a learned per-channel gate, plus a learned vector where nothing lands; both start
+    # at zero): with tied embeddings the latter points straight at the warped code's logit.
+    gen_warp_values: str = "features"
 
     def __post_init__(self) -> None:
         if self.pose_head_dim < 0:
@@ -276,6 +281,10 @@ class GSTModelConfig:
                 "(model.pose_head_dim)"
             )
         stem = self.pose_reader or self.reader
+        if self.gen_warp_values not in ("features", "code"):
+            raise ValueError(
+                f"GSTModelConfig.gen_warp_values must be features or code, got {self.gen_warp_values!r}"
+            )
         if self.gen_warp and (stem is None or not stem.cell_heads or not self.pose_head_dim):
             raise ValueError(
                 "GSTModelConfig.gen_warp reads the depth (cell heads) and focal (pose head) of the observed "

@@ -12,10 +12,11 @@ ICCV 2021), forward-warping features with a depth, gives the generator that plac
 ``forward_warp``: every observed cell is unprojected as ``sub x sub`` points at its depth (principal
 point at the image centre), moved into the target camera's frame, projected with the target's
 intrinsics; per target cell the nearest point in front of the camera wins (a z-buffer). ``GenWarp``:
-the winning observed cell's features (the reader's single-image features and its code features) and a
-hit flag, projected to the model width by a zero-initialised layer (so a model grown with it first
-computes what it did), are added at the position whose output predicts that target cell: the position
-just before its code (``[img_start]`` for cell 0). It is a function of conditioning tokens only (the
+what the winning observed cell carries (``GSTModelConfig.gen_warp_values``: its reader and code
+features with a hit flag through a zero-initialised linear map, or its own token embedding times a
+zero-initialised gate), so a model grown with it first computes what it did, is added at the position
+whose output predicts that target cell: the position just before its code (``[img_start]`` for cell
+0). It is a function of conditioning tokens only (the
 observed codes and the camera codes), so the model still defines a distribution over token sequences.
 
 Glossary: G gen rows, h/w image token grid, n = h*w, M = n * sub^2 points, C reader channels, Z code
@@ -76,21 +77,33 @@ def forward_warp(
 
 
 class GenWarp(nn.Module):
-    """The projection of warped observed-cell features into the model width (module docstring)."""
+    """What the warp adds per target cell (module docstring; ``GSTModelConfig.gen_warp_values``):
+    ``features``: a zero-initialised linear map of the observed cell's features and a hit flag; ``code``:
+    the observed cell's token embedding times a per-channel gate, or a learned vector where nothing lands
+    (both zero at first)."""
 
-    def __init__(self, channels: int, code_dim: int, hidden_size: int, sub: int = 2) -> None:
+    def __init__(self, values: str, feature_dim: int, hidden_size: int, sub: int = 2) -> None:
         super().__init__()
-        self.sub = sub
-        self.proj = nn.Linear(channels + code_dim + HIT_FEATURES, hidden_size)
-        nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
+        self.values, self.sub = values, sub
+        if values == "features":
+            self.proj = nn.Linear(feature_dim + HIT_FEATURES, hidden_size)
+            nn.init.zeros_(self.proj.weight)
+            nn.init.zeros_(self.proj.bias)
+        elif values == "code":
+            self.gate = nn.Parameter(torch.zeros(hidden_size))
+            self.miss = nn.Parameter(torch.zeros(hidden_size))
+        else:
+            raise ValueError(f"GenWarp values must be features or code, got {values!r}")
 
-    def forward(self, feats: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
-        """Per target cell, the features of the observed cell seen there. Shapes: feats (G, n, C + Z)
-        per observed cell; src (G, n) from ``forward_warp`` -> (G, n, D)."""
+    def forward(self, values: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+        """Per target cell, what the observed cell seen there carries. Shapes: values (G, n, F) per
+        observed cell (features: F = C + Z; code: its token embedding, F = D); src (G, n) from
+        ``forward_warp`` -> (G, n, D)."""
         hit = (src >= 0).unsqueeze(-1)  # (G, n, 1)
-        picked = feats.gather(1, src.clamp(min=0).unsqueeze(-1).expand(-1, -1, feats.shape[-1]))
+        picked = values.gather(1, src.clamp(min=0).unsqueeze(-1).expand(-1, -1, values.shape[-1]))
         picked = torch.where(hit, picked, torch.zeros_like(picked))
+        if self.values == "code":
+            return self.gate * picked + self.miss * (~hit).to(picked.dtype)
         return self.proj(torch.cat([picked, hit.to(picked.dtype)], -1))
 
 

@@ -166,7 +166,11 @@ def reader_growth(old: GSTModelConfig, new: GSTModelConfig) -> bool:
     which starts as a copy of the reader (plus any of those parts), and the gen warp (``gen_warp``)."""
     if old.reader is None or new.reader is None:
         return False
-    if dataclasses.replace(old, reader=new.reader, pose_reader=new.pose_reader, gen_warp=new.gen_warp) != new:
+    values = old.gen_warp_values if old.gen_warp else new.gen_warp_values  # what a new warp carries
+    parts = dict(
+        reader=new.reader, pose_reader=new.pose_reader, gen_warp=new.gen_warp, gen_warp_values=values
+    )
+    if dataclasses.replace(old, **parts) != new:
         return False
     if old.gen_warp and not new.gen_warp:
         return False
