@@ -31,74 +31,19 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from gst.bench_app import bench_api_rows, bench_scale_rows
+from gst.bench_sizes import FULL, QUICK, BenchSizes, bench_row
 
 if TYPE_CHECKING:  # torch is imported lazily: `gst --help` stays fast
     import torch
 
 BENCHES = ("render", "image-tokenizer", "camera-tokenizer", "train", "sample", "api", "scale")
-EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
 
 
-@dataclass(frozen=True, kw_only=True)
-class BenchSizes:
-    """How much work each benchmark does; ``QUICK`` for a fast check, ``FULL`` for published figures."""
-
-    render_resolutions: tuple[int, ...]  # square image sizes
-    render_scenes: int  # scenes per round (24 views each)
-    render_repeats: int  # rounds; the best is reported
-    tokenizer_batch: int  # images or cameras per encode/decode call
-    train_batch: int  # sequences per optimiser step
-    train_steps: int  # timed steps (median), after 2 warm-ups
-    train_grid: int  # image and camera token grid side of training sequences (8: the tiny tokenizers)
-    sample_grid: int  # image and camera grid side of sampling: 2 * side^2 generated tokens
-    sample_batches: tuple[int, ...]  # conditions decoded at once
-    repeats: int  # timed calls of the tokenizer and api benchmarks (best reported), after one warm-up
-    # (preset, image grid side) training configurations of `scale`; the camera grid equals the image grid
-    scale_points: tuple[tuple[str, int], ...]
-    scale_batch: int  # sequences per step of `scale`
-    scale_steps: int  # timed steps (median) of `scale`, after 2 warm-ups
-
-
-FULL = BenchSizes(
-    render_resolutions=(64, 128),
-    render_scenes=20,
-    render_repeats=3,
-    tokenizer_batch=32,
-    train_batch=32,
-    train_steps=5,
-    train_grid=8,
-    sample_grid=16,
-    sample_batches=(1, 16),
-    repeats=5,
-    # model size at grid 8 (64x64 images), then grid 16 and 32 (128 and 256 px) for tiny and small
-    scale_points=(("micro", 8), ("tiny", 8), ("small", 8), ("tiny", 16), ("small", 16), ("tiny", 32)),
-    scale_batch=8,
-    scale_steps=3,
-)
-QUICK = replace(  # a check that everything runs, not figures
-    FULL,
-    render_resolutions=(64,),
-    render_scenes=2,
-    render_repeats=1,
-    tokenizer_batch=4,
-    train_batch=4,
-    train_steps=2,
-    sample_grid=4,
-    repeats=1,
-    scale_points=(("micro", 4), ("micro", 8)),
-    scale_batch=2,
-    scale_steps=1,
-)
-
-
-def _row(bench: str, figure: str, value: float | None, unit: str, **details: Any) -> dict[str, Any]:
-    return {"bench": bench, "figure": figure, "value": value, "unit": unit, "details": details}
-
-
-# ---- the benchmarks: each (args, sizes, device) -> rows ----
 def bench_render_rows(args: argparse.Namespace, sizes: BenchSizes, device: torch.device) -> list[dict]:
     from gst.data.synth.bench import bench_render
 
@@ -108,7 +53,7 @@ def bench_render_rows(args: argparse.Namespace, sizes: BenchSizes, device: torch
     for res, e in r["resolutions"].items():
         for kind, label in (("render", "render"), ("write", "render + write PNG")):
             rows.append(
-                _row(
+                bench_row(
                     "render",
                     f"{label} {res}",
                     e[f"{kind}_views_per_s"],
@@ -161,7 +106,7 @@ def _throughput_rows(
         with torch.inference_mode():
             seconds = min(time_call(fn, device, repeats=repeats))
         rows.append(
-            _row(bench, figure, batch / seconds, unit, batch=batch, seconds_per_batch=seconds, **details)
+            bench_row(bench, figure, batch / seconds, unit, batch=batch, seconds_per_batch=seconds, **details)
         )
     return rows
 
@@ -256,7 +201,9 @@ def bench_train_rows(args: argparse.Namespace, sizes: BenchSizes, device: torch.
     if peak:
         details["matmul_peak_tflops"] = peak / 1e12
     return [
-        _row("train", f"train {args.preset} b{sizes.train_batch}", r["tokens_per_s"], "tokens/s", **details)
+        bench_row(
+            "train", f"train {args.preset} b{sizes.train_batch}", r["tokens_per_s"], "tokens/s", **details
+        )
     ]
 
 
@@ -279,7 +226,7 @@ def bench_sample_rows(args: argparse.Namespace, sizes: BenchSizes, device: torch
         for key, label in (("cached", "kv-cache"), ("recomputed", "recompute")):
             d = r[key]
             rows.append(
-                _row(
+                bench_row(
                     "sample",
                     f"sample b{batch} {label} {d['generated_tokens']} tok",
                     d["tokens_per_s"],
@@ -291,98 +238,6 @@ def bench_sample_rows(args: argparse.Namespace, sizes: BenchSizes, device: torch
                     **details,
                 )
             )
-    return rows
-
-
-def bench_api_rows(args: argparse.Namespace, sizes: BenchSizes, device: torch.device) -> list[dict]:
-    from gst.api import DEFAULT_CHECKPOINT
-
-    return [row for path in args.checkpoint or [DEFAULT_CHECKPOINT] for row in _api_rows(path, sizes, device)]
-
-
-API_CALLS = ("estimate_pose", "synthesize_view", "answer_number mbr", "answer_coordinates box")
-
-
-def _api_rows(path: Path, sizes: BenchSizes, device: torch.device) -> list[dict]:
-    from gst.api import GST, orbit_camera
-    from gst.model.bench import time_call
-
-    if not Path(path).exists():
-        note = f"skipped: no checkpoint at {path}; pass --checkpoint DIR"
-        return [_row("api", name, None, "s", note=note) for name in API_CALLS]
-    gst = GST.from_pretrained(path, device=device)
-    a, b = EXAMPLES / "view_a.png", EXAMPLES / "view_b.png"
-    calls = {
-        "estimate_pose": lambda: gst.estimate_pose(a, b),
-        "synthesize_view": lambda: gst.synthesize_view(a, orbit_camera(30.0, 10.0), seed=0),
-        # spatial QA as `gst eval qa --numbers mbr` answers it: a number by minimum Bayes risk over
-        # the metre grid, a 3D box coordinate by coordinate (6 grids)
-        "answer_number mbr": lambda: gst.answer_number(
-            "How far is the nearest object from the camera, in metres?", [a], "m", 2, decoding="mbr"
-        ),
-        "answer_coordinates box": lambda: gst.answer_coordinates(
-            "Give the 3D bounding box of the largest object in the camera frame.", [a], "box"
-        ),
-    }
-    assert tuple(calls) == API_CALLS
-    rows = []
-    for name, fn in calls.items():
-        seconds = min(time_call(fn, device, repeats=sizes.repeats))
-        rows.append(
-            _row(
-                "api",
-                name,
-                seconds,
-                "s",
-                checkpoint=str(path),
-                image_grid=list(gst.sequence.image_grid),
-                camera_grid=list(gst.sequence.camera_grid),
-                image_hw=list(gst.image_hw),
-            )
-        )
-    return rows
-
-
-def bench_scale_rows(args: argparse.Namespace, sizes: BenchSizes, device: torch.device) -> list[dict]:
-    """One training configuration per fresh process: step time and that process's peak memory."""
-    import subprocess
-
-    rows = []
-    for preset, grid in sizes.scale_points:
-        cmd = [sys.executable, "-m", "gst.model.bench", "train-step", "--preset", preset, "--grid", str(grid)]
-        cmd += ["--batch-size", str(sizes.scale_batch), "--steps", str(sizes.scale_steps)]
-        cmd += ["--device", str(device), "--num-text", str(args.num_text)]
-        if args.threads:
-            cmd += ["--threads", str(args.threads)]
-        if device.type == "cuda":
-            cmd.append("--autocast")
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd[1:])} failed: {done.stderr.strip().splitlines()[-1:]}")
-        info = json.loads(done.stdout)
-        r = info["result"]
-        memory = {"peak_cuda_gib": r["peak_memory_gib"]} if "peak_memory_gib" in r else {}
-        rows.append(
-            _row(
-                "scale",
-                f"scale {preset} grid {grid}",
-                r["step_s_median"],
-                "s/step",
-                preset=preset,
-                image_grid=grid,
-                image_px=8 * grid,  # the tokenizers downsample by 8
-                params_m=info["model"]["parameters"] / 1e6,
-                embedding_params_m=info["model"]["embedding_parameters"] / 1e6,
-                seq_len=r["seq_len"],
-                batch_size=r["batch_size"],
-                tokens_per_s=r["tokens_per_s"],
-                model_tflop_per_step=r["model_tflop_per_step"],
-                process_peak_rss_mib=r["peak_rss_mib"],
-                process_rss_after_build_mib=r["rss_after_build_mib"],
-                precision="bf16 autocast" if device.type == "cuda" else "fp32",
-                **memory,
-            )
-        )
     return rows
 
 
@@ -460,7 +315,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             new = RUNNERS[name](args, sizes, device)
         except Exception as err:  # reported in its row; the other benchmarks still run
             traceback.print_exc(file=sys.stderr)
-            new = [_row(name, name, None, "", error=f"{type(err).__name__}: {err}")]
+            new = [bench_row(name, name, None, "", error=f"{type(err).__name__}: {err}")]
         memory = _peak_memory_mib(device)
         rows += [{**row, **memory, **load, **env} for row in new]
     return {"environment": env, "sizes": asdict(sizes), "rows": rows}

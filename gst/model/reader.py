@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from gst.model.config import ReaderConfig, TokenLayout
+from gst.tokenizers.camera import FOCAL_SLICE
 
 NUM_SHAPE_CLASSES = 8  # gst.data.cell_labels.SHAPE_CLASSES (checked by the training task)
 NUM_COLOUR_CLASSES = 11  # gst.data.cell_labels.COLOUR_CLASSES
@@ -158,6 +159,16 @@ class CodeGridReader(nn.Module):
             "centre": centre,
             "log_depth": depth.squeeze(-1),
         }
+
+    def observed_geometry(self, feats: torch.Tensor, image_w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the reader says of one image's geometry alone: each cell's depth (the cell head) and the
+        focal lengths in pixels (the pose head on the pair (image, image)). Shapes: (S, C, h, w) single
+        features -> depth (S, h, w) metres, focal (S, 2) fx, fy."""
+        log_depth = self.cell_predictions(feats)["log_depth"].float().clamp(-6.0, 6.0)  # (S, n)
+        focal = image_w * torch.exp(
+            self.pose_from_features(torch.cat([feats, feats]))[:, FOCAL_SLICE].float()
+        )
+        return log_depth.exp().reshape(feats.shape[0], *feats.shape[2:]), focal
 
     def read_pose(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The pose head on every est pair of ``input_ids`` (B, T), without embeddings (a pose reader):
