@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # torch is imported lazily: `gst --help` stays fast
 BENCHES = ("render", "image-tokenizer", "camera-tokenizer", "train", "sample", "api", "scale")
 
 
+# ---- the benchmarks: each (args, sizes, device) -> rows (api and scale: gst.bench_app) ----
 def bench_render_rows(args: argparse.Namespace, sizes: BenchSizes, device: torch.device) -> list[dict]:
     from gst.data.synth.bench import bench_render
 

@@ -50,7 +50,7 @@ from torch import nn
 from gst.api_checkpoint import resolve_checkpoint
 from gst.data.chat_cache import ChatSplit, open_chat_cache
 from gst.data.qa_types import QARecord
-from gst.eval.qa_baselines import ChatPredictor, MostFrequentBaseline
+from gst.eval.qa_baselines import MostFrequentBaseline, closed_candidates
 from gst.eval.qa_metrics import score_texts, summarize
 from gst.model.backbone import load_gst_model
 from gst.tokenizers.numbers import NUMBER_BINS
@@ -176,7 +176,7 @@ def answer(net: AnswerNet, d: dict, text: TextTokenizer, no_image: bool) -> list
         idx = torch.arange(start, min(start + 256, len(d["records"])))
         logp = net(*inputs(d, idx, no_image)).float().log_softmax(-1)  # (b, S, vocab + 2)
         for i, row in enumerate(logp.argmax(-1).tolist()):
-            candidates = ChatPredictor._candidates(d["records"][int(idx[i])])
+            candidates = closed_candidates(d["records"][int(idx[i])])
             if candidates:
                 ids = [(text.encode(c) + [text.vocab_size + 1])[:MAX_ANSWER] for c in candidates]
                 scores = [float(logp[i, torch.arange(len(t)), torch.tensor(t)].sum()) for t in ids]

@@ -66,6 +66,13 @@ class QAPredictor(Protocol):
         ...
 
 
+def closed_candidates(r: QARecord) -> list[str]:
+    """The closed answer set of a record (empty for open answers: numbers, points, boxes)."""
+    if r.answer.type == "choice":
+        return list(r.answer.options or ())
+    return list(COUNT_CANDIDATES) if r.answer.type == "count" else []
+
+
 class MostFrequentBaseline:
     """See the module docstring. ``constants``: kind -> the constant answer text (counts, numbers,
     points, boxes); ``counts``: kind -> training answer counts of choice kinds (the answer depends on
@@ -163,7 +170,7 @@ class ChatPredictor:
         out = []
         for r in records:
             images = [] if self.text_only else [self.image_paths(r.scene, v) for v in r.views]
-            candidates = self._candidates(r)
+            candidates = closed_candidates(r)
             if self.score is not None and candidates:
                 scores = list(self.score(r.question, images, candidates))
                 out.append(candidates[max(range(len(candidates)), key=lambda i: (scores[i], -i))])
@@ -175,13 +182,6 @@ class ChatPredictor:
             else:
                 out.append(str(self.chat(r.question, images)))
         return out
-
-    @staticmethod
-    def _candidates(r: QARecord) -> list[str]:
-        """The closed answer set of a record (empty for open answers: numbers, points, boxes)."""
-        if r.answer.type == "choice":
-            return list(r.answer.options or ())
-        return list(COUNT_CANDIDATES) if r.answer.type == "count" else []
 
 
 class NumberTokenReader:
