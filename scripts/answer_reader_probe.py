@@ -16,6 +16,13 @@ already knows of every cell? This probe trains one and scores it as `gst eval qa
   answer token, attending to the question tokens and the cells, each read out over the text vocabulary
   with number tokens (``gst.tokenizers.numbers``) plus an end id. A closed answer (choice, count) is the
   candidate of highest likelihood under the slots; an open one the slots' argmax up to the first end.
+- Pointers (``--pointer-layers N``): N layers over the cells (self-attention, cross-attention to the
+  question) and one logit per cell for each role of ``QARecord.objects`` (``ROLES``: the objects a
+  question names, counts, or answers with); each role's cells, weighted by their sigmoid, are pooled
+  (cell readouts, grid position, cell state, weight sum) into one object token the answer slots read.
+  With ``--cells`` (a token cache over the same scenes with cell labels) the pointers are supervised:
+  binary cross-entropy against the cells that show the role's objects (``--pointer-weight``);
+  ``--oracle-pointer`` pools the true cells instead (a ceiling, val split only).
 - Training: cross-entropy of the answer tokens and end, AdamW, cosine schedule over ``--minutes`` of
   process CPU time (one torch thread: ``OMP_NUM_THREADS=1``), the chat cache's train split with
   training phrasings. ``--no-image`` zeroes the cells and pose: the same network on the question alone.
@@ -30,7 +37,8 @@ already knows of every cell? This probe trains one and scores it as `gst eval qa
     gst eval qa --data data/qa2_heldout_s1000_10.jsonl --eval-split all \\
         --predictions runs/answer_probe/answers.jsonl --out runs/eval/answer_probe
 
-Glossary: B batch, R records, M distinct views, n cells per view, F cell features, d width.
+Glossary: B batch, M distinct views, V views per record, n cells per view, F cell features, d width, R
+roles (``ROLES``), K objects per role (at most ``MAX_OBJECTS``).
 """
 
 from __future__ import annotations
@@ -48,15 +56,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from gst.api_checkpoint import resolve_checkpoint
+from gst.data.cell_labels import CellLabels, open_cell_labels
 from gst.data.chat_cache import ChatSplit, open_chat_cache
 from gst.data.qa_types import QARecord
+from gst.data.token_cache import TokenCache, open_token_cache
 from gst.eval.qa_baselines import MostFrequentBaseline, closed_candidates
 from gst.eval.qa_metrics import score_texts, summarize
 from gst.model.backbone import load_gst_model
 from gst.tokenizers.numbers import NUMBER_BINS
 from gst.tokenizers.text import TextTokenizer
 
-MAX_QUESTION, MAX_ANSWER, MAX_VIEWS = 48, 48, 2
+MAX_QUESTION, MAX_ANSWER, MAX_VIEWS, MAX_OBJECTS = 48, 48, 2, 16
+ROLES = ("a", "b", "counted", "answer")  # QARecord.objects roles, one pointer each
 WORD = re.compile(r"[a-z]+|\d+(?:\.\d+)?|[^\sa-z\d]")
 IGNORE = -100
 
@@ -81,11 +92,38 @@ def view_features(reader: nn.Module, codes: np.ndarray, batch: int = 512) -> tor
     return torch.cat(out)
 
 
+def view_objects(split: ChatSplit, cells: CellLabels, cache: TokenCache) -> np.ndarray:
+    """The object each cell of every view of a chat split shows (index into its scene's objects, -1 none),
+    from the cell labels of a token cache over the same scenes. Shapes: (M, n) int64."""
+    if tuple(cells.info["grid_hw"]) != tuple(split.image_codes.shape[1:]):
+        raise ValueError(f"{cells.root}: cell grid {cells.info['grid_hw']} is not the chat cache's")
+    where = {scene: (name, i) for name, s in cache.splits.items() for i, scene in enumerate(s.scenes)}
+    out = np.full((len(split.image_codes), int(np.prod(split.image_codes.shape[1:]))), -1, np.int64)
+    for r in split.records:
+        if r["scene"] not in where:
+            raise ValueError(
+                f"--cells {cache.root}: no scene {r['scene']!r}; build it from the chat's scenes"
+            )
+        name, i = where[r["scene"]]
+        for v, row in zip(r["views"], r["image_rows"], strict=True):
+            out[row] = cells.arrays[name]["object"][i, v].reshape(-1)
+    return out
+
+
 def encode_split(
-    split: ChatSplit, rows: np.ndarray, reader: nn.Module, vocab: dict, text: TextTokenizer
+    split: ChatSplit,
+    rows: np.ndarray,
+    reader: nn.Module,
+    vocab: dict,
+    text: TextTokenizer,
+    objects: np.ndarray | None = None,
 ) -> dict:
-    """Question ids, answer ids, view rows and pair poses of records ``rows``; the split's view features."""
+    """Question ids, answer ids, view rows and pair poses of records ``rows``; the split's view features;
+    with ``objects`` (``view_objects``) each record's pointer targets: the objects of each role
+    (``ROLES``, -2 padded), whether the record has that role, and the object of each cell of its views."""
     end = text.vocab_size + 1
+    refs = np.full((len(rows), len(ROLES), MAX_OBJECTS), -2, np.int64)
+    has_role = np.zeros((len(rows), len(ROLES)), bool)
     codes = np.asarray(split.image_codes)
     q = np.zeros((len(rows), MAX_QUESTION), np.int64)
     a = np.full((len(rows), MAX_ANSWER), IGNORE, np.int64)
@@ -98,6 +136,10 @@ def encode_split(
         q[i, : len(ids)], a[i, : len(ans)] = ids, ans
         v = rec["image_rows"][:MAX_VIEWS]
         views[i, : len(v)], shown[i, : len(v)] = v, True
+        for k, role in enumerate(ROLES):
+            if role in rec.get("objects", {}):
+                idx = rec["objects"][role][:MAX_OBJECTS]
+                refs[i, k, : len(idx)], has_role[i, k] = idx, True
     pose = torch.zeros(len(rows), 13)
     two = np.nonzero(shown[:, 1])[0]
     with torch.no_grad():
@@ -109,6 +151,9 @@ def encode_split(
         QARecord.from_json({k: v for k, v in split.records[r].items() if k != "image_rows"}) for r in rows
     ]
     return {
+        "refs": torch.from_numpy(refs),
+        "has_role": torch.from_numpy(has_role),
+        "cell_objects": None if objects is None else torch.from_numpy(objects),
         "q": torch.from_numpy(q),
         "a": torch.from_numpy(a),
         "views": torch.from_numpy(views),
@@ -119,10 +164,29 @@ def encode_split(
     }
 
 
+def pointer_targets(d: dict, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which cells of the records' views show an object of each role, and where that is defined (the role
+    exists and the view is shown). Shapes: (B, V n, R) float, (B, V n, R) bool."""
+    obj = d["cell_objects"][d["views"][idx]]  # (B, V, n)
+    refs = d["refs"][idx]  # (B, R, K)
+    hit = (obj[:, :, :, None, None] == refs[:, None, None]).any(-1)  # (B, V, n, R)
+    defined = d["shown"][idx][:, :, None, None] & d["has_role"][idx][:, None, None, :]
+    return hit.flatten(1, 2).float(), defined.expand_as(hit).flatten(1, 2)
+
+
 class AnswerNet(nn.Module):
     """Module docstring, "Network"."""
 
-    def __init__(self, vocab: int, question_vocab: int, feat: int, n: int, d: int = 128, layers: int = 2):
+    def __init__(
+        self,
+        vocab: int,
+        question_vocab: int,
+        feat: int,
+        n: int,
+        d: int = 128,
+        layers: int = 2,
+        pointer_layers: int = 0,
+    ):
         super().__init__()
         self.tok = nn.Embedding(question_vocab, d)
         self.qpos = nn.Parameter(torch.randn(MAX_QUESTION, d) * 0.02)
@@ -134,13 +198,30 @@ class AnswerNet(nn.Module):
             return nn.TransformerDecoderLayer(d, 4, 4 * d, 0.0, batch_first=True, norm_first=True)
 
         self.qlayers = nn.ModuleList([layer() for _ in range(layers)])
+        # pointers: cell layers (self-attention over the cells, cross-attention to the question) and one
+        # logit per cell and role; each role's cells pooled into one object token for the answer slots
+        self.pointer_layers = nn.ModuleList([layer() for _ in range(pointer_layers)])
+        if pointer_layers:
+            self.pointer = nn.Linear(d, len(ROLES))
+            h, w = int(round(n**0.5)), n // int(round(n**0.5))
+            uv = torch.stack(
+                torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij"), -1
+            )
+            self.register_buffer("uv", uv.reshape(n, 2), persistent=False)
+            self.summary = nn.Sequential(
+                nn.LayerNorm(feat + 2 + d + 2), nn.Linear(feat + 2 + d + 2, d), nn.GELU(), nn.Linear(d, d)
+            )
+            self.role_emb = nn.Parameter(torch.randn(len(ROLES), d) * 0.02)
         self.slots = nn.Parameter(torch.randn(MAX_ANSWER, d) * 0.02)
         self.alayers = nn.ModuleList([layer() for _ in range(2)])
         self.out = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, vocab + 2))
 
-    def forward(self, q, cells, shown, pose, num_slots: int = MAX_ANSWER) -> torch.Tensor:
+    def forward(
+        self, q, cells, shown, pose, num_slots: int = MAX_ANSWER, oracle: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Shapes: q (B, Lq) ids (0 pad), cells (B, V, n, F), shown (B, V) bool, pose (B, 13) ->
-        (B, num_slots, vocab + 2) logits."""
+        (B, num_slots, vocab + 2) logits, pointer logits (B, V n, R) (None without pointer layers).
+        ``oracle`` (B, V n, R): pool each role's cells with these weights instead of the pointers'."""
         qmask = q != 0
         L = int(qmask.sum(1).max())
         q, qmask = q[:, :L], qmask[:, :L]
@@ -151,11 +232,36 @@ class AnswerNet(nn.Module):
         mpad = torch.cat([~shown.repeat_interleave(n, 1), ~shown[:, 1:2]], 1)
         for lay in self.qlayers:
             x = lay(x, mem, tgt_key_padding_mask=~qmask, memory_key_padding_mask=mpad)
+        ptr = None
+        if self.pointer_layers:
+            cpad = mpad[:, :-1]  # (B, V n)
+            c = xc
+            for lay in self.pointer_layers:
+                c = lay(c, x, tgt_key_padding_mask=cpad, memory_key_padding_mask=~qmask)
+            ptr = self.pointer(c)  # (B, V n, R)
+            w = (ptr.sigmoid() if oracle is None else oracle) * (~cpad).unsqueeze(-1).float()
+            count = w.sum(1)  # (B, R)
+            p = w / (count.unsqueeze(1) + 1e-3)
+            raw = torch.cat(
+                [cells.float().flatten(1, 2), self.uv.repeat(cells.shape[1], 1).expand(len(q), -1, -1)], -1
+            )
+            pooled = torch.cat(
+                [
+                    p.transpose(1, 2) @ raw,
+                    p.transpose(1, 2) @ c,
+                    count.unsqueeze(-1).log1p(),
+                    count.unsqueeze(-1) / 8,
+                ],
+                -1,
+            )
+            objs = self.summary(pooled) + self.role_emb  # (B, R, d)
+            mem = torch.cat([objs, mem], 1)
+            mpad = torch.cat([torch.zeros_like(mpad[:, : len(ROLES)]), mpad], 1)
         mem, mpad = torch.cat([x, mem], 1), torch.cat([~qmask, mpad], 1)
         y = self.slots[:num_slots].expand(q.shape[0], -1, -1)
         for lay in self.alayers:
             y = lay(y, mem, memory_key_padding_mask=mpad)
-        return self.out(y)
+        return self.out(y), ptr
 
 
 def inputs(d: dict, idx: torch.Tensor, no_image: bool) -> tuple[torch.Tensor, ...]:
@@ -166,7 +272,9 @@ def inputs(d: dict, idx: torch.Tensor, no_image: bool) -> tuple[torch.Tensor, ..
 
 
 @torch.no_grad()
-def answer(net: AnswerNet, d: dict, text: TextTokenizer, no_image: bool) -> list[str]:
+def answer(
+    net: AnswerNet, d: dict, text: TextTokenizer, no_image: bool, oracle_pointer: bool = False
+) -> list[str]:
     """Closed answers (choices, counts 0-10): the candidate of highest log-likelihood, its tokens and end
     summed over the slots (as ``gst eval qa --closed-answers score``); open ones: the slots' argmax up to
     the first end."""
@@ -174,7 +282,8 @@ def answer(net: AnswerNet, d: dict, text: TextTokenizer, no_image: bool) -> list
     texts = []
     for start in range(0, len(d["records"]), 256):
         idx = torch.arange(start, min(start + 256, len(d["records"])))
-        logp = net(*inputs(d, idx, no_image)).float().log_softmax(-1)  # (b, S, vocab + 2)
+        oracle = pointer_targets(d, idx)[0] if oracle_pointer else None
+        logp = net(*inputs(d, idx, no_image), oracle=oracle)[0].float().log_softmax(-1)  # (b, S, vocab + 2)
         for i, row in enumerate(logp.argmax(-1).tolist()):
             candidates = closed_candidates(d["records"][int(idx[i])])
             if candidates:
@@ -187,6 +296,25 @@ def answer(net: AnswerNet, d: dict, text: TextTokenizer, no_image: bool) -> list
                 )
     net.train()
     return texts
+
+
+@torch.no_grad()
+def pointer_iou(net: AnswerNet, d: dict, no_image: bool) -> dict[str, float]:
+    """Per role, the mean intersection over union of the cells the pointer picks (logit > 0) and the cells
+    that show the role's objects, over records whose role shows in at least one cell."""
+    net.eval()
+    inter, total = np.zeros(len(ROLES)), np.zeros(len(ROLES))
+    for start in range(0, len(d["records"]), 256):
+        idx = torch.arange(start, min(start + 256, len(d["records"])))
+        ptr = net(*inputs(d, idx, no_image), num_slots=1)[1]
+        hit, defined = pointer_targets(d, idx)
+        pick, hit = (ptr > 0) & defined, hit.bool() & defined
+        union = (pick | hit).sum(1).float()  # (b, R)
+        ok = hit.any(1)
+        inter += torch.where(ok, (pick & hit).sum(1) / union.clamp(min=1), 0).sum(0).numpy()
+        total += ok.sum(0).numpy()
+    net.train()
+    return {role: round(float(i / max(t, 1)), 3) for role, i, t in zip(ROLES, inter, total, strict=True)}
 
 
 def main() -> None:
@@ -202,6 +330,16 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--no-image", action="store_true", help="the question alone (cells and pose zeroed)")
+    ap.add_argument(
+        "--cells",
+        default=None,
+        help="a token cache over the chat's scenes with cell labels (`gst data cells`): pointer targets",
+    )
+    ap.add_argument("--pointer-layers", type=int, default=0, help="cell layers of the pointers (0: none)")
+    ap.add_argument("--pointer-weight", type=float, default=1.0, help="weight of the pointers' cell loss")
+    ap.add_argument(
+        "--oracle-pointer", action="store_true", help="pool the true cells of each role (val only; a ceiling)"
+    )
     ap.add_argument("--num-val", type=int, default=4000, help="val records scored (all phrasings)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
@@ -219,12 +357,27 @@ def main() -> None:
         w for r in train_split.records if r["phrasing_split"] == "train" for w in words(r["question"])
     )
     vocab = {w: i + 2 for i, w in enumerate(sorted(counts))}  # 0 pad, 1 unknown
-    tr = encode_split(train_split, train_split.rows("train"), reader, vocab, text)
     val_split = cache.split("val")
+    objects = {"train": None, "val": None}
+    if args.cells:
+        token_cache = open_token_cache(args.cells)
+        cells = open_cell_labels(token_cache)
+        objects = {name: view_objects(cache.split(name), cells, token_cache) for name in objects}
+    elif args.pointer_layers and args.pointer_weight or args.oracle_pointer:
+        raise ValueError("--pointer-weight > 0 and --oracle-pointer need --cells (the pointer targets)")
+    if args.oracle_pointer and (args.heldout or not args.pointer_layers):
+        raise ValueError("--oracle-pointer: a val-only ceiling; give --pointer-layers and no --heldout")
+    tr = encode_split(train_split, train_split.rows("train"), reader, vocab, text, objects["train"])
     val_rows = np.sort(np.random.default_rng(args.seed).permutation(val_split.rows("all"))[: args.num_val])
-    va = encode_split(val_split, val_rows, reader, vocab, text)
+    va = encode_split(val_split, val_rows, reader, vocab, text, objects["val"])
     net = AnswerNet(
-        text.vocab_size, len(vocab) + 2, tr["feats"].shape[-1], tr["feats"].shape[1], args.width, args.layers
+        text.vocab_size,
+        len(vocab) + 2,
+        tr["feats"].shape[-1],
+        tr["feats"].shape[1],
+        args.width,
+        args.layers,
+        args.pointer_layers,
     )
     params = sum(p.numel() for p in net.parameters())
     print(f"{len(tr['records'])} train records, {len(vocab)} question words, {params / 1e6:.2f}M parameters")
@@ -241,8 +394,13 @@ def main() -> None:
             group["lr"] = lr
         target = tr["a"][idx]
         slots = int((target != IGNORE).sum(1).max())
-        logits = net(*inputs(tr, idx, args.no_image), num_slots=slots)
+        hit, defined = pointer_targets(tr, idx) if args.cells else (None, None)
+        oracle = hit if args.oracle_pointer else None
+        logits, ptr = net(*inputs(tr, idx, args.no_image), num_slots=slots, oracle=oracle)
         loss = F.cross_entropy(logits.flatten(0, 1), target[:, :slots].flatten(), ignore_index=IGNORE)
+        if ptr is not None and args.pointer_weight and not args.oracle_pointer:
+            cell_loss = F.binary_cross_entropy_with_logits(ptr[defined], hit[defined])
+            loss = loss + args.pointer_weight * cell_loss
         opt.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -250,7 +408,8 @@ def main() -> None:
         step += 1
         if step % 500 == 0:
             print(f"update {step}: loss {loss.item():.3f}, {spent / 60:.1f} CPU-min", flush=True)
-    model_s = summarize(va["records"], score_texts(va["records"], answer(net, va, text, args.no_image)))
+    texts = answer(net, va, text, args.no_image, args.oracle_pointer)
+    model_s = summarize(va["records"], score_texts(va["records"], texts))
     baseline = MostFrequentBaseline(tr["records"])
     base_s = summarize(va["records"], score_texts(va["records"], baseline.predict(va["records"])))
     print(f"{step} updates in {args.minutes} CPU-minutes; val split of {args.chat} (all phrasings)")
@@ -263,6 +422,9 @@ def main() -> None:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         result = {"updates": step, "cpu_minutes": args.minutes, "parameters": params, "val": model_s}
+        if args.pointer_layers and args.cells:
+            result["val_pointer_iou"] = pointer_iou(net, va, args.no_image)
+            print("val pointer IoU (cells > 0.5 against the role's cells):", result["val_pointer_iou"])
         result["val_most_frequent"] = base_s
         if args.heldout:
             held = open_chat_cache(args.heldout)

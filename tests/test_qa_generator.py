@@ -18,7 +18,7 @@ from gst.data.qa import QAConfig, generate_qa, generate_scene_qa, scene_context
 from gst.data.qa_families import all_candidates
 from gst.data.qa_geometry import camera_motion, describe_motion, frame_fraction, to_camera
 from gst.data.qa_phrasings import FAMILIES, KIND_FAMILY, TEMPLATES, phrasing_ids, render
-from gst.data.qa_types import parse_like, read_jsonl
+from gst.data.qa_types import QARecord, parse_like, read_jsonl
 from gst.data.scene import Scene
 from gst.geometry.conventions import opencv_w2c_to_opengl_c2w
 
@@ -169,6 +169,31 @@ def test_motion_visibility(candidates) -> None:
     assert which.target_view == 1 and which.motion is not None
     # going back from view 1 to view 0 nothing new appears
     assert find(candidates, "vis_count", (1,))[0].answer.value == 0
+
+
+def test_objects_name_the_roles_a_question_is_about(candidates) -> None:
+    # OBJECTS order: 0 red box, 1 blue sphere, 2 green cone, 3 yellow torus
+    counts = {(c.views[0], c.slots["things"]): c.objects for c in find(candidates, "count")}
+    assert counts[(0, "objects")] == {"counted": (0, 1)} and counts[(1, "green objects")] == {"counted": (2,)}
+    assert counts[(0, "toruses")] == {"counted": ()}
+    colors = {c.slots["ref"]: c.objects for c in find(candidates, "attr_color", (0,))}
+    assert colors["the box"] == {"a": (0,)} and colors["the object farthest from the camera"] == {"a": (1,)}
+    lr = find(candidates, "rel_lr", (0,))[0]
+    assert lr.objects == (
+        {"a": (0,), "b": (1,)} if lr.slots["a"] == "the red box" else {"a": (1,), "b": (0,)}
+    )
+    nf = {c.slots["rel"]: c.objects for c in find(candidates, "nf_camera", (0,))}
+    assert nf == {"closest to": {"answer": (0,)}, "farthest from": {"answer": (1,)}}
+    assert find(candidates, "vis_which", (0,))[0].objects == {"answer": (2,)}
+    assert find(candidates, "vis_count", (0,))[0].objects == {"counted": (2,)}
+    assert all(c.objects == {} for c in candidates if c.kind.startswith("cm_"))
+    # the records carry them through JSON; a file without the field reads as {}
+    records, _ = generate_scene_qa(hand_scene(), seed=0)
+    for r in records:
+        assert QARecord.from_json(r.to_json()) == r
+    assert any(r.objects for r in records)
+    legacy = {k: v for k, v in records[0].to_json().items() if k != "objects"}
+    assert QARecord.from_json(legacy).objects == {}
 
 
 def test_ambiguity_rules_skip_and_count() -> None:

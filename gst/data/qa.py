@@ -279,6 +279,7 @@ def generate_scene_qa(
                         split=split,
                         question=phrased[ps][1],
                         answer=c.answer,
+                        objects=c.objects,
                     )
                 )
     stats.records = len(records)

@@ -55,6 +55,8 @@ class Candidate:
     # slot -> every unambiguous wording of it, ``slots[name]`` first (``reference_forms``, ``REL_FORMS``);
     # the question draws one per phrasing
     forms: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # role -> the objects (indices into the scene's objects) the question is about (``QARecord.objects``)
+    objects: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -129,11 +131,19 @@ def counting(ctx: SceneContext) -> list[Candidate]:
             if any(ctx.status(o, v) == PARTIAL for o in objs):
                 ctx.skip("count", "partly_visible")
                 continue
-            n = sum(ctx.status(o, v) == IN for o in objs)
-            if things == "objects" and n == 0:
+            counted = tuple(o.index for o in objs if ctx.status(o, v) == IN)
+            if things == "objects" and not counted:
                 ctx.skip("count", "empty_view")
                 continue
-            out.append(Candidate("count", count_answer(n), (v,), {"things": things}))
+            out.append(
+                Candidate(
+                    "count",
+                    count_answer(len(counted)),
+                    (v,),
+                    {"things": things},
+                    objects={"counted": counted},
+                )
+            )
     return out
 
 
@@ -225,10 +235,12 @@ def reference_forms(ctx: SceneContext, o: ObjectInfo, view: int, kind: str) -> t
 
 
 def _object_slots(ctx: SceneContext, view: int, kind: str, **objs: ObjectInfo) -> dict[str, Any]:
-    """``slots`` and ``forms`` keyword arguments of a Candidate naming ``objs`` (slot name -> object)."""
+    """``slots``, ``forms`` and ``objects`` keyword arguments of a Candidate naming ``objs`` (slot name ->
+    object; the slot name is the object's role)."""
     return {
         "slots": {name: _ref(o) for name, o in objs.items()},
         "forms": {name: reference_forms(ctx, o, view, kind) for name, o in objs.items()},
+        "objects": {name: (o.index,) for name, o in objs.items()},
     }
 
 
@@ -246,7 +258,8 @@ def attributes(ctx: SceneContext) -> list[Candidate]:
                     continue
                 refs.append((f"the {o.shape}" if other == "shape" else f"the {o.color} object", o))
             for text, o in refs:
-                out.append(Candidate(kind, choice_answer(getattr(o, attr), options), (v,), {"ref": text}))
+                ans = choice_answer(getattr(o, attr), options)
+                out.append(Candidate(kind, ans, (v,), {"ref": text}, objects={"a": (o.index,)}))
     return out
 
 
@@ -365,8 +378,9 @@ def nearest_farthest(ctx: SceneContext) -> list[Candidate]:
                 named = {} if anchor is None else _object_slots(ctx, v, kind, a=anchor)
                 slots = {"rel": rel, **named.get("slots", {})}
                 forms = {"rel": REL_FORMS[rel], **named.get("forms", {})}
+                objects = {**named.get("objects", {}), "answer": (best.index,)}
                 ans = choice_answer(best.label, sorted(options))
-                out.append(Candidate(kind, ans, (v,), slots, forms=forms))
+                out.append(Candidate(kind, ans, (v,), slots, forms=forms, objects=objects))
     return out
 
 
@@ -433,12 +447,14 @@ def motion_visibility(ctx: SceneContext, pairs: list[tuple[int, int]]) -> list[C
             ctx.skip("vis_count", "partly_visible")
             ctx.skip("vis_which", "partly_visible")
             continue
-        out.append(Candidate("vis_count", count_answer(len(new)), **base))
+        counted = {"counted": tuple(o.index for o in new)}
+        out.append(Candidate("vis_count", count_answer(len(new)), objects=counted, **base))
         options = [o.label for o, (si, _) in zip(ctx.objects, status, strict=True) if si != IN]
         if len(new) != 1 or len(options) < 2 or len(set(options)) != len(options):
             ctx.skip("vis_which", "not_exactly_one_new" if len(new) != 1 else "too_few_objects")
             continue
-        out.append(Candidate("vis_which", choice_answer(new[0].label, sorted(options)), **base))
+        ans = choice_answer(new[0].label, sorted(options))
+        out.append(Candidate("vis_which", ans, objects={"answer": (new[0].index,)}, **base))
     return out
 
 

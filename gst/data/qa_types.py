@@ -306,6 +306,11 @@ class QARecord:
     question: str
     answer: Answer
     target_view: int | None = None
+    # role -> the objects the question is about, as indices into the scene's objects metadata (the ids of
+    # its instance masks minus one): "a" / "b" the objects it names, "counted" the objects a count
+    # counts, "answer" the object a which-object answer names; {} for questions about the camera alone.
+    # Training targets (gst.data.cell_labels gives the cells that show each object); optional when read.
+    objects: dict[str, tuple[int, ...]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # not serialised; generator diagnostics
 
     @property
@@ -327,6 +332,7 @@ class QARecord:
             "question": self.question,
             "answer": self.answer.to_json(),
             "answer_text": self.answer_text,
+            "objects": {role: list(idx) for role, idx in self.objects.items()},
         }
 
     @classmethod
@@ -347,6 +353,7 @@ class QARecord:
             split=str(d["split"]),
             question=str(d["question"]),
             answer=Answer.from_json(d["answer"]),
+            objects={str(role): tuple(int(i) for i in idx) for role, idx in d.get("objects", {}).items()},
         )
 
 

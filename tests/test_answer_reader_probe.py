@@ -1,0 +1,72 @@
+"""scripts/answer_reader_probe.py: the pointer targets (cells that show each role's objects) and the
+answer network with pointers."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+SPEC = importlib.util.spec_from_file_location(
+    "answer_reader_probe", Path(__file__).resolve().parents[1] / "scripts" / "answer_reader_probe.py"
+)
+probe = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(probe)
+
+
+def _records() -> dict:
+    """Two records over three views of four cells: record 0 asks about object 1 (role a) and counts
+    objects 0 and 2 in view 0; record 1 shows views 1 and 2 and names object 2 as role b."""
+    R, K = len(probe.ROLES), probe.MAX_OBJECTS
+    refs = torch.full((2, R, K), -2)
+    has_role = torch.zeros(2, R, dtype=torch.bool)
+    a, b, counted = (probe.ROLES.index(r) for r in ("a", "b", "counted"))
+    refs[0, a, 0], has_role[0, a] = 1, True
+    refs[0, counted, :2], has_role[0, counted] = torch.tensor([0, 2]), True
+    refs[1, b, 0], has_role[1, b] = 2, True
+    return {
+        "cell_objects": torch.tensor([[-1, 1, 0, 2], [2, 2, -1, -1], [-1, 0, 2, 1]]),  # (M, n)
+        "views": torch.tensor([[0, 0], [1, 2]]),
+        "shown": torch.tensor([[True, False], [True, True]]),
+        "refs": refs,
+        "has_role": has_role,
+    }
+
+
+def test_pointer_targets_mark_the_cells_of_each_role() -> None:
+    d = _records()
+    hit, defined = probe.pointer_targets(d, torch.arange(2))
+    assert hit.shape == defined.shape == (2, 8, len(probe.ROLES))
+    a, b, counted = (probe.ROLES.index(r) for r in ("a", "b", "counted"))
+    assert hit[0, :4, a].tolist() == [0, 1, 0, 0]
+    assert hit[0, :4, counted].tolist() == [0, 0, 1, 1]
+    assert hit[1, :, b].tolist() == [1, 1, 0, 0, 0, 0, 1, 0]  # object 2 in both views
+    # defined: the role exists and the view is shown
+    assert defined[0, :, a].tolist() == [True] * 4 + [False] * 4
+    assert not defined[0, :, b].any() and defined[1, :, b].all() and not defined[1, :, a].any()
+
+
+def test_answer_net_pools_the_oracle_cells_into_object_tokens() -> None:
+    torch.manual_seed(0)
+    d = _records()
+    net = probe.AnswerNet(vocab=10, question_vocab=6, feat=5, n=4, d=16, layers=1, pointer_layers=1).eval()
+    q = torch.tensor([[2, 3, 4, 0], [5, 2, 0, 0]])
+    cells = torch.randn(2, 2, 4, 5)
+    pose = torch.zeros(2, 13)
+    logits, ptr = net(q, cells, d["shown"], pose, num_slots=3)
+    assert logits.shape == (2, 3, 12) and ptr.shape == (2, 8, len(probe.ROLES))
+    hit, _ = probe.pointer_targets(d, torch.arange(2))
+    with torch.no_grad():
+        oracle_logits, oracle_ptr = net(q, cells, d["shown"], pose, num_slots=3, oracle=hit)
+    assert torch.allclose(oracle_ptr, ptr, atol=1e-5)  # the pointer logits are the same; only the pooling changes
+    assert not torch.allclose(oracle_logits, logits)
+    # a view not shown never enters the pool: its cells' features do not change the answer
+    moved = cells.clone()
+    moved[0, 1] += 5.0
+    assert torch.allclose(
+        net(q, moved, d["shown"], pose, num_slots=3, oracle=hit)[0], oracle_logits, atol=1e-6
+    )
+    # without pointer layers the network has no pointer output
+    plain = probe.AnswerNet(vocab=10, question_vocab=6, feat=5, n=4, d=16, layers=1)
+    assert plain(q, cells, d["shown"], pose, num_slots=2)[1] is None
