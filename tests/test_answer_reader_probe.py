@@ -59,7 +59,7 @@ def test_answer_net_pools_the_oracle_cells_into_object_tokens() -> None:
     hit, _ = probe.pointer_targets(d, torch.arange(2))
     with torch.no_grad():
         oracle_logits, oracle_ptr = net(q, cells, d["shown"], pose, num_slots=3, oracle=hit)
-    assert torch.allclose(oracle_ptr, ptr, atol=1e-5)  # the pointer logits are the same; only the pooling changes
+    assert torch.allclose(oracle_ptr, ptr, atol=1e-5)  # the same pointer logits; only the pooling changes
     assert not torch.allclose(oracle_logits, logits)
     # a view not shown never enters the pool: its cells' features do not change the answer
     moved = cells.clone()
