@@ -58,10 +58,10 @@ from torch import nn
 from gst.api_checkpoint import resolve_checkpoint
 from gst.data.cell_labels import CellLabels, open_cell_labels
 from gst.data.chat_cache import ChatSplit, open_chat_cache
-from gst.data.qa_types import QARecord
+from gst.data.qa_types import UNIT_DECIMALS, Answer, QARecord, box_answer, number_answer, point_answer
 from gst.data.token_cache import TokenCache, open_token_cache
 from gst.eval.qa_baselines import MostFrequentBaseline, closed_candidates
-from gst.eval.qa_metrics import score_texts, summarize
+from gst.eval.qa_metrics import score_texts, summarize, token_mbr_number
 from gst.model.backbone import load_gst_model
 from gst.tokenizers.numbers import NUMBER_BINS
 from gst.tokenizers.text import TextTokenizer
@@ -70,6 +70,48 @@ MAX_QUESTION, MAX_ANSWER, MAX_VIEWS, MAX_OBJECTS = 48, 48, 2, 16
 ROLES = ("a", "b", "counted", "answer")  # QARecord.objects roles, one pointer each
 WORD = re.compile(r"[a-z]+|\d+(?:\.\d+)?|[^\sa-z\d]")
 IGNORE = -100
+
+
+# typed numeric readout (``--numeric-head``): points and boxes regress their values (NUMERIC_SLICES); a
+# number is a log (regressed) or a distribution over the number-token bins (``NUMBER_BINS``, MBR decoded)
+NUMERIC_SLICES = {"number": slice(0, 1), "point": slice(1, 4), "box": slice(4, 10)}
+NUMERIC_DIMS = 10
+
+
+def numeric_target(answer: Answer) -> tuple[np.ndarray, np.ndarray, int]:
+    """What the numeric head learns for one answer: the regressed values and which of them are defined (a
+    number's log, so that an error is relative as MRA scores it; a point's coordinates in metres; a box's
+    centre and log extents), and a number's bin (``NUMBER_BINS`` token, else IGNORE).
+    Shapes: (NUMERIC_DIMS,) float32, (NUMERIC_DIMS,) bool, int."""
+    target, defined, token = np.zeros(NUMERIC_DIMS, np.float32), np.zeros(NUMERIC_DIMS, bool), IGNORE
+    if answer.type in NUMERIC_SLICES:
+        if answer.type == "number":
+            values = [np.log(max(answer.value, 1e-2))]
+            token = NUMBER_BINS.token(answer.value)
+            token = IGNORE if token is None else token
+        elif answer.type == "point":
+            values = answer.value
+        else:
+            values = [*answer.value["center"], *np.log(np.maximum(answer.value["size"], 1e-2))]
+        target[NUMERIC_SLICES[answer.type]], defined[NUMERIC_SLICES[answer.type]] = values, True
+    return target, defined, token
+
+
+def numeric_text(answer: Answer, values: np.ndarray, bins: bool = False) -> str:
+    """The answer text of the numeric head's output ``values`` (NUMERIC_DIMS + NUMBER_BINS.num_tokens,)
+    for a question whose answer is of ``answer``'s type (and unit). ``bins``: a number is the MRA-optimal
+    value under the bins' softmax (``token_mbr_number``), else the exponent of its regressed log."""
+    v = values[NUMERIC_SLICES[answer.type]]
+    if answer.type == "number" and bins:
+        logits = values[NUMERIC_DIMS:]
+        p = np.exp(logits - logits.max())
+        decimals = UNIT_DECIMALS[answer.unit]
+        return number_answer(token_mbr_number(NUMBER_BINS.values, p / p.sum(), decimals), answer.unit).text
+    if answer.type == "number":
+        return number_answer(float(np.exp(np.clip(v[0], -5, 7))), answer.unit).text
+    if answer.type == "point":
+        return point_answer(v.tolist()).text
+    return box_answer(v[:3].tolist(), np.exp(np.clip(v[3:], -5, 3)).tolist()).text
 
 
 def words(text: str) -> list[str]:
@@ -150,7 +192,13 @@ def encode_split(
     records = [
         QARecord.from_json({k: v for k, v in split.records[r].items() if k != "image_rows"}) for r in rows
     ]
+    num, num_defined, num_token = (
+        np.stack(v) for v in zip(*(numeric_target(r.answer) for r in records), strict=True)
+    )
     return {
+        "num": torch.from_numpy(num),
+        "num_token": torch.from_numpy(num_token.astype(np.int64)),
+        "num_defined": torch.from_numpy(num_defined),
         "refs": torch.from_numpy(refs),
         "has_role": torch.from_numpy(has_role),
         "cell_objects": None if objects is None else torch.from_numpy(objects),
@@ -186,6 +234,8 @@ class AnswerNet(nn.Module):
         d: int = 128,
         layers: int = 2,
         pointer_layers: int = 0,
+        pointer_match: str = "cell",
+        numeric_head: bool = False,
     ):
         super().__init__()
         self.tok = nn.Embedding(question_vocab, d)
@@ -201,8 +251,15 @@ class AnswerNet(nn.Module):
         # pointers: cell layers (self-attention over the cells, cross-attention to the question) and one
         # logit per cell and role; each role's cells pooled into one object token for the answer slots
         self.pointer_layers = nn.ModuleList([layer() for _ in range(pointer_layers)])
-        if pointer_layers:
+        self.pointer_match = pointer_match
+        if pointer_layers and pointer_match == "cell":
             self.pointer = nn.Linear(d, len(ROLES))
+        elif pointer_layers:  # "query": each role's query reads the question; a cell's logit is a dot product
+            self.role_query = nn.Parameter(torch.randn(len(ROLES), d) * 0.02)
+            self.role_layer = layer()
+            self.ptr_key, self.ptr_query = nn.Linear(d, d), nn.Linear(d, d)
+            self.ptr_bias = nn.Parameter(torch.full((len(ROLES),), -2.0))
+        if pointer_layers:
             h, w = int(round(n**0.5)), n // int(round(n**0.5))
             uv = torch.stack(
                 torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij"), -1
@@ -215,6 +272,17 @@ class AnswerNet(nn.Module):
         self.slots = nn.Parameter(torch.randn(MAX_ANSWER, d) * 0.02)
         self.alayers = nn.ModuleList([layer() for _ in range(2)])
         self.out = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, vocab + 2))
+        # typed numeric readout: one query over everything the slots read, regressing ``NUMERIC`` values
+        self.numeric = None
+        if numeric_head:
+            self.value_query = nn.Parameter(torch.randn(1, d) * 0.02)
+            self.value_layers = nn.ModuleList([layer() for _ in range(2)])
+            self.numeric = nn.Sequential(
+                nn.LayerNorm(d),
+                nn.Linear(d, d),
+                nn.GELU(),
+                nn.Linear(d, NUMERIC_DIMS + NUMBER_BINS.num_tokens),
+            )
 
     def forward(
         self, q, cells, shown, pose, num_slots: int = MAX_ANSWER, oracle: torch.Tensor | None = None
@@ -238,7 +306,13 @@ class AnswerNet(nn.Module):
             c = xc
             for lay in self.pointer_layers:
                 c = lay(c, x, tgt_key_padding_mask=cpad, memory_key_padding_mask=~qmask)
-            ptr = self.pointer(c)  # (B, V n, R)
+            if self.pointer_match == "cell":
+                ptr = self.pointer(c)  # (B, V n, R)
+            else:
+                r = self.role_layer(
+                    self.role_query.expand(len(q), -1, -1), x, memory_key_padding_mask=~qmask
+                )  # (B, R, d)
+                ptr = self.ptr_key(c) @ self.ptr_query(r).transpose(1, 2) / c.shape[-1] ** 0.5 + self.ptr_bias
             w = (ptr.sigmoid() if oracle is None else oracle) * (~cpad).unsqueeze(-1).float()
             count = w.sum(1)  # (B, R)
             p = w / (count.unsqueeze(1) + 1e-3)
@@ -261,7 +335,12 @@ class AnswerNet(nn.Module):
         y = self.slots[:num_slots].expand(q.shape[0], -1, -1)
         for lay in self.alayers:
             y = lay(y, mem, memory_key_padding_mask=mpad)
-        return self.out(y), ptr
+        if self.numeric is None:
+            return self.out(y), ptr, None
+        v = self.value_query.expand(q.shape[0], -1, -1)
+        for lay in self.value_layers:
+            v = lay(v, mem, memory_key_padding_mask=mpad)
+        return self.out(y), ptr, self.numeric(v[:, 0])
 
 
 def inputs(d: dict, idx: torch.Tensor, no_image: bool) -> tuple[torch.Tensor, ...]:
@@ -273,7 +352,12 @@ def inputs(d: dict, idx: torch.Tensor, no_image: bool) -> tuple[torch.Tensor, ..
 
 @torch.no_grad()
 def answer(
-    net: AnswerNet, d: dict, text: TextTokenizer, no_image: bool, oracle_pointer: bool = False
+    net: AnswerNet,
+    d: dict,
+    text: TextTokenizer,
+    no_image: bool,
+    oracle_pointer: bool = False,
+    number_bins: bool = True,
 ) -> list[str]:
     """Closed answers (choices, counts 0-10): the candidate of highest log-likelihood, its tokens and end
     summed over the slots (as ``gst eval qa --closed-answers score``); open ones: the slots' argmax up to
@@ -283,10 +367,14 @@ def answer(
     for start in range(0, len(d["records"]), 256):
         idx = torch.arange(start, min(start + 256, len(d["records"])))
         oracle = pointer_targets(d, idx)[0] if oracle_pointer else None
-        logp = net(*inputs(d, idx, no_image), oracle=oracle)[0].float().log_softmax(-1)  # (b, S, vocab + 2)
+        logits, _, values = net(*inputs(d, idx, no_image), oracle=oracle)
+        logp = logits.float().log_softmax(-1)  # (b, S, vocab + 2)
         for i, row in enumerate(logp.argmax(-1).tolist()):
-            candidates = closed_candidates(d["records"][int(idx[i])])
-            if candidates:
+            rec = d["records"][int(idx[i])]
+            candidates = closed_candidates(rec)
+            if values is not None and rec.answer.type in NUMERIC_SLICES:
+                texts.append(numeric_text(rec.answer, values[i].float().numpy(), number_bins))
+            elif candidates:
                 ids = [(text.encode(c) + [text.vocab_size + 1])[:MAX_ANSWER] for c in candidates]
                 scores = [float(logp[i, torch.arange(len(t)), torch.tensor(t)].sum()) for t in ids]
                 texts.append(candidates[int(np.argmax(scores))])
@@ -336,6 +424,25 @@ def main() -> None:
         help="a token cache over the chat's scenes with cell labels (`gst data cells`): pointer targets",
     )
     ap.add_argument("--pointer-layers", type=int, default=0, help="cell layers of the pointers (0: none)")
+    ap.add_argument(
+        "--pointer-match",
+        choices=("cell", "query"),
+        default="cell",
+        help="a pointer logit: a linear readout of each cell (cell) or the dot product of the cell with "
+        "a query per role that reads the question (query)",
+    )
+    ap.add_argument(
+        "--numeric-head",
+        action="store_true",
+        help="answer numbers, points and boxes with a regression readout written back as text",
+    )
+    ap.add_argument(
+        "--number-readout",
+        choices=("bins", "log"),
+        default="bins",
+        help="with --numeric-head, a number is a softmax over the number-token bins, decoded for the "
+        "highest expected MRA (bins), or a regressed log (log)",
+    )
     ap.add_argument("--pointer-weight", type=float, default=1.0, help="weight of the pointers' cell loss")
     ap.add_argument(
         "--oracle-pointer", action="store_true", help="pool the true cells of each role (val only; a ceiling)"
@@ -378,6 +485,8 @@ def main() -> None:
         args.width,
         args.layers,
         args.pointer_layers,
+        args.pointer_match,
+        args.numeric_head,
     )
     params = sum(p.numel() for p in net.parameters())
     print(f"{len(tr['records'])} train records, {len(vocab)} question words, {params / 1e6:.2f}M parameters")
@@ -396,8 +505,18 @@ def main() -> None:
         slots = int((target != IGNORE).sum(1).max())
         hit, defined = pointer_targets(tr, idx) if args.cells else (None, None)
         oracle = hit if args.oracle_pointer else None
-        logits, ptr = net(*inputs(tr, idx, args.no_image), num_slots=slots, oracle=oracle)
+        logits, ptr, values = net(*inputs(tr, idx, args.no_image), num_slots=slots, oracle=oracle)
         loss = F.cross_entropy(logits.flatten(0, 1), target[:, :slots].flatten(), ignore_index=IGNORE)
+        defined_num = tr["num_defined"][idx].clone()
+        if values is not None and args.number_readout == "bins":
+            defined_num[:, NUMERIC_SLICES["number"]] = False
+            token = tr["num_token"][idx]
+            if (token != IGNORE).any():
+                loss = loss + F.cross_entropy(values[:, NUMERIC_DIMS:], token, ignore_index=IGNORE)
+        if values is not None and defined_num.any():
+            loss = loss + F.smooth_l1_loss(
+                values[:, :NUMERIC_DIMS][defined_num], tr["num"][idx][defined_num], beta=0.05
+            )
         if ptr is not None and args.pointer_weight and not args.oracle_pointer:
             cell_loss = F.binary_cross_entropy_with_logits(ptr[defined], hit[defined])
             loss = loss + args.pointer_weight * cell_loss
@@ -408,7 +527,8 @@ def main() -> None:
         step += 1
         if step % 500 == 0:
             print(f"update {step}: loss {loss.item():.3f}, {spent / 60:.1f} CPU-min", flush=True)
-    texts = answer(net, va, text, args.no_image, args.oracle_pointer)
+    bins = args.number_readout == "bins"
+    texts = answer(net, va, text, args.no_image, args.oracle_pointer, bins)
     model_s = summarize(va["records"], score_texts(va["records"], texts))
     baseline = MostFrequentBaseline(tr["records"])
     base_s = summarize(va["records"], score_texts(va["records"], baseline.predict(va["records"])))
@@ -432,7 +552,7 @@ def main() -> None:
             for name in held.splits:
                 split = held.split(name)
                 d = encode_split(split, split.rows("all"), reader, vocab, text)
-                texts = answer(net, d, text, args.no_image)
+                texts = answer(net, d, text, args.no_image, number_bins=bins)
                 lines += [
                     json.dumps({"id": r.id, "answer_text": t}) + "\n"
                     for r, t in zip(d["records"], texts, strict=True)

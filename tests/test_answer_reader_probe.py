@@ -1,12 +1,15 @@
-"""scripts/answer_reader_probe.py: the pointer targets (cells that show each role's objects) and the
-answer network with pointers."""
+"""scripts/answer_reader_probe.py: the pointer targets (cells that show each role's objects), the
+answer network with pointers, and the typed numeric readout."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import torch
+
+from gst.data.qa_types import box_answer, choice_answer, number_answer, parse_like, point_answer
 
 SPEC = importlib.util.spec_from_file_location(
     "answer_reader_probe", Path(__file__).resolve().parents[1] / "scripts" / "answer_reader_probe.py"
@@ -54,11 +57,12 @@ def test_answer_net_pools_the_oracle_cells_into_object_tokens() -> None:
     q = torch.tensor([[2, 3, 4, 0], [5, 2, 0, 0]])
     cells = torch.randn(2, 2, 4, 5)
     pose = torch.zeros(2, 13)
-    logits, ptr = net(q, cells, d["shown"], pose, num_slots=3)
+    logits, ptr, values = net(q, cells, d["shown"], pose, num_slots=3)
+    assert values is None  # no numeric head
     assert logits.shape == (2, 3, 12) and ptr.shape == (2, 8, len(probe.ROLES))
     hit, _ = probe.pointer_targets(d, torch.arange(2))
     with torch.no_grad():
-        oracle_logits, oracle_ptr = net(q, cells, d["shown"], pose, num_slots=3, oracle=hit)
+        oracle_logits, oracle_ptr, _ = net(q, cells, d["shown"], pose, num_slots=3, oracle=hit)
     assert torch.allclose(oracle_ptr, ptr, atol=1e-5)  # the same pointer logits; only the pooling changes
     assert not torch.allclose(oracle_logits, logits)
     # a view not shown never enters the pool: its cells' features do not change the answer
@@ -70,3 +74,55 @@ def test_answer_net_pools_the_oracle_cells_into_object_tokens() -> None:
     # without pointer layers the network has no pointer output
     plain = probe.AnswerNet(vocab=10, question_vocab=6, feat=5, n=4, d=16, layers=1)
     assert plain(q, cells, d["shown"], pose, num_slots=2)[1] is None
+
+
+def test_query_pointers_and_numeric_head_shapes() -> None:
+    torch.manual_seed(0)
+    d = _records()
+    net = probe.AnswerNet(
+        vocab=10,
+        question_vocab=6,
+        feat=5,
+        n=4,
+        d=16,
+        layers=1,
+        pointer_layers=1,
+        pointer_match="query",
+        numeric_head=True,
+    ).eval()
+    q = torch.tensor([[2, 3, 4, 0], [5, 2, 0, 0]])
+    logits, ptr, values = net(q, torch.randn(2, 2, 4, 5), d["shown"], torch.zeros(2, 13), num_slots=3)
+    assert logits.shape == (2, 3, 12) and ptr.shape == (2, 8, len(probe.ROLES))
+    assert values.shape == (2, probe.NUMERIC_DIMS + probe.NUMBER_BINS.num_tokens)
+    # a role's logits differ between the two questions: the role queries read the question
+    assert not torch.allclose(ptr[0, :4], ptr[1, :4])
+
+
+def test_numeric_targets_round_trip_to_answer_text() -> None:
+    G = probe.NUMBER_BINS.num_tokens
+    cases = [
+        (number_answer(4.54, "m"), [np.log(4.54)], slice(0, 1)),
+        (number_answer(79, "deg"), [np.log(79.0)], slice(0, 1)),
+        (point_answer([-1.06, 0.49, 3.24]), [-1.06, 0.49, 3.24], slice(1, 4)),
+        (
+            box_answer([0.3, -0.77, 3.98], [0.37, 0.78, 0.97]),
+            [0.3, -0.77, 3.98, *np.log([0.37, 0.78, 0.97])],
+            slice(4, 10),
+        ),
+    ]
+    for answer, values, where in cases:
+        target, defined, token = probe.numeric_target(answer)
+        assert np.allclose(target[where], values, atol=1e-6)
+        assert defined[where].all() and defined.sum() == len(values) and not target[~defined].any()
+        out = np.concatenate([target, np.zeros(G, np.float32)])
+        text = probe.numeric_text(answer, out)  # a number from its regressed log
+        assert text == answer.text and parse_like(text, answer) == answer
+        if answer.type == "number":
+            assert token == probe.NUMBER_BINS.token(answer.value) and 1 <= token < G
+            out[probe.NUMERIC_DIMS + token] = 20.0  # the bins, all belief on the answer's bin
+            value = parse_like(probe.numeric_text(answer, out, bins=True), answer).value
+            assert abs(value - answer.value) / answer.value < 0.05  # within the bins' worst relative error
+        else:
+            assert token == probe.IGNORE
+    target, defined, token = probe.numeric_target(choice_answer("left", ["left", "right"]))
+    assert not defined.any() and not target.any() and token == probe.IGNORE
