@@ -10,7 +10,7 @@ already knows of every cell? This probe trains one and scores it as `gst eval qa
   the camera frame, log depth); for two-view questions also its pose head on the pair (13 numbers).
   Computed once per distinct view.
 - Question: word tokens (lower-case words, numbers and punctuation) from a vocabulary of the training
-  phrasings' words; a word never seen in training is one "unknown" id.
+  phrasings' words; a word never seen in training is one "unknown" id (``--word-dropout`` trains on it).
 - Network (1.25M parameters at the defaults): ``--layers`` layers over the question tokens, each
   self-attention, cross-attention to the cells and the pose token, MLP; then answer slots, one per
   answer token, attending to the question tokens and the cells, each read out over the text vocabulary
@@ -18,11 +18,18 @@ already knows of every cell? This probe trains one and scores it as `gst eval qa
   candidate of highest likelihood under the slots; an open one the slots' argmax up to the first end.
 - Pointers (``--pointer-layers N``): N layers over the cells (self-attention, cross-attention to the
   question) and one logit per cell for each role of ``QARecord.objects`` (``ROLES``: the objects a
-  question names, counts, or answers with); each role's cells, weighted by their sigmoid, are pooled
+  question names, counts, or answers with): a linear readout of the cell (``--pointer-match cell``) or
+  the dot product of the cell with a query per role that reads the question (``query``, as a referring
+  expression is matched to regions); each role's cells, weighted by their sigmoid, are pooled
   (cell readouts, grid position, cell state, weight sum) into one object token the answer slots read.
   With ``--cells`` (a token cache over the same scenes with cell labels) the pointers are supervised:
   binary cross-entropy against the cells that show the role's objects (``--pointer-weight``);
   ``--oracle-pointer`` pools the true cells instead (a ceiling, val split only).
+- Numbers (``--numeric-head``): a typed readout for open answers, one query over everything the slots
+  read: a number is a softmax over the number-token bins (``gst.tokenizers.numbers``) answered with the
+  value of highest expected MRA (``--number-readout bins``) or a regressed log (``log``); a point's
+  coordinates and a box's centre and log extents are regressed (smooth L1). Written back as the answer
+  text of the question's answer type.
 - Training: cross-entropy of the answer tokens and end, AdamW, cosine schedule over ``--minutes`` of
   process CPU time (one torch thread: ``OMP_NUM_THREADS=1``), the chat cache's train split with
   training phrasings. ``--no-image`` zeroes the cells and pose: the same network on the question alone.
@@ -447,6 +454,12 @@ def main() -> None:
     ap.add_argument(
         "--oracle-pointer", action="store_true", help="pool the true cells of each role (val only; a ceiling)"
     )
+    ap.add_argument(
+        "--word-dropout",
+        type=float,
+        default=0.0,
+        help="rate at which training question words read as unknown",
+    )
     ap.add_argument("--num-val", type=int, default=4000, help="val records scored (all phrasings)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
@@ -505,7 +518,10 @@ def main() -> None:
         slots = int((target != IGNORE).sum(1).max())
         hit, defined = pointer_targets(tr, idx) if args.cells else (None, None)
         oracle = hit if args.oracle_pointer else None
-        logits, ptr, values = net(*inputs(tr, idx, args.no_image), num_slots=slots, oracle=oracle)
+        q, cells, shown, pose = inputs(tr, idx, args.no_image)
+        if args.word_dropout:  # known words read as unknown at this rate: held-out phrasings' new words
+            q = torch.where((q > 1) & (torch.rand(q.shape, generator=g) < args.word_dropout), 1, q)
+        logits, ptr, values = net(q, cells, shown, pose, num_slots=slots, oracle=oracle)
         loss = F.cross_entropy(logits.flatten(0, 1), target[:, :slots].flatten(), ignore_index=IGNORE)
         defined_num = tr["num_defined"][idx].clone()
         if values is not None and args.number_readout == "bins":
