@@ -24,7 +24,8 @@ already knows of every cell? This probe trains one and scores it as `gst eval qa
   (cell readouts, grid position, cell state, weight sum) into one object token the answer slots read.
   With ``--cells`` (a token cache over the same scenes with cell labels) the pointers are supervised:
   binary cross-entropy against the cells that show the role's objects (``--pointer-weight``);
-  ``--oracle-pointer`` pools the true cells instead (a ceiling, val split only).
+  ``--oracle-pointer`` pools the true cells instead (a ceiling, val split only); ``--teacher-pointer P``
+  pools them for a fraction P of the training records (answers still pool the pointers').
 - Numbers (``--numeric-head``): a typed readout for open answers, one query over everything the slots
   read: a number is a softmax over the number-token bins (``gst.tokenizers.numbers``) answered with the
   value of highest expected MRA (``--number-readout bins``) or a regressed log (``log``); a point's
@@ -292,11 +293,19 @@ class AnswerNet(nn.Module):
             )
 
     def forward(
-        self, q, cells, shown, pose, num_slots: int = MAX_ANSWER, oracle: torch.Tensor | None = None
+        self,
+        q,
+        cells,
+        shown,
+        pose,
+        num_slots: int = MAX_ANSWER,
+        oracle: torch.Tensor | None = None,
+        oracle_rows: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Shapes: q (B, Lq) ids (0 pad), cells (B, V, n, F), shown (B, V) bool, pose (B, 13) ->
         (B, num_slots, vocab + 2) logits, pointer logits (B, V n, R) (None without pointer layers).
-        ``oracle`` (B, V n, R): pool each role's cells with these weights instead of the pointers'."""
+        ``oracle`` (B, V n, R): pool each role's cells with these weights instead of the pointers', in the
+        records ``oracle_rows`` (B,) bool (all records when None)."""
         qmask = q != 0
         L = int(qmask.sum(1).max())
         q, qmask = q[:, :L], qmask[:, :L]
@@ -320,7 +329,10 @@ class AnswerNet(nn.Module):
                     self.role_query.expand(len(q), -1, -1), x, memory_key_padding_mask=~qmask
                 )  # (B, R, d)
                 ptr = self.ptr_key(c) @ self.ptr_query(r).transpose(1, 2) / c.shape[-1] ** 0.5 + self.ptr_bias
-            w = (ptr.sigmoid() if oracle is None else oracle) * (~cpad).unsqueeze(-1).float()
+            w = ptr.sigmoid()
+            if oracle is not None:
+                w = oracle if oracle_rows is None else torch.where(oracle_rows[:, None, None], oracle, w)
+            w = w * (~cpad).unsqueeze(-1).float()
             count = w.sum(1)  # (B, R)
             p = w / (count.unsqueeze(1) + 1e-3)
             raw = torch.cat(
@@ -460,6 +472,13 @@ def main() -> None:
         default=0.0,
         help="rate at which training question words read as unknown",
     )
+    ap.add_argument(
+        "--teacher-pointer",
+        type=float,
+        default=0.0,
+        help="in training, the fraction of records whose answer slots pool the true cells (the pointers "
+        "still learn from every record); answers always pool the pointers'",
+    )
     ap.add_argument("--num-val", type=int, default=4000, help="val records scored (all phrasings)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
@@ -483,8 +502,10 @@ def main() -> None:
         token_cache = open_token_cache(args.cells)
         cells = open_cell_labels(token_cache)
         objects = {name: view_objects(cache.split(name), cells, token_cache) for name in objects}
-    elif args.pointer_layers and args.pointer_weight or args.oracle_pointer:
-        raise ValueError("--pointer-weight > 0 and --oracle-pointer need --cells (the pointer targets)")
+    elif args.pointer_layers and args.pointer_weight or args.oracle_pointer or args.teacher_pointer:
+        raise ValueError(
+            "--pointer-weight > 0, --oracle-pointer and --teacher-pointer need --cells (the pointer targets)"
+        )
     if args.oracle_pointer and (args.heldout or not args.pointer_layers):
         raise ValueError("--oracle-pointer: a val-only ceiling; give --pointer-layers and no --heldout")
     tr = encode_split(train_split, train_split.rows("train"), reader, vocab, text, objects["train"])
@@ -517,11 +538,13 @@ def main() -> None:
         target = tr["a"][idx]
         slots = int((target != IGNORE).sum(1).max())
         hit, defined = pointer_targets(tr, idx) if args.cells else (None, None)
-        oracle = hit if args.oracle_pointer else None
+        oracle, oracle_rows = (hit, None) if args.oracle_pointer else (None, None)
+        if args.teacher_pointer:  # these records' answers read the true cells; the rest the pointers'
+            oracle, oracle_rows = hit, torch.rand(len(idx), generator=g) < args.teacher_pointer
         q, cells, shown, pose = inputs(tr, idx, args.no_image)
         if args.word_dropout:  # known words read as unknown at this rate: held-out phrasings' new words
             q = torch.where((q > 1) & (torch.rand(q.shape, generator=g) < args.word_dropout), 1, q)
-        logits, ptr, values = net(q, cells, shown, pose, num_slots=slots, oracle=oracle)
+        logits, ptr, values = net(q, cells, shown, pose, slots, oracle, oracle_rows)
         loss = F.cross_entropy(logits.flatten(0, 1), target[:, :slots].flatten(), ignore_index=IGNORE)
         defined_num = tr["num_defined"][idx].clone()
         if values is not None and args.number_readout == "bins":

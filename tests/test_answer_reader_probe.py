@@ -65,6 +65,12 @@ def test_answer_net_pools_the_oracle_cells_into_object_tokens() -> None:
         oracle_logits, oracle_ptr, _ = net(q, cells, d["shown"], pose, num_slots=3, oracle=hit)
     assert torch.allclose(oracle_ptr, ptr, atol=1e-5)  # the same pointer logits; only the pooling changes
     assert not torch.allclose(oracle_logits, logits)
+    # oracle_rows picks the records that pool the true cells: record 0 as with the oracle, record 1 not
+    with torch.no_grad():
+        mixed = net(q, cells, d["shown"], pose, 3, hit, torch.tensor([True, False]))[0]
+    assert torch.allclose(mixed[0], oracle_logits[0], atol=1e-6) and torch.allclose(
+        mixed[1], logits[1], atol=1e-6
+    )
     # a view not shown never enters the pool: its cells' features do not change the answer
     moved = cells.clone()
     moved[0, 1] += 5.0
