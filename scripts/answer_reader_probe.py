@@ -28,7 +28,8 @@ already knows of every cell? This probe trains one and scores it as `gst eval qa
   pools them for a fraction P of the training records (answers still pool the pointers').
 - Numbers (``--numeric-head``): a typed readout for open answers, one query over everything the slots
   read: a number is a softmax over the number-token bins (``gst.tokenizers.numbers``) answered with the
-  value of highest expected MRA (``--number-readout bins``) or a regressed log (``log``); a point's
+  value of highest expected MRA (``--number-readout bins``; ``--unit-bins``: one set of bins per unit,
+  the answer's unit reads its own) or a regressed log (``log``); a point's
   coordinates and a box's centre and log extents are regressed (smooth L1). Written back as the answer
   text of the question's answer type.
 - Training: cross-entropy of the answer tokens and end, AdamW, cosine schedule over ``--minutes`` of
@@ -84,6 +85,7 @@ IGNORE = -100
 # number is a log (regressed) or a distribution over the number-token bins (``NUMBER_BINS``, MBR decoded)
 NUMERIC_SLICES = {"number": slice(0, 1), "point": slice(1, 4), "box": slice(4, 10)}
 NUMERIC_DIMS = 10
+UNITS = tuple(UNIT_DECIMALS)  # ``--unit-bins``: one set of bins per unit, the answer's unit picks its set
 
 
 def numeric_target(answer: Answer) -> tuple[np.ndarray, np.ndarray, int]:
@@ -112,6 +114,8 @@ def numeric_text(answer: Answer, values: np.ndarray, bins: bool = False) -> str:
     v = values[NUMERIC_SLICES[answer.type]]
     if answer.type == "number" and bins:
         logits = values[NUMERIC_DIMS:]
+        if len(logits) > NUMBER_BINS.num_tokens:  # --unit-bins: the answer's unit's bins
+            logits = logits.reshape(len(UNITS), -1)[UNITS.index(answer.unit)]
         p = np.exp(logits - logits.max())
         decimals = UNIT_DECIMALS[answer.unit]
         return number_answer(token_mbr_number(NUMBER_BINS.values, p / p.sum(), decimals), answer.unit).text
@@ -206,6 +210,7 @@ def encode_split(
     return {
         "num": torch.from_numpy(num),
         "num_token": torch.from_numpy(num_token.astype(np.int64)),
+        "num_unit": torch.tensor([UNITS.index(r.answer.unit) if r.answer.unit else 0 for r in records]),
         "num_defined": torch.from_numpy(num_defined),
         "refs": torch.from_numpy(refs),
         "has_role": torch.from_numpy(has_role),
@@ -244,6 +249,7 @@ class AnswerNet(nn.Module):
         pointer_layers: int = 0,
         pointer_match: str = "cell",
         numeric_head: bool = False,
+        unit_bins: bool = False,
     ):
         super().__init__()
         self.tok = nn.Embedding(question_vocab, d)
@@ -289,7 +295,7 @@ class AnswerNet(nn.Module):
                 nn.LayerNorm(d),
                 nn.Linear(d, d),
                 nn.GELU(),
-                nn.Linear(d, NUMERIC_DIMS + NUMBER_BINS.num_tokens),
+                nn.Linear(d, NUMERIC_DIMS + (len(UNITS) if unit_bins else 1) * NUMBER_BINS.num_tokens),
             )
 
     def forward(
@@ -462,6 +468,12 @@ def main() -> None:
         help="with --numeric-head, a number is a softmax over the number-token bins, decoded for the "
         "highest expected MRA (bins), or a regressed log (log)",
     )
+    ap.add_argument(
+        "--unit-bins",
+        action="store_true",
+        help="with --number-readout bins: one set of bins per unit (metres, degrees), one softmax over all; "
+        "an answer reads its unit's set",
+    )
     ap.add_argument("--pointer-weight", type=float, default=1.0, help="weight of the pointers' cell loss")
     ap.add_argument(
         "--oracle-pointer", action="store_true", help="pool the true cells of each role (val only; a ceiling)"
@@ -521,6 +533,7 @@ def main() -> None:
         args.pointer_layers,
         args.pointer_match,
         args.numeric_head,
+        args.unit_bins,
     )
     params = sum(p.numel() for p in net.parameters())
     print(f"{len(tr['records'])} train records, {len(vocab)} question words, {params / 1e6:.2f}M parameters")
@@ -550,6 +563,10 @@ def main() -> None:
         if values is not None and args.number_readout == "bins":
             defined_num[:, NUMERIC_SLICES["number"]] = False
             token = tr["num_token"][idx]
+            if args.unit_bins:  # the class: the answer's unit's set of bins, then the bin
+                token = torch.where(
+                    token != IGNORE, token + tr["num_unit"][idx] * NUMBER_BINS.num_tokens, IGNORE
+                )
             if (token != IGNORE).any():
                 loss = loss + F.cross_entropy(values[:, NUMERIC_DIMS:], token, ignore_index=IGNORE)
         if values is not None and defined_num.any():

@@ -130,5 +130,13 @@ def test_numeric_targets_round_trip_to_answer_text() -> None:
             assert abs(value - answer.value) / answer.value < 0.05  # within the bins' worst relative error
         else:
             assert token == probe.IGNORE
+    # --unit-bins: one set of bins per unit; a distance reads the metre set, whatever the degree set says
+    answer = number_answer(2.0, "m")
+    token = probe.NUMBER_BINS.token(2.0)
+    out = np.zeros(probe.NUMERIC_DIMS + len(probe.UNITS) * G, np.float32)
+    out[probe.NUMERIC_DIMS + probe.UNITS.index("deg") * G + probe.NUMBER_BINS.token(50.0)] = 30.0
+    out[probe.NUMERIC_DIMS + probe.UNITS.index("m") * G + token] = 20.0
+    value = parse_like(probe.numeric_text(answer, out, bins=True), answer).value
+    assert abs(value - 2.0) / 2.0 < 0.05
     target, defined, token = probe.numeric_target(choice_answer("left", ["left", "right"]))
     assert not defined.any() and not target.any() and token == probe.IGNORE
