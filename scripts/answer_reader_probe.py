@@ -286,7 +286,7 @@ class AnswerNet(nn.Module):
         self.slots = nn.Parameter(torch.randn(MAX_ANSWER, d) * 0.02)
         self.alayers = nn.ModuleList([layer() for _ in range(2)])
         self.out = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, vocab + 2))
-        # typed numeric readout: one query over everything the slots read, regressing ``NUMERIC`` values
+        # typed numeric readout: one query over everything the slots read; regressed values and bin logits
         self.numeric = None
         if numeric_head:
             self.value_query = nn.Parameter(torch.randn(1, d) * 0.02)
@@ -459,7 +459,8 @@ def main() -> None:
     ap.add_argument(
         "--numeric-head",
         action="store_true",
-        help="answer numbers, points and boxes with a regression readout written back as text",
+        help="answer numbers, points and boxes with a typed readout (--number-readout; points and boxes "
+        "regressed) written back as text",
     )
     ap.add_argument(
         "--number-readout",
