@@ -1,0 +1,467 @@
+"""The answer reader: a small network that answers spatial questions over the pose reader's cells.
+
+The backbone learns question priors, not the lookup from a question's words to the image cells that show
+the named object, in the updates a CPU gives it (issue "Spatial questions the model answers by looking").
+The answer reader is that lookup, trained beside the backbone on what its pose reader
+(``GSTModel.stem_reader``, frozen) already knows of every cell; it ships in a checkpoint folder as
+``answer_reader/`` (``save_answer_reader``), is trained by `gst train answer-reader`
+(gst.training.answer_reader) and answers in `gst eval qa --method answer-reader`.
+
+- Cells (``view_features``): the reader's 96 per-cell features and its cell heads' readouts (object
+  logit, shape and colour probabilities, centre in the camera frame, log depth) of each view's code grid;
+  for two-view questions also its pose head on the pair (``pair_poses``, 13 numbers).
+- Question (``encode_questions``): lower-case words, numbers and punctuation (``words``), ids from a
+  vocabulary of the training phrasings' words (0 pad, 1 a word never seen in training).
+- Network (``AnswerReader``): ``layers`` layers over the question tokens, each self-attention,
+  cross-attention to the cells and the pose token, MLP; then answer slots, one per answer token,
+  attending to the question tokens and the cells, each read out over the text vocabulary with number
+  tokens (``gst.tokenizers.numbers``) plus an end id. A closed answer (choice, count) is the candidate of
+  highest likelihood under the slots; an open one the slots' argmax up to the first end (``answer``).
+- Pointers (``pointer_layers`` N > 0): N layers over the cells (self-attention, cross-attention to the
+  question) and one logit per cell for each role of ``QARecord.objects`` (``ROLES``: the objects a
+  question names, counts, or answers with): a linear readout of the cell (``pointer_match="cell"``) or
+  the dot product of the cell with a query per role that reads the question (``"query"``, as a referring
+  expression is matched to regions); each role's cells, weighted by their sigmoid, are pooled (cell
+  readouts, grid position, cell state, weight sum) into one object token the answer slots read.
+- Numbers (``numeric_head``): a typed readout for open answers, one query over everything the slots
+  read: a number is a softmax over the number-token bins answered with the value of highest expected MRA
+  (``number_readout="bins"``; ``unit_bins``: one set of bins per unit, the answer's unit reads its own)
+  or a regressed log (``"log"``); a point's coordinates and a box's centre and log extents are regressed.
+  Written back as the answer text of the question's answer type (``numeric_text``).
+- ``no_image``: the cells and pose are zeroed; the same network on the question alone (the text-only row).
+
+Glossary: B batch, M distinct views, V views per record, n cells per view, F cell features, d width, R
+roles (``ROLES``), K objects per role (at most ``MAX_OBJECTS``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from gst.data.qa_types import UNIT_DECIMALS, Answer, QARecord, box_answer, number_answer, point_answer
+from gst.eval.qa_baselines import closed_candidates
+from gst.eval.qa_metrics import token_mbr_number
+from gst.tokenizers.numbers import NUMBER_BINS
+from gst.tokenizers.text import TextTokenizer
+
+MAX_QUESTION, MAX_ANSWER, MAX_VIEWS, MAX_OBJECTS = 48, 48, 2, 16
+ROLES = ("a", "b", "counted", "answer")  # QARecord.objects roles, one pointer each
+WORD = re.compile(r"[a-z]+|\d+(?:\.\d+)?|[^\sa-z\d]")
+IGNORE = -100
+POSE_DIMS = 13  # the pose reader's pair readout
+ANSWER_READER_DIR = "answer_reader"  # inside a checkpoint folder
+ANSWER_READER_FILE = "answer_reader.json"
+ANSWER_READER_FORMAT, ANSWER_READER_FORMAT_VERSION = "gst-answer-reader", 1
+
+
+# typed numeric readout (``--numeric-head``): points and boxes regress their values (NUMERIC_SLICES); a
+# number is a log (regressed) or a distribution over the number-token bins (``NUMBER_BINS``, MBR decoded)
+NUMERIC_SLICES = {"number": slice(0, 1), "point": slice(1, 4), "box": slice(4, 10)}
+NUMERIC_DIMS = 10
+UNITS = tuple(UNIT_DECIMALS)  # ``--unit-bins``: one set of bins per unit, the answer's unit picks its set
+
+
+def numeric_target(answer: Answer) -> tuple[np.ndarray, np.ndarray, int]:
+    """What the numeric head learns for one answer: the regressed values and which of them are defined (a
+    number's log, so that an error is relative as MRA scores it; a point's coordinates in metres; a box's
+    centre and log extents), and a number's bin (``NUMBER_BINS`` token, else IGNORE).
+    Shapes: (NUMERIC_DIMS,) float32, (NUMERIC_DIMS,) bool, int."""
+    target, defined, token = np.zeros(NUMERIC_DIMS, np.float32), np.zeros(NUMERIC_DIMS, bool), IGNORE
+    if answer.type in NUMERIC_SLICES:
+        if answer.type == "number":
+            values = [np.log(max(answer.value, 1e-2))]
+            token = NUMBER_BINS.token(answer.value)
+            token = IGNORE if token is None else token
+        elif answer.type == "point":
+            values = answer.value
+        else:
+            values = [*answer.value["center"], *np.log(np.maximum(answer.value["size"], 1e-2))]
+        target[NUMERIC_SLICES[answer.type]], defined[NUMERIC_SLICES[answer.type]] = values, True
+    return target, defined, token
+
+
+def numeric_text(answer: Answer, values: np.ndarray, bins: bool = False) -> str:
+    """The answer text of the numeric head's output ``values`` (NUMERIC_DIMS + NUMBER_BINS.num_tokens,)
+    for a question whose answer is of ``answer``'s type (and unit). ``bins``: a number is the MRA-optimal
+    value under the bins' softmax (``token_mbr_number``), else the exponent of its regressed log."""
+    v = values[NUMERIC_SLICES[answer.type]]
+    if answer.type == "number" and bins:
+        logits = values[NUMERIC_DIMS:]
+        if len(logits) > NUMBER_BINS.num_tokens:  # --unit-bins: the answer's unit's bins
+            logits = logits.reshape(len(UNITS), -1)[UNITS.index(answer.unit)]
+        p = np.exp(logits - logits.max())
+        decimals = UNIT_DECIMALS[answer.unit]
+        return number_answer(token_mbr_number(NUMBER_BINS.values, p / p.sum(), decimals), answer.unit).text
+    if answer.type == "number":
+        return number_answer(float(np.exp(np.clip(v[0], -5, 7))), answer.unit).text
+    if answer.type == "point":
+        return point_answer(v.tolist()).text
+    return box_answer(v[:3].tolist(), np.exp(np.clip(v[3:], -5, 3)).tolist()).text
+
+
+def words(text: str) -> list[str]:
+    return WORD.findall(text.lower())
+
+
+@torch.no_grad()
+def view_features(
+    reader: nn.Module, codes: np.ndarray, code_features: bool = False, batch: int = 512
+) -> torch.Tensor:
+    """The reader's features and cell-head readouts of every view; with ``code_features`` also each cell's
+    code feature (the reader's input, ``code_feats``: what the tokenizer's decoder reads of the code).
+    Shapes: (M, h, w) -> (M, n, F) fp16."""
+    out = []
+    for start in range(0, len(codes), batch):
+        ids = torch.from_numpy(codes[start : start + batch].astype(np.int64)).flatten(1)
+        grid = reader.grid_features(ids)
+        p = reader.cell_predictions(grid)
+        heads = [p["object"].unsqueeze(-1), p["shape"].softmax(-1), p["colour"].softmax(-1), p["centre"]]
+        feats = [grid.flatten(2).transpose(1, 2), *heads, p["log_depth"].unsqueeze(-1)]
+        if code_features:
+            feats.append(reader.code_feats(ids))
+        out.append(torch.cat(feats, -1).half())
+    return torch.cat(out)
+
+
+@dataclass(frozen=True)
+class AnswerReaderConfig:
+    """The network's shape and readouts (module docstring). ``text_vocab``: the text tokenizer's ids with
+    number tokens; ``question_vocab``: question word ids (pad, unknown and the training words); ``feat``
+    and ``cells``: features per cell and cells per view of the pose reader's grid."""
+
+    text_vocab: int
+    question_vocab: int
+    feat: int
+    cells: int
+    width: int = 128
+    layers: int = 2
+    pointer_layers: int = 0
+    pointer_match: str = "cell"
+    numeric_head: bool = False
+    unit_bins: bool = False
+    number_readout: str = "bins"
+    no_image: bool = False
+    pointer_pool: str = "sigmoid"
+    code_features: bool = False
+
+    def __post_init__(self) -> None:
+        if self.pointer_pool not in ("sigmoid", "softmax"):
+            raise ValueError(f"pointer_pool: {self.pointer_pool!r}, expected 'sigmoid' or 'softmax'")
+        if self.pointer_match not in ("cell", "query"):
+            raise ValueError(f"pointer_match: {self.pointer_match!r}, expected 'cell' or 'query'")
+        if self.number_readout not in ("bins", "log"):
+            raise ValueError(f"number_readout: {self.number_readout!r}, expected 'bins' or 'log'")
+
+
+class AnswerReader(nn.Module):
+    """Module docstring, "Network". Built from an ``AnswerReaderConfig``."""
+
+    def __init__(self, config: AnswerReaderConfig):
+        super().__init__()
+        self.config = config
+        vocab, question_vocab, feat, n, d = (
+            config.text_vocab,
+            config.question_vocab,
+            config.feat,
+            config.cells,
+            config.width,
+        )
+        layers, pointer_layers, pointer_match = config.layers, config.pointer_layers, config.pointer_match
+        numeric_head, unit_bins = config.numeric_head, config.unit_bins
+        self.tok = nn.Embedding(question_vocab, d)
+        self.qpos = nn.Parameter(torch.randn(MAX_QUESTION, d) * 0.02)
+        self.cell_in = nn.Sequential(nn.LayerNorm(feat), nn.Linear(feat, d), nn.GELU(), nn.Linear(d, d))
+        self.cpos = nn.Parameter(torch.randn(MAX_VIEWS, n, d) * 0.02)
+        self.pose_in = nn.Linear(POSE_DIMS, d)
+
+        def layer() -> nn.Module:
+            return nn.TransformerDecoderLayer(d, 4, 4 * d, 0.0, batch_first=True, norm_first=True)
+
+        self.qlayers = nn.ModuleList([layer() for _ in range(layers)])
+        # pointers: cell layers (self-attention over the cells, cross-attention to the question) and one
+        # logit per cell and role; each role's cells pooled into one object token for the answer slots
+        self.pointer_layers = nn.ModuleList([layer() for _ in range(pointer_layers)])
+        self.pointer_match = pointer_match
+        if pointer_layers and pointer_match == "cell":
+            self.pointer = nn.Linear(d, len(ROLES))
+        elif pointer_layers:  # "query": each role's query reads the question; a cell's logit is a dot product
+            self.role_query = nn.Parameter(torch.randn(len(ROLES), d) * 0.02)
+            self.role_layer = layer()
+            self.ptr_key, self.ptr_query = nn.Linear(d, d), nn.Linear(d, d)
+            self.ptr_bias = nn.Parameter(torch.full((len(ROLES),), -2.0))
+        if pointer_layers:
+            h, w = int(round(n**0.5)), n // int(round(n**0.5))
+            uv = torch.stack(
+                torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij"), -1
+            )
+            self.register_buffer("uv", uv.reshape(n, 2), persistent=False)
+            self.summary = nn.Sequential(
+                nn.LayerNorm(feat + 2 + d + 2), nn.Linear(feat + 2 + d + 2, d), nn.GELU(), nn.Linear(d, d)
+            )
+            self.role_emb = nn.Parameter(torch.randn(len(ROLES), d) * 0.02)
+        self.slots = nn.Parameter(torch.randn(MAX_ANSWER, d) * 0.02)
+        self.alayers = nn.ModuleList([layer() for _ in range(2)])
+        self.out = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, vocab + 2))
+        # typed numeric readout: one query over everything the slots read; regressed values and bin logits
+        self.numeric = None
+        if numeric_head:
+            self.value_query = nn.Parameter(torch.randn(1, d) * 0.02)
+            self.value_layers = nn.ModuleList([layer() for _ in range(2)])
+            self.numeric = nn.Sequential(
+                nn.LayerNorm(d),
+                nn.Linear(d, d),
+                nn.GELU(),
+                nn.Linear(d, NUMERIC_DIMS + (len(UNITS) if unit_bins else 1) * NUMBER_BINS.num_tokens),
+            )
+
+    def forward(
+        self,
+        q,
+        cells,
+        shown,
+        pose,
+        num_slots: int = MAX_ANSWER,
+        oracle: torch.Tensor | None = None,
+        oracle_rows: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Shapes: q (B, Lq) ids (0 pad), cells (B, V, n, F), shown (B, V) bool, pose (B, 13) ->
+        (B, num_slots, vocab + 2) logits, pointer logits (B, V n, R) (None without pointer layers).
+        ``oracle`` (B, V n, R): pool each role's cells with these weights instead of the pointers', in the
+        records ``oracle_rows`` (B,) bool (all records when None)."""
+        qmask = q != 0
+        L = int(qmask.sum(1).max())
+        q, qmask = q[:, :L], qmask[:, :L]
+        x = self.tok(q) + self.qpos[:L]
+        n = cells.shape[2]
+        xc = (self.cell_in(cells.float()) + self.cpos[: cells.shape[1]]).flatten(1, 2)  # (B, V n, d)
+        mem = torch.cat([xc, self.pose_in(pose).unsqueeze(1)], 1)
+        mpad = torch.cat([~shown.repeat_interleave(n, 1), ~shown[:, 1:2]], 1)
+        for lay in self.qlayers:
+            x = lay(x, mem, tgt_key_padding_mask=~qmask, memory_key_padding_mask=mpad)
+        ptr = None
+        if self.pointer_layers:
+            cpad = mpad[:, :-1]  # (B, V n)
+            c = xc
+            for lay in self.pointer_layers:
+                c = lay(c, x, tgt_key_padding_mask=cpad, memory_key_padding_mask=~qmask)
+            if self.pointer_match == "cell":
+                ptr = self.pointer(c)  # (B, V n, R)
+            else:
+                r = self.role_layer(
+                    self.role_query.expand(len(q), -1, -1), x, memory_key_padding_mask=~qmask
+                )  # (B, R, d)
+                ptr = self.ptr_key(c) @ self.ptr_query(r).transpose(1, 2) / c.shape[-1] ** 0.5 + self.ptr_bias
+            w = ptr.sigmoid()
+            if oracle is not None:
+                w = oracle if oracle_rows is None else torch.where(oracle_rows[:, None, None], oracle, w)
+            w = w * (~cpad).unsqueeze(-1).float()
+            count = w.sum(1)  # (B, R)
+            p = w / (count.unsqueeze(1) + 1e-3)
+            if self.config.pointer_pool == "softmax":  # pool by a softmax over the cells; count as before
+                soft = ptr.masked_fill(cpad.unsqueeze(-1), float("-inf")).softmax(1)
+                if oracle is None:
+                    p = soft
+                elif oracle_rows is not None:
+                    p = torch.where(oracle_rows[:, None, None], p, soft)
+            raw = torch.cat(
+                [cells.float().flatten(1, 2), self.uv.repeat(cells.shape[1], 1).expand(len(q), -1, -1)], -1
+            )
+            pooled = torch.cat(
+                [
+                    p.transpose(1, 2) @ raw,
+                    p.transpose(1, 2) @ c,
+                    count.unsqueeze(-1).log1p(),
+                    count.unsqueeze(-1) / 8,
+                ],
+                -1,
+            )
+            objs = self.summary(pooled) + self.role_emb  # (B, R, d)
+            mem = torch.cat([objs, mem], 1)
+            mpad = torch.cat([torch.zeros_like(mpad[:, : len(ROLES)]), mpad], 1)
+        mem, mpad = torch.cat([x, mem], 1), torch.cat([~qmask, mpad], 1)
+        y = self.slots[:num_slots].expand(q.shape[0], -1, -1)
+        for lay in self.alayers:
+            y = lay(y, mem, memory_key_padding_mask=mpad)
+        if self.numeric is None:
+            return self.out(y), ptr, None
+        v = self.value_query.expand(q.shape[0], -1, -1)
+        for lay in self.value_layers:
+            v = lay(v, mem, memory_key_padding_mask=mpad)
+        return self.out(y), ptr, self.numeric(v[:, 0])
+
+
+def text_tokenizer() -> TextTokenizer:
+    """The answers' text tokenizer: the language base's, with the number tokens."""
+    return TextTokenizer.from_pretrained(None).with_numbers(NUMBER_BINS)
+
+
+def encode_questions(questions: Sequence[str], vocab: dict[str, int]) -> torch.Tensor:
+    """Question word ids (``words``; 1 for a word outside ``vocab``, 0 pad). Shapes: -> (B, MAX_QUESTION)."""
+    q = torch.zeros(len(questions), MAX_QUESTION, dtype=torch.int64)
+    for i, question in enumerate(questions):
+        ids = [vocab.get(w, 1) for w in words(question)][:MAX_QUESTION]
+        q[i, : len(ids)] = torch.tensor(ids, dtype=torch.int64)
+    return q
+
+
+@torch.no_grad()
+def pair_poses(reader: nn.Module, codes: np.ndarray, views: np.ndarray, shown: np.ndarray) -> torch.Tensor:
+    """The pose reader's pair readout of each record that shows two views (zeros for one view).
+    Shapes: codes (M, h, w), views (B, V) rows of codes, shown (B, V) bool -> (B, POSE_DIMS)."""
+    pose = torch.zeros(len(views), POSE_DIMS)
+    two = np.nonzero(shown[:, 1])[0] if shown.shape[1] > 1 else np.zeros(0, np.int64)
+    for start in range(0, len(two), 512):
+        idx = two[start : start + 512]
+        pair = torch.from_numpy(codes[views[idx]].astype(np.int64)).flatten(2)  # (b, 2, n)
+        pose[idx] = reader.read_pairs(pair[:, 0], pair[:, 1]).float()
+    return pose
+
+
+def encode_records(
+    records: Sequence[QARecord],
+    view_rows: Sequence[Sequence[int]],
+    codes: np.ndarray,
+    reader: nn.Module,
+    vocab: dict[str, int],
+    code_features: bool = False,
+) -> dict[str, Any]:
+    """What the network reads of ``records``: question ids ``q``, view rows ``views`` and ``shown``, pair
+    poses ``pose``, the cells of every view ``feats`` (``view_features``, with ``code_features``) and the
+    ``records``.
+    ``view_rows[i]``: the rows of ``codes`` (M, h, w) that record i shows, in its view order."""
+    views = np.zeros((len(records), MAX_VIEWS), np.int64)
+    shown = np.zeros((len(records), MAX_VIEWS), bool)
+    for i, rows in enumerate(view_rows):
+        rows = list(rows)[:MAX_VIEWS]
+        views[i, : len(rows)], shown[i, : len(rows)] = rows, True
+    return {
+        "q": encode_questions([r.question for r in records], vocab),
+        "views": torch.from_numpy(views),
+        "shown": torch.from_numpy(shown),
+        "pose": pair_poses(reader, codes, views, shown),
+        "feats": view_features(reader, codes, code_features),
+        "records": list(records),
+    }
+
+
+def inputs(d: dict, idx: torch.Tensor, no_image: bool) -> tuple[torch.Tensor, ...]:
+    """The network's inputs for records ``idx`` of ``encode_records``' dict; zeroed cells and pose when
+    ``no_image``. Shapes: -> q (B, Lq), cells (B, V, n, F), shown (B, V), pose (B, POSE_DIMS)."""
+    cells, pose = d["feats"][d["views"][idx]], d["pose"][idx]
+    if no_image:
+        cells, pose = torch.zeros_like(cells), torch.zeros_like(pose)
+    return d["q"][idx], cells, d["shown"][idx], pose
+
+
+@torch.no_grad()
+def answer(
+    net: AnswerReader,
+    d: dict,
+    text: TextTokenizer,
+    oracle: Any = None,
+) -> list[str]:
+    """The answer text of every record of ``d`` (``encode_records``). Closed answers (choices, counts
+    0-10): the candidate of highest log-likelihood, its tokens and end summed over the slots (as `gst eval
+    qa --closed-answers score`); numbers, points and boxes: the numeric head (when the network has one);
+    other open answers: the slots' argmax up to the first end. ``oracle``: a function of record indices
+    (B,) to pointer weights (B, V n, R) pooled instead of the pointers' (a ceiling; training only)."""
+    was_training = net.training
+    net.eval()
+    cfg, texts = net.config, []
+    for start in range(0, len(d["records"]), 256):
+        idx = torch.arange(start, min(start + 256, len(d["records"])))
+        logits, _, values = net(*inputs(d, idx, cfg.no_image), oracle=None if oracle is None else oracle(idx))
+        logp = logits.float().log_softmax(-1)  # (b, S, vocab + 2)
+        for i, row in enumerate(logp.argmax(-1).tolist()):
+            rec = d["records"][int(idx[i])]
+            candidates = closed_candidates(rec)
+            if values is not None and rec.answer.type in NUMERIC_SLICES:
+                bins = cfg.number_readout == "bins"
+                texts.append(numeric_text(rec.answer, values[i].float().numpy(), bins))
+            elif candidates:
+                ids = [(text.encode(c) + [text.vocab_size + 1])[:MAX_ANSWER] for c in candidates]
+                scores = [float(logp[i, torch.arange(len(t)), torch.tensor(t)].sum()) for t in ids]
+                texts.append(candidates[int(np.argmax(scores))])
+            else:
+                end = next((k for k, t in enumerate(row) if t >= text.vocab_size), len(row))
+                texts.append(text.decode(row[:end]))
+    net.train(was_training)
+    return texts
+
+
+# ---- export ----
+
+
+def save_answer_reader(
+    net: AnswerReader, vocab: dict[str, int], out_dir: str | Path, metadata: dict[str, Any] | None = None
+) -> Path:
+    """``model.safetensors`` + ``answer_reader.json`` (format, config, question words in id order,
+    metadata), written to a temporary folder and moved into place. Returns ``out_dir``."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    ids = sorted(vocab.values())
+    if ids != list(range(2, len(vocab) + 2)) or net.config.question_vocab != len(vocab) + 2:
+        raise ValueError("vocab: question word ids must be 2 .. len(vocab) + 1 (0 pad, 1 unknown)")
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
+    save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    info = {
+        "format": ANSWER_READER_FORMAT,
+        "format_version": ANSWER_READER_FORMAT_VERSION,
+        "config": asdict(net.config),
+        "question_words": sorted(vocab, key=vocab.get),
+        "num_parameters": sum(p.numel() for p in net.parameters()),
+        "metadata": metadata or {},
+    }
+    (tmp / ANSWER_READER_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    return out_dir
+
+
+def load_answer_reader(path: str | Path) -> tuple[AnswerReader, dict[str, int], dict[str, Any]]:
+    """An answer reader saved by ``save_answer_reader``: the network (eval mode), its question
+    vocabulary and its JSON (config, metadata)."""
+    from safetensors.torch import load_model
+
+    path = Path(path)
+    meta_path = path / ANSWER_READER_FILE
+    if not meta_path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no {ANSWER_READER_FILE}; give an answer reader folder (`gst train answer-reader "
+            f"--out DIR` writes DIR/{ANSWER_READER_DIR}) or a checkpoint folder that ships one"
+        )
+    info = json.loads(meta_path.read_text())
+    if (
+        info.get("format") != ANSWER_READER_FORMAT
+        or info.get("format_version") != ANSWER_READER_FORMAT_VERSION
+    ):
+        raise ValueError(
+            f"{meta_path}: format {info.get('format')!r} version {info.get('format_version')!r}, expected "
+            f"{ANSWER_READER_FORMAT!r} version {ANSWER_READER_FORMAT_VERSION}"
+        )
+    config = AnswerReaderConfig(**info["config"])
+    vocab = {w: i + 2 for i, w in enumerate(info["question_words"])}
+    if config.question_vocab != len(vocab) + 2:
+        raise ValueError(
+            f"{meta_path}: {len(vocab)} question words, config.question_vocab {config.question_vocab}"
+        )
+    net = AnswerReader(config)
+    load_model(net, str(path / "model.safetensors"))
+    return net.eval(), vocab, info

@@ -1,0 +1,297 @@
+"""The training of `gst train answer-reader` (its flags, outputs and an example:
+gst.training.answer_reader_commands): the chat cache encoded for the answer reader
+(gst.model.answer_reader), its losses, and the run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gst.api_checkpoint import resolve_checkpoint
+from gst.data.cell_labels import open_cell_labels
+from gst.data.chat_cache import open_chat_cache
+from gst.data.qa_types import QARecord
+from gst.data.token_cache import open_token_cache
+from gst.eval.qa_baselines import MostFrequentBaseline
+from gst.eval.qa_metrics import score_texts, summarize
+from gst.hashing import file_sha256
+from gst.model.answer_reader import (
+    ANSWER_READER_DIR,
+    IGNORE,
+    MAX_ANSWER,
+    MAX_OBJECTS,
+    NUMERIC_DIMS,
+    NUMERIC_SLICES,
+    ROLES,
+    UNITS,
+    AnswerReader,
+    AnswerReaderConfig,
+    answer,
+    encode_records,
+    inputs,
+    numeric_target,
+    save_answer_reader,
+    text_tokenizer,
+    words,
+)
+from gst.model.backbone import load_gst_model
+from gst.tokenizers.numbers import NUMBER_BINS
+
+
+def view_objects(split, cells, cache) -> np.ndarray:
+    """The object each cell of every view of a chat split shows (index into its scene's objects, -1 none),
+    from the cell labels of a token cache over the same scenes. Shapes: (M, n) int64."""
+    if tuple(cells.info["grid_hw"]) != tuple(split.image_codes.shape[1:]):
+        raise ValueError(f"{cells.root}: cell grid {cells.info['grid_hw']} is not the chat cache's")
+    where = {scene: (name, i) for name, s in cache.splits.items() for i, scene in enumerate(s.scenes)}
+    out = np.full((len(split.image_codes), int(np.prod(split.image_codes.shape[1:]))), -1, np.int64)
+    for r in split.records:
+        if r["scene"] not in where:
+            raise ValueError(
+                f"--cells {cache.root}: no scene {r['scene']!r}; build it from the chat's scenes"
+            )
+        name, i = where[r["scene"]]
+        for v, row in zip(r["views"], r["image_rows"], strict=True):
+            out[row] = cells.arrays[name]["object"][i, v].reshape(-1)
+    return out
+
+
+def encode_split(
+    split,
+    rows: np.ndarray,
+    reader: nn.Module,
+    vocab: dict,
+    text,
+    objects: np.ndarray | None = None,
+    code_features: bool = False,
+) -> dict:
+    """``encode_records`` of the chat split's records ``rows``, with the training targets: answer ids
+    ``a``, the numeric head's targets, and with ``objects`` (``view_objects``) each record's pointer
+    targets: the objects of each role (``ROLES``, -2 padded), whether the record has that role, and the
+    object of each cell of its views."""
+    end = text.vocab_size + 1
+    refs = np.full((len(rows), len(ROLES), MAX_OBJECTS), -2, np.int64)
+    has_role = np.zeros((len(rows), len(ROLES)), bool)
+    a = np.full((len(rows), MAX_ANSWER), IGNORE, np.int64)
+    for i, r in enumerate(rows):
+        rec = split.records[r]
+        ans = (text.encode(rec["answer_text"]) + [end])[:MAX_ANSWER]
+        a[i, : len(ans)] = ans
+        for k, role in enumerate(ROLES):
+            if role in rec.get("objects", {}):
+                idx = rec["objects"][role][:MAX_OBJECTS]
+                refs[i, k, : len(idx)], has_role[i, k] = idx, True
+    records = [
+        QARecord.from_json({k: v for k, v in split.records[r].items() if k != "image_rows"}) for r in rows
+    ]
+    view_rows = [split.records[r]["image_rows"] for r in rows]
+    d = encode_records(records, view_rows, np.asarray(split.image_codes), reader, vocab, code_features)
+    num, num_defined, num_token = (
+        np.stack(v) for v in zip(*(numeric_target(r.answer) for r in records), strict=True)
+    )
+    return {
+        **d,
+        "a": torch.from_numpy(a),
+        "num": torch.from_numpy(num),
+        "num_token": torch.from_numpy(num_token.astype(np.int64)),
+        "num_unit": torch.tensor([UNITS.index(r.answer.unit) if r.answer.unit else 0 for r in records]),
+        "num_defined": torch.from_numpy(num_defined),
+        "refs": torch.from_numpy(refs),
+        "has_role": torch.from_numpy(has_role),
+        "cell_objects": None if objects is None else torch.from_numpy(objects),
+    }
+
+
+def pointer_targets(d: dict, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which cells of the records' views show an object of each role, and where that is defined (the role
+    exists and the view is shown). Shapes: (B, V n, R) float, (B, V n, R) bool."""
+    obj = d["cell_objects"][d["views"][idx]]  # (B, V, n)
+    refs = d["refs"][idx]  # (B, R, K)
+    hit = (obj[:, :, :, None, None] == refs[:, None, None]).any(-1)  # (B, V, n, R)
+    defined = d["shown"][idx][:, :, None, None] & d["has_role"][idx][:, None, None, :]
+    return hit.flatten(1, 2).float(), defined.expand_as(hit).flatten(1, 2)
+
+
+@torch.no_grad()
+def pointer_iou(net: nn.Module, d: dict) -> dict[str, float]:
+    """Per role, the mean intersection over union of the cells the pointer picks (logit > 0) and the cells
+    that show the role's objects, over records whose role shows in at least one cell."""
+    net.eval()
+    inter, total = np.zeros(len(ROLES)), np.zeros(len(ROLES))
+    for start in range(0, len(d["records"]), 256):
+        idx = torch.arange(start, min(start + 256, len(d["records"])))
+        ptr = net(*inputs(d, idx, net.config.no_image), num_slots=1)[1]
+        hit, defined = pointer_targets(d, idx)
+        pick, hit = (ptr > 0) & defined, hit.bool() & defined
+        union = (pick | hit).sum(1).float()  # (b, R)
+        ok = hit.any(1)
+        inter += torch.where(ok, (pick & hit).sum(1) / union.clamp(min=1), 0).sum(0).numpy()
+        total += ok.sum(0).numpy()
+    net.train()
+    return {role: round(float(i / max(t, 1)), 3) for role, i, t in zip(ROLES, inter, total, strict=True)}
+
+
+def train_answer_reader(args: argparse.Namespace) -> int:
+    """`gst train answer-reader` (module docstring)."""
+    torch.manual_seed(args.seed)
+    files = resolve_checkpoint(args.checkpoint)
+    reader = load_gst_model(files.model_dir).eval().stem_reader
+    if reader is None or reader.cell_head is None:
+        raise ValueError(f"--checkpoint {args.checkpoint}: needs a pose reader with cell heads")
+    cache = open_chat_cache(args.chat)
+    text = text_tokenizer()
+    train_split = cache.split("train")
+    counts = Counter(
+        w for r in train_split.records if r["phrasing_split"] == "train" for w in words(r["question"])
+    )
+    vocab = {w: i + 2 for i, w in enumerate(sorted(counts))}  # 0 pad, 1 unknown
+    val_split = cache.split("val")
+    objects = {"train": None, "val": None}
+    if args.cells:
+        token_cache = open_token_cache(args.cells)
+        cells = open_cell_labels(token_cache)
+        objects = {name: view_objects(cache.split(name), cells, token_cache) for name in objects}
+    elif args.pointer_layers and args.pointer_weight or args.oracle_pointer or args.teacher_pointer:
+        raise ValueError(
+            "--pointer-weight > 0, --oracle-pointer and --teacher-pointer need --cells (the pointer targets)"
+        )
+    if args.oracle_pointer and (args.heldout or not args.pointer_layers):
+        raise ValueError("--oracle-pointer: a val-only ceiling; give --pointer-layers and no --heldout")
+    code = args.code_features
+    tr = encode_split(train_split, train_split.rows("train"), reader, vocab, text, objects["train"], code)
+    val_rows = np.sort(np.random.default_rng(args.seed).permutation(val_split.rows("all"))[: args.num_val])
+    va = encode_split(val_split, val_rows, reader, vocab, text, objects["val"], code)
+    config = AnswerReaderConfig(
+        text_vocab=text.vocab_size,
+        question_vocab=len(vocab) + 2,
+        feat=tr["feats"].shape[-1],
+        cells=tr["feats"].shape[1],
+        width=args.width,
+        layers=args.layers,
+        pointer_layers=args.pointer_layers,
+        pointer_match=args.pointer_match,
+        numeric_head=args.numeric_head,
+        unit_bins=args.unit_bins,
+        number_readout=args.number_readout,
+        no_image=args.no_image,
+        pointer_pool=args.pointer_pool,
+        code_features=args.code_features,
+    )
+    net = AnswerReader(config)
+    params = sum(p.numel() for p in net.parameters())
+    print(f"{len(tr['records'])} train records, {len(vocab)} question words, {params / 1e6:.2f}M parameters")
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.01)
+    g = torch.Generator().manual_seed(args.seed)
+    n, step, pos, perm = len(tr["records"]), 0, 0, None
+    t0, budget = time.process_time(), args.minutes * 60
+    while (spent := time.process_time() - t0) < budget:
+        if perm is None or pos + args.batch > n:
+            perm, pos = torch.randperm(n, generator=g), 0
+        idx, pos = perm[pos : pos + args.batch], pos + args.batch
+        lr = args.lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + np.cos(np.pi * spent / budget))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        loss = training_loss(net, tr, idx, args, g)
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        step += 1
+        if step % 500 == 0:
+            print(f"update {step}: loss {loss.item():.3f}, {spent / 60:.1f} CPU-min", flush=True)
+    oracle = (lambda idx: pointer_targets(va, idx)[0]) if args.oracle_pointer else None
+    texts = answer(net, va, text, oracle)
+    model_s = summarize(va["records"], score_texts(va["records"], texts))
+    baseline = MostFrequentBaseline(tr["records"])
+    base_s = summarize(va["records"], score_texts(va["records"], baseline.predict(va["records"])))
+    print(f"{step} updates in {args.minutes} CPU-minutes; val split of {args.chat} (all phrasings)")
+    print(f"{'family':<20} {'n':>5} {'reader':>7} {'most frequent':>13}")
+    for fam, v in model_s["families"].items():
+        print(f"{fam:<20} {v['n']:>5} {v['score']:>7.3f} {base_s['families'][fam]['score']:>13.3f}")
+    o, b = model_s["overall"], base_s["overall"]
+    print(f"{'overall':<20} {o['n']:>5} {o['score_micro']:>7.3f} {b['score_micro']:>13.3f}")
+    if not args.out:
+        return 0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"updates": step, "cpu_minutes": args.minutes, "parameters": params, "val": model_s}
+    if args.pointer_layers and args.cells:
+        result["val_pointer_iou"] = pointer_iou(net, va)
+        print("val pointer IoU (cells > 0.5 against the role's cells):", result["val_pointer_iou"])
+    result["val_most_frequent"] = base_s
+    if not args.oracle_pointer:  # a ceiling pools the true cells: nothing to ship
+        metadata = {
+            "pose_reader": {
+                "checkpoint": str(args.checkpoint),
+                "model_sha256": file_sha256(files.model_dir / "model.safetensors"),
+            },
+            "training": {
+                "chat": str(args.chat),
+                "cells": args.cells,
+                "updates": step,
+                "cpu_minutes": args.minutes,
+                "batch": args.batch,
+                "lr": args.lr,
+                "word_dropout": args.word_dropout,
+                "teacher_pointer": args.teacher_pointer,
+                "pointer_weight": args.pointer_weight,
+                "seed": args.seed,
+                "val_score": model_s["overall"]["score_micro"],
+            },
+        }
+        save_answer_reader(net, vocab, out / ANSWER_READER_DIR, metadata)
+        print(f"answer reader -> {out / ANSWER_READER_DIR}")
+    if args.heldout:
+        held = open_chat_cache(args.heldout)
+        lines = []
+        for name in held.splits:
+            split = held.split(name)
+            d = encode_split(split, split.rows("all"), reader, vocab, text, code_features=code)
+            lines += [
+                json.dumps({"id": r.id, "answer_text": t}) + "\n"
+                for r, t in zip(d["records"], answer(net, d, text), strict=True)
+            ]
+        (out / "answers.jsonl").write_text("".join(lines))
+        print(f"{len(lines)} held-out answers -> {out / 'answers.jsonl'}")
+    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def training_loss(
+    net: AnswerReader, tr: dict, idx: torch.Tensor, args: argparse.Namespace, g: torch.Generator
+) -> torch.Tensor:
+    """The loss of one batch of records ``idx`` of the training split (module docstring)."""
+    target = tr["a"][idx]
+    slots = int((target != IGNORE).sum(1).max())
+    hit, defined = pointer_targets(tr, idx) if args.cells else (None, None)
+    oracle, oracle_rows = (hit, None) if args.oracle_pointer else (None, None)
+    if args.teacher_pointer:  # these records' answers read the true cells; the rest the pointers'
+        oracle, oracle_rows = hit, torch.rand(len(idx), generator=g) < args.teacher_pointer
+    q, cells, shown, pose = inputs(tr, idx, args.no_image)
+    if args.word_dropout:  # known words read as unknown at this rate: held-out phrasings' new words
+        q = torch.where((q > 1) & (torch.rand(q.shape, generator=g) < args.word_dropout), 1, q)
+    logits, ptr, values = net(q, cells, shown, pose, slots, oracle, oracle_rows)
+    loss = F.cross_entropy(logits.flatten(0, 1), target[:, :slots].flatten(), ignore_index=IGNORE)
+    defined_num = tr["num_defined"][idx].clone()
+    if values is not None and args.number_readout == "bins":
+        defined_num[:, NUMERIC_SLICES["number"]] = False
+        token = tr["num_token"][idx]
+        if args.unit_bins:  # the class: the answer's unit's set of bins, then the bin
+            token = torch.where(token != IGNORE, token + tr["num_unit"][idx] * NUMBER_BINS.num_tokens, IGNORE)
+        if (token != IGNORE).any():
+            loss = loss + F.cross_entropy(values[:, NUMERIC_DIMS:], token, ignore_index=IGNORE)
+    if values is not None and defined_num.any():
+        loss = loss + F.smooth_l1_loss(
+            values[:, :NUMERIC_DIMS][defined_num], tr["num"][idx][defined_num], beta=0.05
+        )
+    if ptr is not None and args.pointer_weight and not args.oracle_pointer:
+        loss = loss + args.pointer_weight * F.binary_cross_entropy_with_logits(ptr[defined], hit[defined])
+    return loss

@@ -1,0 +1,245 @@
+"""The answer reader (gst.model.answer_reader, gst.training.answer_reader): the pointer targets (cells
+that show each role's objects), the network with pointers, the typed numeric readout, the export."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gst.data.qa_types import box_answer, choice_answer, number_answer, parse_like, point_answer
+from gst.model import answer_reader as reader
+from gst.training.answer_reader import pointer_targets
+
+
+def _net(**kw) -> reader.AnswerReader:
+    config = {"text_vocab": 10, "question_vocab": 6, "feat": 5, "cells": 4, "width": 16, "layers": 1, **kw}
+    return reader.AnswerReader(reader.AnswerReaderConfig(**config))
+
+
+def _records() -> dict:
+    """Two records over three views of four cells: record 0 asks about object 1 (role a) and counts
+    objects 0 and 2 in view 0; record 1 shows views 1 and 2 and names object 2 as role b."""
+    R, K = len(reader.ROLES), reader.MAX_OBJECTS
+    refs = torch.full((2, R, K), -2)
+    has_role = torch.zeros(2, R, dtype=torch.bool)
+    a, b, counted = (reader.ROLES.index(r) for r in ("a", "b", "counted"))
+    refs[0, a, 0], has_role[0, a] = 1, True
+    refs[0, counted, :2], has_role[0, counted] = torch.tensor([0, 2]), True
+    refs[1, b, 0], has_role[1, b] = 2, True
+    return {
+        "cell_objects": torch.tensor([[-1, 1, 0, 2], [2, 2, -1, -1], [-1, 0, 2, 1]]),  # (M, n)
+        "views": torch.tensor([[0, 0], [1, 2]]),
+        "shown": torch.tensor([[True, False], [True, True]]),
+        "refs": refs,
+        "has_role": has_role,
+    }
+
+
+def test_pointer_targets_mark_the_cells_of_each_role() -> None:
+    d = _records()
+    hit, defined = pointer_targets(d, torch.arange(2))
+    assert hit.shape == defined.shape == (2, 8, len(reader.ROLES))
+    a, b, counted = (reader.ROLES.index(r) for r in ("a", "b", "counted"))
+    assert hit[0, :4, a].tolist() == [0, 1, 0, 0]
+    assert hit[0, :4, counted].tolist() == [0, 0, 1, 1]
+    assert hit[1, :, b].tolist() == [1, 1, 0, 0, 0, 0, 1, 0]  # object 2 in both views
+    # defined: the role exists and the view is shown
+    assert defined[0, :, a].tolist() == [True] * 4 + [False] * 4
+    assert not defined[0, :, b].any() and defined[1, :, b].all() and not defined[1, :, a].any()
+
+
+def test_answer_net_pools_the_oracle_cells_into_object_tokens() -> None:
+    torch.manual_seed(0)
+    d = _records()
+    net = _net(pointer_layers=1).eval()
+    q = torch.tensor([[2, 3, 4, 0], [5, 2, 0, 0]])
+    cells = torch.randn(2, 2, 4, 5)
+    pose = torch.zeros(2, 13)
+    logits, ptr, values = net(q, cells, d["shown"], pose, num_slots=3)
+    assert values is None  # no numeric head
+    assert logits.shape == (2, 3, 12) and ptr.shape == (2, 8, len(reader.ROLES))
+    hit, _ = pointer_targets(d, torch.arange(2))
+    with torch.no_grad():
+        oracle_logits, oracle_ptr, _ = net(q, cells, d["shown"], pose, num_slots=3, oracle=hit)
+    assert torch.allclose(oracle_ptr, ptr, atol=1e-5)  # the same pointer logits; only the pooling changes
+    assert not torch.allclose(oracle_logits, logits)
+    # oracle_rows picks the records that pool the true cells: record 0 as with the oracle, record 1 not
+    with torch.no_grad():
+        mixed = net(q, cells, d["shown"], pose, 3, hit, torch.tensor([True, False]))[0]
+    assert torch.allclose(mixed[0], oracle_logits[0], atol=1e-6) and torch.allclose(
+        mixed[1], logits[1], atol=1e-6
+    )
+    # a view not shown never enters the pool: its cells' features do not change the answer
+    moved = cells.clone()
+    moved[0, 1] += 5.0
+    assert torch.allclose(
+        net(q, moved, d["shown"], pose, num_slots=3, oracle=hit)[0], oracle_logits, atol=1e-6
+    )
+    # without pointer layers the network has no pointer output
+    plain = _net()
+    assert plain(q, cells, d["shown"], pose, num_slots=2)[1] is None
+
+
+def test_query_pointers_and_numeric_head_shapes() -> None:
+    torch.manual_seed(0)
+    d = _records()
+    net = _net(pointer_layers=1, pointer_match="query", numeric_head=True).eval()
+    q = torch.tensor([[2, 3, 4, 0], [5, 2, 0, 0]])
+    logits, ptr, values = net(q, torch.randn(2, 2, 4, 5), d["shown"], torch.zeros(2, 13), num_slots=3)
+    assert logits.shape == (2, 3, 12) and ptr.shape == (2, 8, len(reader.ROLES))
+    assert values.shape == (2, reader.NUMERIC_DIMS + reader.NUMBER_BINS.num_tokens)
+    # a role's logits differ between the two questions: the role queries read the question
+    assert not torch.allclose(ptr[0, :4], ptr[1, :4])
+
+
+def test_numeric_targets_round_trip_to_answer_text() -> None:
+    G = reader.NUMBER_BINS.num_tokens
+    cases = [
+        (number_answer(4.54, "m"), [np.log(4.54)], slice(0, 1)),
+        (number_answer(79, "deg"), [np.log(79.0)], slice(0, 1)),
+        (point_answer([-1.06, 0.49, 3.24]), [-1.06, 0.49, 3.24], slice(1, 4)),
+        (
+            box_answer([0.3, -0.77, 3.98], [0.37, 0.78, 0.97]),
+            [0.3, -0.77, 3.98, *np.log([0.37, 0.78, 0.97])],
+            slice(4, 10),
+        ),
+    ]
+    for answer, values, where in cases:
+        target, defined, token = reader.numeric_target(answer)
+        assert np.allclose(target[where], values, atol=1e-6)
+        assert defined[where].all() and defined.sum() == len(values) and not target[~defined].any()
+        out = np.concatenate([target, np.zeros(G, np.float32)])
+        text = reader.numeric_text(answer, out)  # a number from its regressed log
+        assert text == answer.text and parse_like(text, answer) == answer
+        if answer.type == "number":
+            assert token == reader.NUMBER_BINS.token(answer.value) and 1 <= token < G
+            out[reader.NUMERIC_DIMS + token] = 20.0  # the bins, all belief on the answer's bin
+            value = parse_like(reader.numeric_text(answer, out, bins=True), answer).value
+            assert abs(value - answer.value) / answer.value < 0.05  # within the bins' worst relative error
+        else:
+            assert token == reader.IGNORE
+    # --unit-bins: one set of bins per unit; a distance reads the metre set, whatever the degree set says
+    answer = number_answer(2.0, "m")
+    token = reader.NUMBER_BINS.token(2.0)
+    out = np.zeros(reader.NUMERIC_DIMS + len(reader.UNITS) * G, np.float32)
+    out[reader.NUMERIC_DIMS + reader.UNITS.index("deg") * G + reader.NUMBER_BINS.token(50.0)] = 30.0
+    out[reader.NUMERIC_DIMS + reader.UNITS.index("m") * G + token] = 20.0
+    value = parse_like(reader.numeric_text(answer, out, bins=True), answer).value
+    assert abs(value - 2.0) / 2.0 < 0.05
+    target, defined, token = reader.numeric_target(choice_answer("left", ["left", "right"]))
+    assert not defined.any() and not target.any() and token == reader.IGNORE
+
+
+def _record(question: str, answer) -> object:
+    from gst.data.qa_types import QARecord
+
+    return QARecord(
+        id="r", instance="i", scene="s", views=(0,), family="f", kind="k", phrasing_id="p",
+        phrasing_split="train", split="val", question=question, answer=answer,
+    )  # fmt: skip
+
+
+class _Reader(torch.nn.Module):
+    """A stand-in pose reader: per-cell features of a code grid are the code's one-hot (5 codes, 4 cells)
+    and its pair readout the sum of both grids' codes in every pose slot."""
+
+    def grid_features(self, codes: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.one_hot(codes, 5).float().transpose(1, 2).reshape(len(codes), 5, 2, 2)
+
+    def cell_predictions(self, grid: torch.Tensor) -> dict:
+        n = grid.shape[-1] * grid.shape[-2]
+        zeros = torch.zeros(len(grid), n)
+        return {"object": zeros, "shape": zeros[..., None], "colour": zeros[..., None],
+                "centre": zeros[..., None].expand(-1, -1, 3), "log_depth": zeros}  # fmt: skip
+
+    def read_pairs(self, obs: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        return (obs + tgt).sum(1, keepdim=True).float().expand(-1, reader.POSE_DIMS)
+
+
+def test_encode_records_reads_questions_views_and_pairs() -> None:
+    vocab = {"how": 2, "far": 3, "?": 4}
+    q = reader.encode_questions(["How far away?", "far"], vocab)
+    assert q.shape == (2, reader.MAX_QUESTION)
+    assert q[0, :5].tolist() == [2, 3, 1, 4, 0] and q[1, :2].tolist() == [3, 0]  # "away": unknown (1)
+    codes = np.array([[[0, 1], [2, 3]], [[4, 4], [0, 0]], [[1, 1], [1, 1]]], np.uint16)  # (M=3, 2, 2)
+    records = [_record("how far ?", number_answer(2.0, "m"))] * 2
+    d = reader.encode_records(records, [[2], [0, 1]], codes, _Reader(), vocab)
+    assert d["views"].tolist() == [[2, 0], [0, 1]] and d["shown"].tolist() == [[True, False], [True, True]]
+    assert d["pose"][0].abs().sum() == 0 and d["pose"][1].tolist() == [14.0] * reader.POSE_DIMS
+    # features: 5 one-hot channels + object + shape + colour + centre (3) + log depth
+    assert d["feats"].shape == (3, 4, 5 + 1 + 1 + 1 + 3 + 1)
+    assert d["feats"][0, :, :5].argmax(-1).tolist() == [0, 1, 2, 3]
+
+
+def test_answer_reader_saves_and_loads(tmp_path) -> None:
+    torch.manual_seed(0)
+    net = _net(pointer_layers=1, pointer_match="query", numeric_head=True, unit_bins=True).eval()
+    vocab = {"how": 2, "far": 3, "?": 4, "left": 5}
+    out = reader.save_answer_reader(net, vocab, tmp_path / "ar", {"note": "test"})
+    loaded, vocab2, info = reader.load_answer_reader(out)
+    assert vocab2 == vocab and info["metadata"] == {"note": "test"} and loaded.config == net.config
+    q = torch.tensor([[2, 3, 4, 0]])
+    args = (q, torch.randn(1, 2, 4, 5), torch.tensor([[True, True]]), torch.randn(1, reader.POSE_DIMS))
+    for a, b in zip(net(*args), loaded(*args), strict=True):
+        assert torch.equal(a, b)
+    assert not (tmp_path / "ar.tmp").exists()
+    with pytest.raises(ValueError, match="question word ids"):
+        reader.save_answer_reader(net, {"how": 2}, tmp_path / "bad")
+    with pytest.raises(FileNotFoundError, match="answer_reader.json"):
+        reader.load_answer_reader(tmp_path)
+    meta = out / reader.ANSWER_READER_FILE
+    meta.write_text(meta.read_text().replace('"format_version": 1', '"format_version": 99'))
+    with pytest.raises(ValueError, match="version 99"):
+        reader.load_answer_reader(out)
+
+
+def test_answer_picks_candidates_and_reads_numbers() -> None:
+    torch.manual_seed(0)
+    text = reader.text_tokenizer()
+    config = reader.AnswerReaderConfig(
+        text_vocab=text.vocab_size, question_vocab=6, feat=12, cells=4, width=16, layers=1, numeric_head=True
+    )
+    net = reader.AnswerReader(config)
+    records = [
+        _record("how far ?", number_answer(2.0, "m")),
+        _record("left or right ?", choice_answer("left", ["left", "right"])),
+        _record("where ?", point_answer([0.5, -0.25, 3.0])),
+    ]
+    d = reader.encode_records(
+        records, [[0]] * 3, np.zeros((1, 2, 2), np.uint16), _Reader(), {"how": 2, "far": 3, "?": 4, "left": 5}
+    )
+    texts = reader.answer(net, d, text)
+    assert texts[1] in ("left", "right")
+    assert parse_like(texts[0], records[0].answer).unit == "m"  # a number in the question's unit
+    assert parse_like(texts[2], records[2].answer).type == "point"
+    # the candidate whose tokens the slots favour is the answer: bias the output towards "right"
+    right = text.encode("right") + [text.vocab_size + 1]
+    with torch.no_grad():
+        net.out[1].bias[right[0]] += 50.0
+    assert reader.answer(net, d, text)[1] == "right"
+
+
+def test_softmax_pool_ignores_hidden_views_and_code_features_widen_cells() -> None:
+    torch.manual_seed(0)
+    d = _records()
+    net = _net(pointer_layers=1, pointer_match="query", pointer_pool="softmax").eval()
+    q, pose = torch.tensor([[2, 3, 4, 0], [5, 2, 0, 0]]), torch.zeros(2, reader.POSE_DIMS)
+    cells = torch.randn(2, 2, 4, 5)
+    with torch.no_grad():
+        logits, ptr, _ = net(q, cells, d["shown"], pose, num_slots=3)
+        moved = cells.clone()
+        moved[0, 1] += 5.0  # record 0 shows one view: its second view's cells never enter the pool
+        assert torch.allclose(net(q, moved, d["shown"], pose, num_slots=3)[0], logits, atol=1e-6)
+        moved[1, 1, 2] += 5.0  # record 1 shows both: a cell of its second view changes its answer
+        assert not torch.allclose(net(q, moved, d["shown"], pose, num_slots=3)[0][1], logits[1])
+    with pytest.raises(ValueError, match="pointer_pool"):
+        _net(pointer_pool="max")
+
+    class WithCodes(_Reader):
+        code_feats = torch.nn.Embedding(5, 3)
+
+    codes = np.array([[[0, 1], [2, 3]]], np.uint16)
+    plain, coded = reader.view_features(_Reader(), codes), reader.view_features(WithCodes(), codes, True)
+    assert coded.shape == (1, 4, plain.shape[-1] + 3) and torch.equal(coded[..., : plain.shape[-1]], plain)
+    assert torch.allclose(coded[0, 2, -3:].float(), WithCodes.code_feats.weight[2].half().float())
