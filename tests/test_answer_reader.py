@@ -3,13 +3,22 @@ that show each role's objects), the network with pointers, the typed numeric rea
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+from gst.cli import main as cli_main
 from gst.data.qa_types import box_answer, choice_answer, number_answer, parse_like, point_answer
 from gst.model import answer_reader as reader
 from gst.training.answer_reader import pointer_targets
+
+SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "gst-tiny"
 
 
 def _net(**kw) -> reader.AnswerReader:
@@ -243,3 +252,51 @@ def test_softmax_pool_ignores_hidden_views_and_code_features_widen_cells() -> No
     plain, coded = reader.view_features(_Reader(), codes), reader.view_features(WithCodes(), codes, True)
     assert coded.shape == (1, 4, plain.shape[-1] + 3) and torch.equal(coded[..., : plain.shape[-1]], plain)
     assert torch.allclose(coded[0, 2, -3:].float(), WithCodes.code_feats.weight[2].half().float())
+
+
+@pytest.fixture(scope="module")
+def qa_world(tmp_path_factory) -> Path:
+    """Four procedural scenes at the shipped model's 64 px, their questions (half the scenes in val) and
+    their chat cache under the shipped model's tokenizers."""
+    root = tmp_path_factory.mktemp("qa_world")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    synth = ["data", "synth", "--out", str(root / "scenes"), "--num-scenes", "4", "--views-per-scene", "6",
+             "--resolution", "64", "--seed", "5", "--quiet"]  # fmt: skip
+    # a subprocess keeps the rasterizer's EGL context out of this process (tests/test_eval_cli.py)
+    assert subprocess.run([sys.executable, "-m", "gst.cli", *synth], env=env, check=False).returncode == 0
+    qa = ["data", "qa", "--scenes", str(root / "scenes"), "--out", str(root / "qa.jsonl"), "--seed", "0",
+          "--val-fraction", "0.5", "--max-per-kind", "2"]  # fmt: skip
+    assert cli_main(qa) == 0
+    cache = ["data", "chat-cache", "--qa", str(root / "qa.jsonl"), "--scenes", str(root / "scenes"),
+             "--tokenizers", str(SHIPPED / "tokenizers"), "--out", str(root / "chat")]  # fmt: skip
+    assert cli_main(cache) == 0
+    return root
+
+
+def test_train_and_eval_answer_reader_agree(qa_world, tmp_path, capsys) -> None:
+    """`gst train answer-reader` answers the held-out cache; `gst eval qa --method answer-reader` answers
+    the same records from the scene images through the shipped checkpoint: the same answers."""
+    run = tmp_path / "run"
+    train = ["train", "answer-reader", "--chat", str(qa_world / "chat"), "--heldout", str(qa_world / "chat"),
+             "--checkpoint", str(SHIPPED), "--minutes", "0.02", "--width", "16", "--layers", "1",
+             "--numeric-head", "--code-features", "--out", str(run)]  # fmt: skip
+    assert cli_main(train) == 0
+    info = json.loads((run / "answer_reader" / reader.ANSWER_READER_FILE).read_text())
+    assert info["config"]["code_features"] and info["metadata"]["training"]["updates"] > 0
+    trained = {(d := json.loads(line))["id"]: d["answer_text"] for line in open(run / "answers.jsonl")}
+    evaluate = ["eval", "qa", "--data", str(qa_world / "qa.jsonl"), "--eval-split", "all", "--method",
+                "answer-reader", "--checkpoint", str(SHIPPED), "--answer-reader", str(run / "answer_reader"),
+                "--scenes", str(qa_world / "scenes"), "--json", "--out", str(tmp_path / "eval")]  # fmt: skip
+    capsys.readouterr()
+    assert cli_main(evaluate) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert results["method"] == "answer-reader" and results["data"]["num_records"] == len(trained)
+    lines = [json.loads(line) for line in open(tmp_path / "eval" / "predictions.jsonl")]
+    assert {d["id"]: d["answer_text"] for d in lines} == trained
+    # without --scenes, and over a checkpoint whose pose reader it was not trained with: clear errors
+    assert cli_main(evaluate[: evaluate.index("--scenes")]) == 1
+    assert "--scenes DIR" in capsys.readouterr().err
+    meta = run / "answer_reader" / reader.ANSWER_READER_FILE
+    meta.write_text(meta.read_text().replace(info["metadata"]["pose_reader"]["model_sha256"], "0" * 64))
+    assert cli_main(evaluate) == 1
+    assert "trained over a pose reader with weights 000000000000" in capsys.readouterr().err

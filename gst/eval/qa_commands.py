@@ -3,6 +3,9 @@
 - ``gst eval qa --data FILE.jsonl --method most-frequent|oracle [--json] [--out DIR]``: scores a method
   on the ``--eval-split`` (default val) records, per family, kind and phrasing split
   (gst.eval.qa_metrics). ``--predictions FILE`` scores any method's answers.
+- ``--checkpoint DIR --method answer-reader --scenes DIR``: the answer reader (gst.model.answer_reader,
+  trained by `gst train answer-reader`) over the checkpoint's pose reader; the checkpoint's own
+  ``answer_reader/`` unless ``--answer-reader DIR`` names another (gst.eval.qa_reader).
 - ``--checkpoint DIR --method model --scenes DIR``: the world model answers with the record's observed views
   (gst.api chat, greedy, no segments); ``--method text-only``: the same model with the image tokens removed.
   ``--closed-answers score`` (default) answers questions with a closed answer set (choices: their options;
@@ -24,7 +27,7 @@ import json
 import sys
 from pathlib import Path
 
-EVAL_METHODS = ("most-frequent", "oracle", "model", "text-only")
+EVAL_METHODS = ("most-frequent", "oracle", "model", "text-only", "answer-reader")
 
 
 def register_eval(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +43,8 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
         choices=EVAL_METHODS,
         default=None,
         help="most-frequent (fitted on the train-split records), oracle (scorer check), model and "
-        "text-only (need --checkpoint); default most-frequent unless --predictions is given",
+        "text-only (need --checkpoint), answer-reader (needs --checkpoint and --scenes); default "
+        "most-frequent unless --predictions is given",
     )
     p.add_argument("--predictions", default=None, help='score answers from JSONL {"id", "answer_text"} lines')
     p.add_argument(
@@ -53,6 +57,12 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
         "--phrasings", choices=("train", "heldout", "all"), default="all", help="phrasings to score"
     )
     p.add_argument("--checkpoint", default=None, help="world-model checkpoint (methods model, text-only)")
+    p.add_argument(
+        "--answer-reader",
+        default=None,
+        help="--method answer-reader: an answer reader folder (`gst train answer-reader --out DIR` writes "
+        "DIR/answer_reader; default: the checkpoint's answer_reader/)",
+    )
     p.add_argument("--device", default="cpu", help="torch device of the world model (default cpu)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="longest model answer, tokens (default 64)")
     p.add_argument(
@@ -89,6 +99,15 @@ def _predictor(args: argparse.Namespace, records: list, all_records: list):
     from gst.data.qa_types import read_jsonl
     from gst.eval.qa_baselines import MostFrequentBaseline, OraclePredictor, PredictionsFile
 
+    if args.method == "answer-reader" or args.answer_reader is not None:
+        from gst.eval.qa_reader import AnswerReaderPredictor
+
+        if args.method != "answer-reader" or args.checkpoint is None or args.scenes is None:
+            raise ValueError(
+                "the answer reader needs --method answer-reader, --checkpoint DIR (its pose reader) and "
+                "--scenes DIR (the scene folders the questions were made from)"
+            )
+        return AnswerReaderPredictor(args.checkpoint, args.scenes, args.answer_reader, not args.json)
     if args.checkpoint is not None or args.method in ("model", "text-only"):
         return _model_predictor(args, len(records))
     if args.predictions is not None:
