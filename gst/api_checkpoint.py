@@ -296,6 +296,7 @@ def export_checkpoint(
     tokenizers: str | Path | None = None,
     backbone_dtype: str = "float32",
     overwrite: bool = False,
+    answer_reader: str | Path | None = None,
 ) -> Path:
     """Assemble a self-contained checkpoint folder from a ``gst train gst`` export, checkpoint or run folder.
 
@@ -303,7 +304,10 @@ def export_checkpoint(
     their hashes must be the ones the backbone was trained with). ``backbone_dtype`` "float16" or
     "bfloat16" stores the backbone's weights at half size; they load back into float32. Everything is
     loaded and cross-checked before anything is written, and the written folder is loaded again. Other
-    files in ``out_dir`` (the README.md model card) are kept.
+    files in ``out_dir`` (the README.md model card) are kept. ``answer_reader``: an answer reader folder
+    (`gst train answer-reader`, gst.model.answer_reader) copied to ``answer_reader/`` (default: the
+    source checkpoint folder's own, if it has one); it must have been trained over the written pose
+    reader's weights (checked by hash).
     """
     from gst.data.cache_tokenizers import tokenizer_dirs
 
@@ -314,18 +318,39 @@ def export_checkpoint(
         files = replace(files, tokenizer_dirs=tokenizer_dirs(tokenizers), manifest=None)
     verify_manifest_files(files)
     load_components(files)
+    if answer_reader is None and (files.root / "answer_reader").is_dir():
+        answer_reader = files.root / "answer_reader"
+    reader_pose_sha = None
+    if answer_reader is not None:
+        from gst.model.answer_reader import load_answer_reader
+
+        _, _, reader_info = load_answer_reader(answer_reader)
+        reader_pose_sha = (reader_info.get("metadata") or {}).get("pose_reader", {}).get("model_sha256")
     out = Path(out_dir)
     if (out / CHECKPOINT_MANIFEST).exists() and not overwrite:
         raise ValueError(f"{out}: already holds a checkpoint; pass --overwrite to replace it")
     out.mkdir(parents=True, exist_ok=True)
     (out / CHECKPOINT_MANIFEST).unlink(missing_ok=True)  # written last: a half-copied folder never loads
-    for sub in ("model", "tokenizers"):
+    parts = ("model", "tokenizers", "answer_reader")
+    if answer_reader is not None and Path(answer_reader).resolve() == (out / "answer_reader").resolve():
+        raise ValueError(f"--answer-reader {answer_reader}: inside --out; copy it elsewhere first")
+    for sub in parts:
         shutil.rmtree(out / sub, ignore_errors=True)
     _copy_part(files.model_dir, out / "model", ("gst_model.json",), _BACKBONE_DTYPES[backbone_dtype])
     for kind, folder in files.tokenizer_dirs.items():
         _copy_part(folder, out / "tokenizers" / kind, ("config.json",), None)
+    if answer_reader is not None:
+        if reader_pose_sha != file_sha256(out / "model" / "model.safetensors"):
+            raise ValueError(
+                f"answer reader {answer_reader}: trained over other pose-reader weights than {out / 'model'} "
+                "holds (the backbone dtype changes them too); retrain it with `gst train answer-reader "
+                f"--checkpoint {out}`"
+            )
+        shutil.copytree(answer_reader, out / "answer_reader")
     extra = read_json(files.model_dir / "gst_model.json").get("extra", {})
-    written = sorted(p for sub in ("model", "tokenizers") for p in (out / sub).rglob("*") if p.is_file())
+    written = sorted(
+        p for sub in parts if (out / sub).is_dir() for p in (out / sub).rglob("*") if p.is_file()
+    )
     manifest = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,

@@ -315,6 +315,7 @@ def run_export(args: argparse.Namespace) -> int:
         tokenizers=args.tokenizers,
         backbone_dtype=args.backbone_dtype,
         overwrite=args.overwrite,
+        answer_reader=args.answer_reader,
     )
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"{out}: checkpoint written ({size / 1e6:.1f} MB); load it with GST.from_pretrained({str(out)!r})")
@@ -345,6 +346,13 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         help="storage dtype of the backbone's weights (loaded back as float32; default float32)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --out")
+    p.add_argument(
+        "--answer-reader",
+        type=Path,
+        default=None,
+        help="an answer reader folder (`gst train answer-reader --out DIR` writes DIR/answer_reader) to "
+        "ship as OUT/answer_reader (default: the source checkpoint's own, if any)",
+    )
     p.set_defaults(func=run_export)
 
 

@@ -293,6 +293,22 @@ def test_train_and_eval_answer_reader_agree(qa_world, tmp_path, capsys) -> None:
     assert results["method"] == "answer-reader" and results["data"]["num_records"] == len(trained)
     lines = [json.loads(line) for line in open(tmp_path / "eval" / "predictions.jsonl")]
     assert {d["id"]: d["answer_text"] for d in lines} == trained
+    # shipped in a checkpoint folder (hashed in its manifest), it is that checkpoint's default reader
+    ck = tmp_path / "ck"
+    export = ["train", "export", str(SHIPPED), "--out", str(ck), "--backbone-dtype", "float16",
+              "--answer-reader", str(run / "answer_reader")]  # fmt: skip
+    assert cli_main(export) == 0
+    assert "answer_reader/model.safetensors" in json.loads((ck / "gst_checkpoint.json").read_text())["files"]
+    own = [a if a != str(SHIPPED) else str(ck) for a in evaluate if a != str(run / "answer_reader")]
+    own.remove("--answer-reader")
+    capsys.readouterr()
+    assert cli_main([*own[:-1], str(tmp_path / "eval_own")]) == 0
+    lines = [json.loads(line) for line in open(tmp_path / "eval_own" / "predictions.jsonl")]
+    assert {d["id"]: d["answer_text"] for d in lines} == trained
+    # bfloat16 changes the pose reader's weights: the reader does not fit them
+    bf16 = [*export[:4], str(tmp_path / "ck_bf16"), "--backbone-dtype", "bfloat16", *export[7:]]
+    assert cli_main(bf16) == 1
+    assert "trained over other pose-reader weights" in capsys.readouterr().err
     # without --scenes, and over a checkpoint whose pose reader it was not trained with: clear errors
     assert cli_main(evaluate[: evaluate.index("--scenes")]) == 1
     assert "--scenes DIR" in capsys.readouterr().err
