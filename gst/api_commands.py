@@ -299,6 +299,8 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"{len(results['samples'])} joint samples, e.g. {results['samples'][0]['summary']}")
     q = results["question"]
     print(f"Q: {q['text']}  model: {q['model_answer']!r}  (true: {q['answer']})")
+    if q.get("reader_answer") is not None:
+        print(f"   answer reader: {q['reader_answer']!r}")
     print(f"done in {results['wall_seconds_with_loading']:.1f} s; summary: {results['figure']}")
     return 0
 

@@ -129,6 +129,9 @@ def make_examples(
                 "answer": rec.answer_text,
                 "family": rec.family,
                 "kind": rec.kind,
+                "answer_type": rec.answer.type,
+                **({"unit": rec.answer.unit} if rec.answer.unit else {}),
+                **({"options": list(rec.answer.options)} if rec.answer.options else {}),
                 "views": ["a"],
             },
         }
@@ -315,12 +318,15 @@ def run_demo(
     t = time.perf_counter()
     question = examples["question"]
     reply = gst.chat(question["text"], images=[a["path"]], max_new_tokens=48, allow_segments=False)
+    reader_answer = _reader_answer(gst, question, a["path"])
     seconds["question"] = time.perf_counter() - t
     bar.update()
 
     t = time.perf_counter()
     seen = gst.decode_images(torch.cat([gst.prepare(v["path"]).ids for v in (a, b)]))  # what the model reads
-    figure = _summary_figure(examples, seen, pose, true_summary, errors, orbit, samples, reply.text, out)
+    figure = _summary_figure(
+        examples, seen, pose, true_summary, errors, orbit, samples, reply.text, out, reader_answer
+    )
     seconds["figure"] = time.perf_counter() - t
     bar.update()
     bar.close()
@@ -331,7 +337,7 @@ def run_demo(
         "pose": {"estimate": pose.to_dict(), "true_summary": true_summary, "errors": errors},
         "orbit": [{"azimuth_deg": az, "camera": v.camera.summary} for az, v in orbit],
         "samples": [c.to_dict() for c in samples.cameras],
-        "question": {**question, "model_answer": reply.text},
+        "question": {**question, "model_answer": reply.text, "reader_answer": reader_answer},
         "seconds": seconds,
         "total_seconds": time.perf_counter() - start,
         "figure": str(figure),
@@ -340,7 +346,26 @@ def run_demo(
     return results
 
 
-def _summary_figure(examples, seen, pose, true_summary, errors, orbit, samples, answer, out: Path) -> Path:
+def _reader_answer(gst, question: dict, image: Any) -> str | None:
+    """The checkpoint's answer reader (``answer_reader/``, gst.model.answer_reader) on the example question,
+    in the question's answer form; None when the checkpoint ships none or the examples predate the form."""
+    from gst.model.answer_reader import ANSWER_READER_DIR
+
+    if gst.checkpoint is None or not (Path(gst.checkpoint) / ANSWER_READER_DIR).is_dir():
+        return None
+    if "answer_type" not in question:
+        return None
+    from gst.eval.qa_reader import AnswerReaderPredictor
+
+    reader = AnswerReaderPredictor(gst.checkpoint, gst=gst, progress=False)
+    return reader.ask(
+        question["text"], [image], question["answer_type"], question.get("unit"), question.get("options")
+    )
+
+
+def _summary_figure(
+    examples, seen, pose, true_summary, errors, orbit, samples, answer, out: Path, reader_answer=None
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -405,7 +430,9 @@ def _summary_figure(examples, seen, pose, true_summary, errors, orbit, samples, 
     text.text(
         0,
         0.9,
-        f"Q (about A): {q['text']}\nmodel: {shown!r}\ntrue answer: {q['answer']}",
+        f"Q (about A): {q['text']}\nmodel: {shown!r}"
+        + ("" if reader_answer is None else f"\nanswer reader: {reader_answer!r}")
+        + f"\ntrue answer: {q['answer']}",
         fontsize=9,
         va="top",
         family="monospace",

@@ -305,6 +305,18 @@ def test_train_and_eval_answer_reader_agree(qa_world, tmp_path, capsys) -> None:
     assert cli_main([*own[:-1], str(tmp_path / "eval_own")]) == 0
     lines = [json.loads(line) for line in open(tmp_path / "eval_own" / "predictions.jsonl")]
     assert {d["id"]: d["answer_text"] for d in lines} == trained
+    # one question at a time about given images (as `gst demo` asks), in the record's answer form
+    from gst.data.qa_types import read_jsonl
+    from gst.eval.qa_baselines import scene_image_resolver
+    from gst.eval.qa_reader import AnswerReaderPredictor
+
+    resolve, asker = scene_image_resolver(qa_world / "scenes"), AnswerReaderPredictor(ck, progress=False)
+    for rec in read_jsonl(qa_world / "qa.jsonl")[:12]:
+        a = rec.answer
+        reply = asker.ask(rec.question, [resolve(rec.scene, v) for v in rec.views], a.type, a.unit, a.options)
+        assert reply == trained[rec.id]
+    with pytest.raises(ValueError, match="answer type"):
+        asker.ask("how many?", [resolve(rec.scene, rec.views[0])], "colour")
     # bfloat16 changes the pose reader's weights: the reader does not fit them
     bf16 = [*export[:4], str(tmp_path / "ck_bf16"), "--backbone-dtype", "bfloat16", *export[7:]]
     assert cli_main(bf16) == 1

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from gst.api_checkpoint import resolve_checkpoint
-from gst.data.qa_types import QARecord
+from gst.data.qa_types import ANSWER_TYPES, Answer, QARecord
 from gst.hashing import file_sha256
 from gst.model.answer_reader import (
     ANSWER_READER_DIR,
@@ -28,16 +29,18 @@ from gst.model.answer_reader import (
 
 class AnswerReaderPredictor:
     """Answers from an answer reader (default: the checkpoint's ``answer_reader/``) over a checkpoint's
-    pose reader, for records whose views are in the scene folders under ``scenes``."""
+    pose reader: ``predict`` for records whose views are in the scene folders under ``scenes``, ``ask``
+    for one question about given images. ``gst``: the checkpoint already loaded (``GST``)."""
 
     name = "answer-reader"
 
     def __init__(
         self,
         checkpoint: str | Path,
-        scenes: str | Path,
+        scenes: str | Path | None = None,
         reader_dir: str | Path | None = None,
         progress: bool = True,
+        gst: Any = None,
     ) -> None:
         from gst.api import GST
 
@@ -57,27 +60,62 @@ class AnswerReaderPredictor:
                 f"checkpoint {checkpoint} has {here[:12]}; give the checkpoint it was trained with, or "
                 "retrain it"
             )
-        self.gst = GST.from_pretrained(checkpoint)
+        self.gst = gst if gst is not None else GST.from_pretrained(checkpoint)
         if self.gst.model.stem_reader is None or self.gst.model.stem_reader.cell_head is None:
             raise ValueError(f"checkpoint {checkpoint}: has no pose reader with cell heads")
-        self.scenes, self.progress, self.text = Path(scenes), progress, text_tokenizer()
+        self.scenes = None if scenes is None else Path(scenes)
+        self.progress, self.text = progress, text_tokenizer()
         self.reader_dir = reader_dir
 
     def predict(self, records: Sequence[QARecord]) -> list[str]:
-        from tqdm.auto import tqdm
-
         from gst.eval.qa_baselines import scene_image_resolver
 
+        if self.scenes is None:
+            raise ValueError(
+                "the answer reader needs --scenes DIR (the scene folders the questions were made from)"
+            )
         resolve = scene_image_resolver(self.scenes)
         keys = sorted({(r.scene, v) for r in records for v in r.views[:MAX_VIEWS]})
         where = {key: i for i, key in enumerate(keys)}
-        grid = tuple(self.gst.sequence.image_grid)
-        codes = np.zeros((len(keys), *grid), np.int64)
-        for i, (scene, view) in enumerate(tqdm(keys, desc="tokenize views", disable=not self.progress)):
-            ids = self.gst.prepare(resolve(scene, view)).ids - self.gst.layout.image_offset
-            codes[i] = ids.reshape(grid).cpu().numpy()
-        view_rows = [[where[(r.scene, v)] for v in r.views[:MAX_VIEWS]] for r in records]
-        d = encode_records(
-            records, view_rows, codes, self.gst.model.stem_reader, self.vocab, self.net.config.code_features
+        codes = self._codes([resolve(scene, view) for scene, view in keys])
+        return self._answer(
+            records, [[where[(r.scene, v)] for v in r.views[:MAX_VIEWS]] for r in records], codes
         )
+
+    def ask(self, question: str, images: Sequence[Any], answer_type: str, unit: str | None = None,
+            options: Sequence[str] | None = None) -> str:  # fmt: skip
+        """The answer text to one question about one or two ``images`` (paths, arrays or tensors, as
+        ``GST.prepare`` reads them), given the answer's type (``gst.data.qa_types.ANSWER_TYPES``) and,
+        for numbers and choices, its unit or options: the reader answers in that form."""
+        if not 1 <= len(images) <= MAX_VIEWS:
+            raise ValueError(f"the answer reader reads 1 to {MAX_VIEWS} images, got {len(images)}")
+        forms = {"choice": (options or [None])[0], "count": 0, "number": 1.0, "point": [0.0] * 3,
+                 "box": {"center": [0.0] * 3, "size": [1.0] * 3}}  # fmt: skip
+        if answer_type not in forms:
+            raise ValueError(f"answer type {answer_type!r}: choose from {ANSWER_TYPES}")
+        options = None if options is None else tuple(options)
+        form = Answer(type=answer_type, value=forms[answer_type], unit=unit, options=options)  # its form only
+        record = QARecord(
+            id="question", instance="question", scene="", views=tuple(range(len(images))), family="", kind="",
+            phrasing_id="", phrasing_split="", split="", question=question, answer=form,
+        )  # fmt: skip
+        return self._answer([record], [list(range(len(images)))], self._codes(images))[0]
+
+    def _codes(self, images: Sequence[Any]) -> np.ndarray:
+        """Each image's code grid under the checkpoint's image tokenizer. Shapes: -> (M, h, w) int64."""
+        from tqdm.auto import tqdm
+
+        grid = tuple(self.gst.sequence.image_grid)
+        codes = np.zeros((len(images), *grid), np.int64)
+        progress = self.progress and len(images) > 1
+        for i, image in enumerate(tqdm(images, desc="tokenize views", disable=not progress)):
+            ids = self.gst.prepare(image).ids - self.gst.layout.image_offset
+            codes[i] = ids.reshape(grid).cpu().numpy()
+        return codes
+
+    def _answer(
+        self, records: Sequence[QARecord], view_rows: list[list[int]], codes: np.ndarray
+    ) -> list[str]:
+        reader = self.gst.model.stem_reader
+        d = encode_records(records, view_rows, codes, reader, self.vocab, self.net.config.code_features)
         return answer(self.net, d, self.text)
