@@ -36,6 +36,7 @@ def test_committed_examples_are_consistent() -> None:
     assert torch.allclose(ex["relative"]["a_to_c"], relative_w2c(a["w2c"], c["w2c"]), atol=1e-12)
     assert 2.0 < ex["orbit_radius_m"] < 8.0
     assert ex["question"]["views"] == ["a"] and ex["question"]["answer"]
+    assert ex["question"]["answer_type"] == "count"  # the answer reader answers in this form
 
 
 def test_run_demo_writes_summary(ckpt: Path, tmp_path: Path) -> None:
@@ -46,6 +47,7 @@ def test_run_demo_writes_summary(ckpt: Path, tmp_path: Path) -> None:
     errors = results["pose"]["errors"]
     assert 0 <= errors["rotation_deg"] <= 180 and errors["centre_m"] >= 0
     assert isinstance(results["question"]["model_answer"], str)
+    assert results["question"]["reader_answer"] is None  # this checkpoint ships no answer reader
     assert set(results["seconds"]) >= {"pose", "joint_samples", "question", "figure"}
 
 

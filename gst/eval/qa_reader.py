@@ -24,6 +24,7 @@ from gst.model.answer_reader import (
     encode_records,
     load_answer_reader,
     text_tokenizer,
+    words,
 )
 
 
@@ -87,6 +88,8 @@ class AnswerReaderPredictor:
         """The answer text to one question about one or two ``images`` (paths, arrays or tensors, as
         ``GST.prepare`` reads them), given the answer's type (``gst.data.qa_types.ANSWER_TYPES``) and,
         for numbers and choices, its unit or options: the reader answers in that form."""
+        if not words(question):
+            raise ValueError("the question has no words")
         if not 1 <= len(images) <= MAX_VIEWS:
             raise ValueError(f"the answer reader reads 1 to {MAX_VIEWS} images, got {len(images)}")
         forms = {"choice": (options or [None])[0], "count": 0, "number": 1.0, "point": [0.0] * 3,

@@ -234,9 +234,10 @@ class AnswerReader(nn.Module):
         num_slots: int = MAX_ANSWER,
         oracle: torch.Tensor | None = None,
         oracle_rows: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Shapes: q (B, Lq) ids (0 pad), cells (B, V, n, F), shown (B, V) bool, pose (B, 13) ->
-        (B, num_slots, vocab + 2) logits, pointer logits (B, V n, R) (None without pointer layers).
+        (B, num_slots, vocab + 2) logits, pointer logits (B, V n, R) (None without pointer layers), numeric
+        head outputs (B, NUMERIC_DIMS + bins) (None without the numeric head).
         ``oracle`` (B, V n, R): pool each role's cells with these weights instead of the pointers', in the
         records ``oracle_rows`` (B,) bool (all records when None)."""
         qmask = q != 0
