@@ -283,6 +283,15 @@ def test_train_and_eval_answer_reader_agree(qa_world, tmp_path, capsys) -> None:
     assert cli_main(train) == 0
     info = json.loads((run / "answer_reader" / reader.ANSWER_READER_FILE).read_text())
     assert info["config"]["code_features"] and info["metadata"]["training"]["updates"] > 0
+    # --init-from continues it: its shape (not --width here), its words, the CPU-minutes summed
+    more = [*train[: train.index("--width")], "--width", "32", "--init-from", str(run / "answer_reader"),
+            "--out", str(tmp_path / "run2")]  # fmt: skip
+    assert cli_main(more) == 0
+    info2 = json.loads((tmp_path / "run2" / "answer_reader" / reader.ANSWER_READER_FILE).read_text())
+    assert info2["config"] == info["config"] and info2["question_words"] == info["question_words"]
+    done = info["metadata"]["training"]["updates"]
+    assert info2["metadata"]["training"]["total_updates"] == done + info2["metadata"]["training"]["updates"]
+    assert info2["metadata"]["training"]["total_cpu_minutes"] == 0.04
     trained = {(d := json.loads(line))["id"]: d["answer_text"] for line in open(run / "answers.jsonl")}
     evaluate = ["eval", "qa", "--data", str(qa_world / "qa.jsonl"), "--eval-split", "all", "--method",
                 "answer-reader", "--checkpoint", str(SHIPPED), "--answer-reader", str(run / "answer_reader"),

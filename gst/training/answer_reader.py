@@ -37,6 +37,7 @@ from gst.model.answer_reader import (
     answer,
     encode_records,
     inputs,
+    load_answer_reader,
     numeric_target,
     save_answer_reader,
     text_tokenizer,
@@ -139,6 +140,11 @@ def pointer_iou(net: nn.Module, d: dict) -> dict[str, float]:
     return {role: round(float(i / max(t, 1)), 3) for role, i, t in zip(ROLES, inter, total, strict=True)}
 
 
+# the network's shape, taken from ``--init-from`` instead of the flags
+INIT_FIELDS = ("width", "layers", "pointer_layers", "pointer_match", "numeric_head", "unit_bins",
+               "number_readout", "no_image", "pointer_pool", "code_features")  # fmt: skip
+
+
 def train_answer_reader(args: argparse.Namespace) -> int:
     """`gst train answer-reader` (module docstring)."""
     torch.manual_seed(args.seed)
@@ -153,6 +159,18 @@ def train_answer_reader(args: argparse.Namespace) -> int:
         w for r in train_split.records if r["phrasing_split"] == "train" for w in words(r["question"])
     )
     vocab = {w: i + 2 for i, w in enumerate(sorted(counts))}  # 0 pad, 1 unknown
+    start, earlier = None, {}
+    if args.init_from:  # its weights, words and shape; the shape flags given here are replaced by its own
+        start, vocab, info = load_answer_reader(args.init_from)
+        trained_on = (info.get("metadata") or {}).get("pose_reader", {}).get("model_sha256")
+        if trained_on != file_sha256(files.model_dir / "model.safetensors"):
+            raise ValueError(
+                f"--init-from {args.init_from}: trained over another pose reader than --checkpoint "
+                f"{args.checkpoint}'s; give the checkpoint it was trained with"
+            )
+        for name in INIT_FIELDS:
+            setattr(args, name, getattr(start.config, name))
+        earlier = (info.get("metadata") or {}).get("training", {})
     val_split = cache.split("val")
     objects = {"train": None, "val": None}
     if args.cells:
@@ -185,7 +203,11 @@ def train_answer_reader(args: argparse.Namespace) -> int:
         pointer_pool=args.pointer_pool,
         code_features=args.code_features,
     )
-    net = AnswerReader(config)
+    if start is not None and start.config != config:
+        raise ValueError(
+            f"--init-from {args.init_from}: built for other data ({start.config} against {config})"
+        )
+    net = AnswerReader(config) if start is None else start.train()
     params = sum(p.numel() for p in net.parameters())
     print(f"{len(tr['records'])} train records, {len(vocab)} question words, {params / 1e6:.2f}M parameters")
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.01)
@@ -244,6 +266,10 @@ def train_answer_reader(args: argparse.Namespace) -> int:
                 "teacher_pointer": args.teacher_pointer,
                 "pointer_weight": args.pointer_weight,
                 "seed": args.seed,
+                "init_from": args.init_from,
+                "total_cpu_minutes": args.minutes
+                + earlier.get("total_cpu_minutes", earlier.get("cpu_minutes", 0)),
+                "total_updates": step + earlier.get("total_updates", earlier.get("updates", 0)),
                 "val_score": model_s["overall"]["score_micro"],
             },
         }

@@ -122,6 +122,13 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         help="in training, the fraction of records whose answer slots pool the true cells (the pointers "
         "still learn from every record); answers always pool the pointers'",
     )
+    ap.add_argument(
+        "--init-from",
+        default=None,
+        help="continue an answer reader (an answer_reader folder): its weights, question words and shape "
+        "(its shape replaces --width, --layers, the pointer and numeric flags, --no-image); a fresh "
+        "optimiser and schedule over --minutes",
+    )
     ap.add_argument("--num-val", type=int, default=4000, help="val records scored (all phrasings)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
