@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 from gst.cli import main as cli_main
 from gst.data.qa_types import box_answer, choice_answer, number_answer, parse_like, point_answer
 from gst.model import answer_reader as reader
-from gst.training.answer_reader import pointer_targets
+from gst.training.answer_reader import pointer_targets, with_relations
 
 SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "gst-tiny"
 
@@ -252,6 +253,47 @@ def test_softmax_pool_ignores_hidden_views_and_code_features_widen_cells() -> No
     plain, coded = reader.view_features(_Reader(), codes), reader.view_features(WithCodes(), codes, True)
     assert coded.shape == (1, 4, plain.shape[-1] + 3) and torch.equal(coded[..., : plain.shape[-1]], plain)
     assert torch.allclose(coded[0, 2, -3:].float(), WithCodes.code_feats.weight[2].half().float())
+
+
+def test_relation_features_measure_the_pooled_objects() -> None:
+    # two records' pooled cells (features: 1 other, centre xyz, log depth; then grid uv) for the 4 roles
+    raw = torch.zeros(2, len(reader.ROLES), 7)
+    a, b = reader.ROLES.index("a"), reader.ROLES.index("b")
+    raw[0, a, 1:4], raw[0, b, 1:4] = torch.tensor([1.0, 0.0, 4.0]), torch.tensor([-2.0, 0.0, 0.0])
+    raw[0, a, 5:], raw[0, b, 5:] = torch.tensor([0.5, 0.0]), torch.tensor([-0.5, 0.25])
+    count = torch.ones(2, len(reader.ROLES))
+    count[0, b] = 3.0
+    rel = reader.relation_features(raw, count)
+    assert rel.shape == (2, reader.RELATION_DIMS)
+    assert torch.allclose(rel[0, 6:9], torch.tensor([3.0, 0.0, 4.0]))  # a - b
+    assert torch.allclose(rel[0, 9:12].exp() - 1e-2, torch.tensor([5.0, 17**0.5, 2.0]), atol=1e-5)
+    assert torch.allclose(rel[0, 12:14], torch.tensor([1.0, -0.25]))
+    assert rel[0, 14] == pytest.approx(float(np.log(1.01) - np.log(3.01)))
+    # the network reads the relation token: moving role b's cells changes the answer of a record that
+    # names both objects; the option needs pointers and the cell-head layout
+    torch.manual_seed(0)
+    d = _records()
+    net = _net(pointer_layers=1, pointer_match="query", relations=True).eval()
+    q, pose, cells = (
+        torch.tensor([[2, 3, 4, 0], [5, 2, 0, 0]]),
+        torch.zeros(2, reader.POSE_DIMS),
+        torch.randn(2, 2, 4, 5),
+    )
+    with torch.no_grad():
+        logits, _, _ = net(q, cells, d["shown"], pose, num_slots=3)
+        assert logits.shape == (2, 3, 12) and torch.isfinite(logits).all()
+        net.relation[-1].bias += 1.0
+        assert not torch.allclose(net(q, cells, d["shown"], pose, num_slots=3)[0], logits)
+    with pytest.raises(ValueError, match="relations"):
+        _net(relations=True)
+    # --init-from with --relations grows a reader without the token: every weight kept, the token's
+    # last layer zero
+    plain = _net(pointer_layers=1, pointer_match="query")
+    grown = with_relations(plain, replace(plain.config, relations=True))
+    assert with_relations(plain, plain.config) is plain and grown.config.relations
+    kept = grown.state_dict()
+    assert all(torch.equal(v, kept[k]) for k, v in plain.state_dict().items())
+    assert not grown.relation[-1].weight.any() and not grown.relation[-1].bias.any()
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,10 @@ The answer reader is that lookup, trained beside the backbone on what its pose r
   the dot product of the cell with a query per role that reads the question (``"query"``, as a referring
   expression is matched to regions); each role's cells, weighted by their sigmoid, are pooled (cell
   readouts, grid position, cell state, weight sum) into one object token the answer slots read.
+- Relations (``relations``): one more token for the answer slots, an MLP of explicit geometry between
+  the objects that the pointers of roles a and b pool (``relation_features``: their centres, difference,
+  distances, image offset and size ratio), which an MLP over the pooled tokens would otherwise have to
+  learn to subtract.
 - Numbers (``numeric_head``): a typed readout for open answers, one query over everything the slots
   read: a number is a softmax over the number-token bins answered with the value of highest expected MRA
   (``number_readout="bins"``; ``unit_bins``: one set of bins per unit, the answer's unit reads its own)
@@ -69,6 +73,7 @@ ANSWER_READER_FORMAT, ANSWER_READER_FORMAT_VERSION = "gst-answer-reader", 1
 # number is a log (regressed) or a distribution over the number-token bins (``NUMBER_BINS``, MBR decoded)
 NUMERIC_SLICES = {"number": slice(0, 1), "point": slice(1, 4), "box": slice(4, 10)}
 NUMERIC_DIMS = 10
+RELATION_DIMS = 15  # ``relation_features``
 UNITS = tuple(UNIT_DECIMALS)  # ``--unit-bins``: one set of bins per unit, the answer's unit picks its set
 
 
@@ -154,8 +159,11 @@ class AnswerReaderConfig:
     no_image: bool = False
     pointer_pool: str = "sigmoid"
     code_features: bool = False
+    relations: bool = False
 
     def __post_init__(self) -> None:
+        if self.relations and (not self.pointer_layers or self.code_features):
+            raise ValueError("relations: needs pointer_layers > 0 and the cells without code_features")
         if self.pointer_pool not in ("sigmoid", "softmax"):
             raise ValueError(f"pointer_pool: {self.pointer_pool!r}, expected 'sigmoid' or 'softmax'")
         if self.pointer_match not in ("cell", "query"):
@@ -210,6 +218,10 @@ class AnswerReader(nn.Module):
                 nn.LayerNorm(feat + 2 + d + 2), nn.Linear(feat + 2 + d + 2, d), nn.GELU(), nn.Linear(d, d)
             )
             self.role_emb = nn.Parameter(torch.randn(len(ROLES), d) * 0.02)
+        if config.relations:  # one token of explicit geometry between the objects of roles a and b
+            self.relation = nn.Sequential(
+                nn.LayerNorm(RELATION_DIMS), nn.Linear(RELATION_DIMS, d), nn.GELU(), nn.Linear(d, d)
+            )
         self.slots = nn.Parameter(torch.randn(MAX_ANSWER, d) * 0.02)
         self.alayers = nn.ModuleList([layer() for _ in range(2)])
         self.out = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, vocab + 2))
@@ -288,8 +300,11 @@ class AnswerReader(nn.Module):
                 -1,
             )
             objs = self.summary(pooled) + self.role_emb  # (B, R, d)
+            if self.config.relations:
+                rel = relation_features(p.transpose(1, 2) @ raw, count)
+                objs = torch.cat([objs, self.relation(rel).unsqueeze(1)], 1)
             mem = torch.cat([objs, mem], 1)
-            mpad = torch.cat([torch.zeros_like(mpad[:, : len(ROLES)]), mpad], 1)
+            mpad = torch.cat([torch.zeros_like(mpad[:, : objs.shape[1]]), mpad], 1)
         mem, mpad = torch.cat([x, mem], 1), torch.cat([~qmask, mpad], 1)
         y = self.slots[:num_slots].expand(q.shape[0], -1, -1)
         for lay in self.alayers:
@@ -300,6 +315,24 @@ class AnswerReader(nn.Module):
         for lay in self.value_layers:
             v = lay(v, mem, memory_key_padding_mask=mpad)
         return self.out(y), ptr, self.numeric(v[:, 0])
+
+
+def relation_features(raw: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """Explicit geometry of the objects that the pointers of roles a and b pool (``relations``): both
+    centres in the camera frame (the pooled cell-head readouts), their difference, the log of its length
+    and of each centre's distance from the camera, their offset in the image grid and the log ratio of the
+    two pointers' mass (an apparent size ratio).
+    ``raw`` (B, R, F + 2): each role's pooled cells (``view_features`` without code features: the centre
+    and log depth last) and grid position; ``count`` (B, R) the pointers' mass. Shapes: -> (B,
+    RELATION_DIMS)."""
+    a, b = ROLES.index("a"), ROLES.index("b")
+    centre, uv = raw[..., -6:-3], raw[..., -2:]  # (B, R, 3), (B, R, 2)
+    diff = centre[:, a] - centre[:, b]
+    lengths = torch.stack([diff.norm(dim=-1), centre[:, a].norm(dim=-1), centre[:, b].norm(dim=-1)], -1)
+    ratio = (count[:, a] + 1e-2).log() - (count[:, b] + 1e-2).log()
+    return torch.cat(
+        [centre[:, a], centre[:, b], diff, (lengths + 1e-2).log(), uv[:, a] - uv[:, b], ratio[:, None]], -1
+    )
 
 
 def text_tokenizer() -> TextTokenizer:

@@ -8,6 +8,7 @@ import argparse
 import json
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +146,22 @@ INIT_FIELDS = ("width", "layers", "pointer_layers", "pointer_match", "numeric_he
                "number_readout", "no_image", "pointer_pool", "code_features")  # fmt: skip
 
 
+def with_relations(net: AnswerReader, config: AnswerReaderConfig) -> AnswerReader:
+    """``net`` itself, or, where ``config`` adds the relation token (``--init-from`` with ``--relations``),
+    a network of ``config`` holding all of ``net``'s weights, its relation MLP new and its last layer zero
+    (the token starts as the same constant for every record)."""
+    if net.config == config:
+        return net
+    grown = AnswerReader(config)
+    missing, unexpected = grown.load_state_dict(net.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("relation.") for k in missing):
+        raise ValueError(f"cannot grow the answer reader: missing {missing}, unexpected {unexpected}")
+    with torch.no_grad():
+        grown.relation[-1].weight.zero_()
+        grown.relation[-1].bias.zero_()
+    return grown
+
+
 def train_answer_reader(args: argparse.Namespace) -> int:
     """`gst train answer-reader` (module docstring)."""
     torch.manual_seed(args.seed)
@@ -170,6 +187,7 @@ def train_answer_reader(args: argparse.Namespace) -> int:
             )
         for name in INIT_FIELDS:
             setattr(args, name, getattr(start.config, name))
+        args.relations = args.relations or start.config.relations  # --relations may add the token
         earlier = (info.get("metadata") or {}).get("training", {})
     val_split = cache.split("val")
     objects = {"train": None, "val": None}
@@ -202,12 +220,13 @@ def train_answer_reader(args: argparse.Namespace) -> int:
         no_image=args.no_image,
         pointer_pool=args.pointer_pool,
         code_features=args.code_features,
+        relations=args.relations,
     )
-    if start is not None and start.config != config:
+    if start is not None and replace(start.config, relations=config.relations) != config:
         raise ValueError(
             f"--init-from {args.init_from}: built for other data ({start.config} against {config})"
         )
-    net = AnswerReader(config) if start is None else start.train()
+    net = AnswerReader(config) if start is None else with_relations(start, config).train()
     params = sum(p.numel() for p in net.parameters())
     print(f"{len(tr['records'])} train records, {len(vocab)} question words, {params / 1e6:.2f}M parameters")
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.01)

@@ -105,6 +105,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         action="store_true",
         help="each cell also carries its code's feature (the pose reader's input embedding)",
     )
+    ap.add_argument(
+        "--relations",
+        action="store_true",
+        help="the answer slots also read one token of explicit geometry between the objects the pointers "
+        "of roles a and b pool (centres, their difference and distances, image offset, size ratio)",
+    )
     ap.add_argument("--pointer-weight", type=float, default=1.0, help="weight of the pointers' cell loss")
     ap.add_argument(
         "--oracle-pointer", action="store_true", help="pool the true cells of each role (val only; a ceiling)"
@@ -126,7 +132,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         "--init-from",
         default=None,
         help="continue an answer reader (an answer_reader folder): its weights, question words and shape "
-        "(its shape replaces --width, --layers, the pointer and numeric flags, --no-image); a fresh "
+        "(its shape replaces --width, --layers, the pointer and numeric flags, --no-image; --relations may "
+        "add the relation token to a reader without one); a fresh "
         "optimiser and schedule over --minutes",
     )
     ap.add_argument("--num-val", type=int, default=4000, help="val records scored (all phrasings)")
