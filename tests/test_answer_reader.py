@@ -269,8 +269,8 @@ def test_relation_features_measure_the_pooled_objects() -> None:
     assert torch.allclose(rel[0, 9:12].exp() - 1e-2, torch.tensor([5.0, 17**0.5, 2.0]), atol=1e-5)
     assert torch.allclose(rel[0, 12:14], torch.tensor([1.0, -0.25]))
     assert rel[0, 14] == pytest.approx(float(np.log(1.01) - np.log(3.01)))
-    # the network reads the relation token: moving role b's cells changes the answer of a record that
-    # names both objects; the option needs pointers and the cell-head layout
+    # the network reads the relation token: changing the token changes the answers; the option needs
+    # pointers and the cell-head layout
     torch.manual_seed(0)
     d = _records()
     net = _net(pointer_layers=1, pointer_match="query", relations=True).eval()

@@ -290,9 +290,10 @@ class AnswerReader(nn.Module):
             raw = torch.cat(
                 [cells.float().flatten(1, 2), self.uv.repeat(cells.shape[1], 1).expand(len(q), -1, -1)], -1
             )
+            pooled_raw = p.transpose(1, 2) @ raw  # (B, R, F + 2)
             pooled = torch.cat(
                 [
-                    p.transpose(1, 2) @ raw,
+                    pooled_raw,
                     p.transpose(1, 2) @ c,
                     count.unsqueeze(-1).log1p(),
                     count.unsqueeze(-1) / 8,
@@ -301,8 +302,8 @@ class AnswerReader(nn.Module):
             )
             objs = self.summary(pooled) + self.role_emb  # (B, R, d)
             if self.config.relations:
-                rel = relation_features(p.transpose(1, 2) @ raw, count)
-                objs = torch.cat([objs, self.relation(rel).unsqueeze(1)], 1)
+                rel = self.relation(relation_features(pooled_raw, count))
+                objs = torch.cat([objs, rel.unsqueeze(1)], 1)
             mem = torch.cat([objs, mem], 1)
             mpad = torch.cat([torch.zeros_like(mpad[:, : objs.shape[1]]), mpad], 1)
         mem, mpad = torch.cat([x, mem], 1), torch.cat([~qmask, mpad], 1)
