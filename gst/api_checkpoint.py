@@ -322,7 +322,7 @@ def export_checkpoint(
         answer_reader = files.root / "answer_reader"
     reader_pose_sha = None
     if answer_reader is not None:
-        from gst.model.answer_reader import load_answer_reader
+        from gst.model.answer_reader_io import load_answer_reader
 
         _, _, reader_info = load_answer_reader(answer_reader)
         reader_pose_sha = (reader_info.get("metadata") or {}).get("pose_reader", {}).get("model_sha256")

@@ -9,6 +9,7 @@ import os
 import string
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 from test_qa_generator import OBJECTS, hand_scene, obj  # tests/ is on sys.path (pytest rootdir import)
@@ -204,13 +205,21 @@ def test_reference_forms_follow_the_unambiguity_rules() -> None:
 def test_wording_never_changes_the_questions_or_answers(monkeypatch) -> None:
     def without_wording(records):
         return [
-            {k: v for k, v in r.to_json().items() if k not in ("question", "phrasing_id")} for r in records
+            {k: v for k, v in r.to_json().items() if k not in ("question", "phrasing_id", "references")}
+            for r in records
         ]
 
     records, _ = generate_scene_qa(hand_scene(), seed=3, phrasings="all")
     monkeypatch.setattr(qa, "phrasing_ids", lambda kind, ps: (f"{kind}/{ps[0]}0",))
     fixed, _ = generate_scene_qa(hand_scene(), seed=3, phrasings="all")
     assert without_wording(fixed) == without_wording(records)
+    # each record names the wording of every object slot it filled, found in its question, for a role
+    # whose objects it lists (the answer reader's word-role targets)
+    for r in records:
+        assert set(r.references) <= set(r.objects)
+        assert all(text.lower() in r.question.lower() for text in r.references.values())
+    named = Counter(role for r in records for role in r.references)
+    assert named["a"] > 0 and named["b"] > 0 and named["counted"] > 0
     assert {r.phrasing_id[-3:] for r in fixed} == {"/t0", "/h0"}
     # the records of the hand scene, seed 3, with their drawn wording
     got = {r.id: (r.phrasing_id, r.question, r.answer_text) for r in records}

@@ -202,15 +202,21 @@ def wording_rng(seed: int, scene_name: str) -> random.Random:
     return random.Random(f"{seed}:{scene_name}:wording")
 
 
-def _phrase(c: Candidate, phrasing_split: str, rng: random.Random) -> tuple[str, str]:
-    """(phrasing id, question text): a template of ``phrasing_split`` and one form per slot, drawn."""
+# slot -> the ``QARecord.objects`` role whose objects its wording names (``QARecord.references``)
+SLOT_ROLES = {"a": "a", "b": "b", "ref": "a", "things": "counted"}
+
+
+def _phrase(c: Candidate, phrasing_split: str, rng: random.Random) -> tuple[str, str, dict[str, str]]:
+    """(phrasing id, question text, role -> the wording that names its objects): a template of
+    ``phrasing_split`` and one form per slot, drawn."""
     phrasing_id = rng.choice(phrasing_ids(c.kind, phrasing_split))
     slots = {
         name: rng.choice(c.forms[name]) if name in c.forms else text for name, text in sorted(c.slots.items())
     }
     if c.motion is not None:
         slots["motion"] = describe_motion(c.motion, "camera" if phrasing_split == "train" else "you")
-    return phrasing_id, render(phrasing_id, **slots)
+    references = {SLOT_ROLES[name]: text for name, text in slots.items() if name in SLOT_ROLES}
+    return phrasing_id, render(phrasing_id, **slots), references
 
 
 def scene_context(scene: Scene, config: QAConfig, seed: int) -> SceneContext:
@@ -280,6 +286,7 @@ def generate_scene_qa(
                         question=phrased[ps][1],
                         answer=c.answer,
                         objects=c.objects,
+                        references=phrased[ps][2],
                     )
                 )
     stats.records = len(records)

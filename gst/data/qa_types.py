@@ -311,6 +311,9 @@ class QARecord:
     # counts, "answer" the object a which-object answer names; {} for questions about the camera alone.
     # Training targets (gst.data.cell_labels gives the cells that show each object); optional when read.
     objects: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # role -> the words of the question that name its objects ("the red box"; "red objects" for a count):
+    # which question words refer to which object, a training target; optional when read.
+    references: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # not serialised; generator diagnostics
 
     @property
@@ -333,6 +336,7 @@ class QARecord:
             "answer": self.answer.to_json(),
             "answer_text": self.answer_text,
             "objects": {role: list(idx) for role, idx in self.objects.items()},
+            "references": dict(self.references),
         }
 
     @classmethod
@@ -354,6 +358,7 @@ class QARecord:
             question=str(d["question"]),
             answer=Answer.from_json(d["answer"]),
             objects={str(role): tuple(int(i) for i in idx) for role, idx in d.get("objects", {}).items()},
+            references={str(role): str(text) for role, text in d.get("references", {}).items()},
         )
 
 

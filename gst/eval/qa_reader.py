@@ -22,10 +22,10 @@ from gst.model.answer_reader import (
     MAX_VIEWS,
     answer,
     encode_records,
-    load_answer_reader,
     text_tokenizer,
     words,
 )
+from gst.model.answer_reader_io import load_answer_reader
 
 
 class AnswerReaderPredictor:

@@ -4,7 +4,7 @@ The backbone learns question priors, not the lookup from a question's words to t
 the named object, in the updates a CPU gives it (issue "Spatial questions the model answers by looking").
 The answer reader is that lookup, trained beside the backbone on what its pose reader
 (``GSTModel.stem_reader``, frozen) already knows of every cell; it ships in a checkpoint folder as
-``answer_reader/`` (``save_answer_reader``), is trained by `gst train answer-reader`
+``answer_reader/`` (gst.model.answer_reader_io), is trained by `gst train answer-reader`
 (gst.training.answer_reader) and answers in `gst eval qa --method answer-reader`.
 
 - Cells (``view_features``): the reader's 96 per-cell features and its cell heads' readouts (object
@@ -27,6 +27,11 @@ The answer reader is that lookup, trained beside the backbone on what its pose r
   the objects that the pointers of roles a and b pool (``relation_features``: their centres, difference,
   distances, image offset and size ratio), which an MLP over the pooled tokens would otherwise have to
   learn to subtract.
+- Word roles (``word_roles``, with ``pointer_match="query"``): a logit per question word and role, whether
+  the word belongs to the wording that names that role's objects (``QARecord.references``: "the red box",
+  learnt by ``word_role_targets``); each role's query adds the words it tags, pooled. Without it the two
+  pointers of a two-object question split their mass evenly between both objects (a and b are bound to
+  the wrong words); with it a role reads its own words.
 - Numbers (``numeric_head``): a typed readout for open answers, one query over everything the slots
   read: a number is a softmax over the number-token bins answered with the value of highest expected MRA
   (``number_readout="bins"``; ``unit_bins``: one set of bins per unit, the answer's unit reads its own)
@@ -40,14 +45,10 @@ roles (``ROLES``), K objects per role (at most ``MAX_OBJECTS``).
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import shutil
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -160,8 +161,11 @@ class AnswerReaderConfig:
     pointer_pool: str = "sigmoid"
     code_features: bool = False
     relations: bool = False
+    word_roles: bool = False
 
     def __post_init__(self) -> None:
+        if self.word_roles and (not self.pointer_layers or self.pointer_match != "query"):
+            raise ValueError("word_roles: needs pointer_layers > 0 and pointer_match 'query'")
         if self.relations and (not self.pointer_layers or self.code_features):
             raise ValueError("relations: needs pointer_layers > 0 and the cells without code_features")
         if self.pointer_pool not in ("sigmoid", "softmax"):
@@ -170,6 +174,17 @@ class AnswerReaderConfig:
             raise ValueError(f"pointer_match: {self.pointer_match!r}, expected 'cell' or 'query'")
         if self.number_readout not in ("bins", "log"):
             raise ValueError(f"number_readout: {self.number_readout!r}, expected 'bins' or 'log'")
+
+
+class ReaderOutput(NamedTuple):
+    """``AnswerReader.forward``: answer slot logits (B, S, vocab + 2); pointer logits (B, V n, R) or None
+    without pointer layers; numeric head outputs (B, NUMERIC_DIMS + bins) or None without it; word-role
+    logits (B, Lq, R) or None without ``word_roles``."""
+
+    logits: torch.Tensor
+    pointers: torch.Tensor | None
+    numeric: torch.Tensor | None
+    word_roles: torch.Tensor | None
 
 
 class AnswerReader(nn.Module):
@@ -208,6 +223,9 @@ class AnswerReader(nn.Module):
             self.role_layer = layer()
             self.ptr_key, self.ptr_query = nn.Linear(d, d), nn.Linear(d, d)
             self.ptr_bias = nn.Parameter(torch.full((len(ROLES),), -2.0))
+        if config.word_roles:  # which question words name each role's objects; their pool joins its query
+            self.word_role = nn.Linear(d, len(ROLES))
+            self.span_in = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d))
         if pointer_layers:
             h, w = int(round(n**0.5)), n // int(round(n**0.5))
             uv = torch.stack(
@@ -246,10 +264,9 @@ class AnswerReader(nn.Module):
         num_slots: int = MAX_ANSWER,
         oracle: torch.Tensor | None = None,
         oracle_rows: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    ) -> ReaderOutput:
         """Shapes: q (B, Lq) ids (0 pad), cells (B, V, n, F), shown (B, V) bool, pose (B, 13) ->
-        (B, num_slots, vocab + 2) logits, pointer logits (B, V n, R) (None without pointer layers), numeric
-        head outputs (B, NUMERIC_DIMS + bins) (None without the numeric head).
+        ``ReaderOutput`` (its docstring; S = ``num_slots``).
         ``oracle`` (B, V n, R): pool each role's cells with these weights instead of the pointers', in the
         records ``oracle_rows`` (B,) bool (all records when None)."""
         qmask = q != 0
@@ -262,7 +279,7 @@ class AnswerReader(nn.Module):
         mpad = torch.cat([~shown.repeat_interleave(n, 1), ~shown[:, 1:2]], 1)
         for lay in self.qlayers:
             x = lay(x, mem, tgt_key_padding_mask=~qmask, memory_key_padding_mask=mpad)
-        ptr = None
+        ptr, roles = None, None
         if self.pointer_layers:
             cpad = mpad[:, :-1]  # (B, V n)
             c = xc
@@ -274,6 +291,11 @@ class AnswerReader(nn.Module):
                 r = self.role_layer(
                     self.role_query.expand(len(q), -1, -1), x, memory_key_padding_mask=~qmask
                 )  # (B, R, d)
+                if self.config.word_roles:
+                    roles = self.word_role(x)  # (B, Lq, R)
+                    tag = roles.sigmoid() * qmask.unsqueeze(-1)
+                    span = tag.transpose(1, 2) @ x / (tag.sum(1).unsqueeze(-1) + 1e-3)  # (B, R, d)
+                    r = r + self.span_in(span)
                 ptr = self.ptr_key(c) @ self.ptr_query(r).transpose(1, 2) / c.shape[-1] ** 0.5 + self.ptr_bias
             w = ptr.sigmoid()
             if oracle is not None:
@@ -311,11 +333,11 @@ class AnswerReader(nn.Module):
         for lay in self.alayers:
             y = lay(y, mem, memory_key_padding_mask=mpad)
         if self.numeric is None:
-            return self.out(y), ptr, None
+            return ReaderOutput(self.out(y), ptr, None, roles)
         v = self.value_query.expand(q.shape[0], -1, -1)
         for lay in self.value_layers:
             v = lay(v, mem, memory_key_padding_mask=mpad)
-        return self.out(y), ptr, self.numeric(v[:, 0])
+        return ReaderOutput(self.out(y), ptr, self.numeric(v[:, 0]), roles)
 
 
 def relation_features(raw: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
@@ -348,6 +370,23 @@ def encode_questions(questions: Sequence[str], vocab: dict[str, int]) -> torch.T
         ids = [vocab.get(w, 1) for w in words(question)][:MAX_QUESTION]
         q[i, : len(ids)] = torch.tensor(ids, dtype=torch.int64)
     return q
+
+
+def word_role_targets(question: str, references: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    """Which words of ``question`` (``words``, the first MAX_QUESTION) name each role's objects: the
+    words of ``references[role]`` where they first occur in the question, and which roles have a
+    reference. Raises when a reference is not in its question. Shapes: -> (MAX_QUESTION, R) float32,
+    (R,) bool."""
+    tags, defined = np.zeros((MAX_QUESTION, len(ROLES)), np.float32), np.zeros(len(ROLES), bool)
+    ws = words(question)
+    for role, text in references.items():
+        ref = words(text)
+        start = next((i for i in range(len(ws) - len(ref) + 1) if ws[i : i + len(ref)] == ref), None)
+        if role not in ROLES or not ref or start is None:
+            raise ValueError(f"reference {role!r}: {text!r} is not a role's wording in {question!r}")
+        tags[start : min(start + len(ref), MAX_QUESTION), ROLES.index(role)] = 1.0
+        defined[ROLES.index(role)] = True
+    return tags, defined
 
 
 @torch.no_grad()
@@ -416,7 +455,8 @@ def answer(
     cfg, texts = net.config, []
     for start in range(0, len(d["records"]), 256):
         idx = torch.arange(start, min(start + 256, len(d["records"])))
-        logits, _, values = net(*inputs(d, idx, cfg.no_image), oracle=None if oracle is None else oracle(idx))
+        out = net(*inputs(d, idx, cfg.no_image), oracle=None if oracle is None else oracle(idx))
+        logits, values = out.logits, out.numeric
         logp = logits.float().log_softmax(-1)  # (b, S, vocab + 2)
         for i, row in enumerate(logp.argmax(-1).tolist()):
             rec = d["records"][int(idx[i])]
@@ -433,70 +473,3 @@ def answer(
                 texts.append(text.decode(row[:end]))
     net.train(was_training)
     return texts
-
-
-# ---- export ----
-
-
-def save_answer_reader(
-    net: AnswerReader, vocab: dict[str, int], out_dir: str | Path, metadata: dict[str, Any] | None = None
-) -> Path:
-    """``model.safetensors`` + ``answer_reader.json`` (format, config, question words in id order,
-    metadata), written to a temporary folder and moved into place. Returns ``out_dir``."""
-    from safetensors.torch import save_file
-
-    out_dir = Path(out_dir)
-    ids = sorted(vocab.values())
-    if ids != list(range(2, len(vocab) + 2)) or net.config.question_vocab != len(vocab) + 2:
-        raise ValueError("vocab: question word ids must be 2 .. len(vocab) + 1 (0 pad, 1 unknown)")
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
-    save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    info = {
-        "format": ANSWER_READER_FORMAT,
-        "format_version": ANSWER_READER_FORMAT_VERSION,
-        "config": asdict(net.config),
-        "question_words": sorted(vocab, key=vocab.get),
-        "num_parameters": sum(p.numel() for p in net.parameters()),
-        "metadata": metadata or {},
-    }
-    (tmp / ANSWER_READER_FILE).write_text(json.dumps(info, indent=2) + "\n")
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
-    return out_dir
-
-
-def load_answer_reader(path: str | Path) -> tuple[AnswerReader, dict[str, int], dict[str, Any]]:
-    """An answer reader saved by ``save_answer_reader``: the network (eval mode), its question
-    vocabulary and its JSON (config, metadata)."""
-    from safetensors.torch import load_model
-
-    path = Path(path)
-    meta_path = path / ANSWER_READER_FILE
-    if not meta_path.is_file():
-        raise FileNotFoundError(
-            f"{path}: no {ANSWER_READER_FILE}; give an answer reader folder (`gst train answer-reader "
-            f"--out DIR` writes DIR/{ANSWER_READER_DIR}) or a checkpoint folder that ships one"
-        )
-    info = json.loads(meta_path.read_text())
-    if (
-        info.get("format") != ANSWER_READER_FORMAT
-        or info.get("format_version") != ANSWER_READER_FORMAT_VERSION
-    ):
-        raise ValueError(
-            f"{meta_path}: format {info.get('format')!r} version {info.get('format_version')!r}, expected "
-            f"{ANSWER_READER_FORMAT!r} version {ANSWER_READER_FORMAT_VERSION}"
-        )
-    config = AnswerReaderConfig(**info["config"])
-    vocab = {w: i + 2 for i, w in enumerate(info["question_words"])}
-    if config.question_vocab != len(vocab) + 2:
-        raise ValueError(
-            f"{meta_path}: {len(vocab)} question words, config.question_vocab {config.question_vocab}"
-        )
-    net = AnswerReader(config)
-    load_model(net, str(path / "model.safetensors"))
-    return net.eval(), vocab, info

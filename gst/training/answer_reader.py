@@ -29,6 +29,7 @@ from gst.model.answer_reader import (
     IGNORE,
     MAX_ANSWER,
     MAX_OBJECTS,
+    MAX_QUESTION,
     NUMERIC_DIMS,
     NUMERIC_SLICES,
     ROLES,
@@ -38,12 +39,12 @@ from gst.model.answer_reader import (
     answer,
     encode_records,
     inputs,
-    load_answer_reader,
     numeric_target,
-    save_answer_reader,
     text_tokenizer,
+    word_role_targets,
     words,
 )
+from gst.model.answer_reader_io import load_answer_reader, save_answer_reader
 from gst.model.backbone import load_gst_model
 from gst.tokenizers.numbers import NUMBER_BINS
 
@@ -94,6 +95,13 @@ def encode_split(
     records = [
         QARecord.from_json({k: v for k, v in split.records[r].items() if k != "image_rows"}) for r in rows
     ]
+    tags = np.zeros((len(rows), MAX_QUESTION, len(ROLES)), np.float32)
+    tagged = np.zeros((len(rows), len(ROLES)), bool)
+    for i, rec in enumerate(records):
+        try:
+            tags[i], tagged[i] = word_role_targets(rec.question, rec.references)
+        except ValueError as err:
+            raise ValueError(f"{split.root}: record {rec.id}: {err}") from None
     view_rows = [split.records[r]["image_rows"] for r in rows]
     d = encode_records(records, view_rows, np.asarray(split.image_codes), reader, vocab, code_features)
     num, num_defined, num_token = (
@@ -108,6 +116,8 @@ def encode_split(
         "num_defined": torch.from_numpy(num_defined),
         "refs": torch.from_numpy(refs),
         "has_role": torch.from_numpy(has_role),
+        "word_roles": torch.from_numpy(tags),
+        "word_roles_defined": torch.from_numpy(tagged),
         "cell_objects": None if objects is None else torch.from_numpy(objects),
     }
 
@@ -130,7 +140,7 @@ def pointer_iou(net: nn.Module, d: dict) -> dict[str, float]:
     inter, total = np.zeros(len(ROLES)), np.zeros(len(ROLES))
     for start in range(0, len(d["records"]), 256):
         idx = torch.arange(start, min(start + 256, len(d["records"])))
-        ptr = net(*inputs(d, idx, net.config.no_image), num_slots=1)[1]
+        ptr = net(*inputs(d, idx, net.config.no_image), num_slots=1).pointers
         hit, defined = pointer_targets(d, idx)
         pick, hit = (ptr > 0) & defined, hit.bool() & defined
         union = (pick | hit).sum(1).float()  # (b, R)
@@ -146,20 +156,34 @@ INIT_FIELDS = ("width", "layers", "pointer_layers", "pointer_match", "numeric_he
                "number_readout", "no_image", "pointer_pool", "code_features")  # fmt: skip
 
 
-def with_relations(net: AnswerReader, config: AnswerReaderConfig) -> AnswerReader:
-    """``net`` itself, or, where ``config`` adds the relation token (``--init-from`` with ``--relations``),
-    a network of ``config`` holding all of ``net``'s weights, its relation MLP new and its last layer zero
-    (the token starts as the same constant for every record)."""
+# what ``--init-from`` may add to a reader without it: the config field -> its modules' name prefixes and the
+# modules whose last layer starts at zero
+GROWABLE = {
+    "relations": (("relation.",), ("relation",)),
+    "word_roles": (("word_role.", "span_in."), ("span_in",)),
+}
+
+
+def grown(net: AnswerReader, config: AnswerReaderConfig) -> AnswerReader:
+    """``net`` itself, or, where ``config`` adds the relation token or the word roles (``--init-from`` with
+    ``--relations`` / ``--word-roles``), a network of ``config`` holding all of ``net``'s weights, its new
+    modules fresh and their last layers zero: the relation token starts as the same constant for every
+    record; the word roles start adding nothing (the grown reader answers as ``net``)."""
     if net.config == config:
         return net
-    grown = AnswerReader(config)
-    missing, unexpected = grown.load_state_dict(net.state_dict(), strict=False)
-    if unexpected or any(not k.startswith("relation.") for k in missing):
+    added = [name for name in GROWABLE if getattr(config, name) and not getattr(net.config, name)]
+    if replace(net.config, **{name: True for name in added}) != config:
+        raise ValueError(f"cannot grow the answer reader {net.config} into {config}")
+    new = AnswerReader(config)
+    missing, unexpected = new.load_state_dict(net.state_dict(), strict=False)
+    prefixes = tuple(p for name in added for p in GROWABLE[name][0])
+    if unexpected or any(not k.startswith(prefixes) for k in missing):
         raise ValueError(f"cannot grow the answer reader: missing {missing}, unexpected {unexpected}")
     with torch.no_grad():
-        grown.relation[-1].weight.zero_()
-        grown.relation[-1].bias.zero_()
-    return grown
+        for module in (getattr(new, m) for name in added for m in GROWABLE[name][1]):
+            module[-1].weight.zero_()
+            module[-1].bias.zero_()
+    return new
 
 
 def train_answer_reader(args: argparse.Namespace) -> int:
@@ -188,6 +212,7 @@ def train_answer_reader(args: argparse.Namespace) -> int:
         for name in INIT_FIELDS:
             setattr(args, name, getattr(start.config, name))
         args.relations = args.relations or start.config.relations  # --relations may add the token
+        args.word_roles = args.word_roles or start.config.word_roles
         earlier = (info.get("metadata") or {}).get("training", {})
     val_split = cache.split("val")
     objects = {"train": None, "val": None}
@@ -221,12 +246,14 @@ def train_answer_reader(args: argparse.Namespace) -> int:
         pointer_pool=args.pointer_pool,
         code_features=args.code_features,
         relations=args.relations,
+        word_roles=args.word_roles,
     )
-    if start is not None and replace(start.config, relations=config.relations) != config:
+    grow = {name: getattr(config, name) for name in GROWABLE}
+    if start is not None and replace(start.config, **grow) != config:
         raise ValueError(
             f"--init-from {args.init_from}: built for other data ({start.config} against {config})"
         )
-    net = AnswerReader(config) if start is None else with_relations(start, config).train()
+    net = AnswerReader(config) if start is None else grown(start, config).train()
     params = sum(p.numel() for p in net.parameters())
     print(f"{len(tr['records'])} train records, {len(vocab)} question words, {params / 1e6:.2f}M parameters")
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.01)
@@ -282,6 +309,7 @@ def train_answer_reader(args: argparse.Namespace) -> int:
                 "batch": args.batch,
                 "lr": args.lr,
                 "word_dropout": args.word_dropout,
+                "word_role_weight": args.word_role_weight if args.word_roles else None,
                 "teacher_pointer": args.teacher_pointer,
                 "pointer_weight": args.pointer_weight,
                 "seed": args.seed,
@@ -323,8 +351,15 @@ def training_loss(
     q, cells, shown, pose = inputs(tr, idx, args.no_image)
     if args.word_dropout:  # known words read as unknown at this rate: held-out phrasings' new words
         q = torch.where((q > 1) & (torch.rand(q.shape, generator=g) < args.word_dropout), 1, q)
-    logits, ptr, values = net(q, cells, shown, pose, slots, oracle, oracle_rows)
+    logits, ptr, values, roles = net(q, cells, shown, pose, slots, oracle, oracle_rows)
     loss = F.cross_entropy(logits.flatten(0, 1), target[:, :slots].flatten(), ignore_index=IGNORE)
+    if roles is not None and args.word_role_weight:  # the words that name each role's objects
+        where = q[:, : roles.shape[1]].ne(0).unsqueeze(-1) & tr["word_roles_defined"][idx].unsqueeze(1)
+        if where.any():
+            tags = tr["word_roles"][idx, : roles.shape[1]]
+            loss = loss + args.word_role_weight * F.binary_cross_entropy_with_logits(
+                roles[where], tags[where]
+            )
     defined_num = tr["num_defined"][idx].clone()
     if values is not None and args.number_readout == "bins":
         defined_num[:, NUMERIC_SLICES["number"]] = False

@@ -12,7 +12,9 @@ scores against the most frequent answer, pointer IoU) and, with ``--heldout``, `
   extents (smooth L1). With ``--cells`` (a token cache over the same scenes with cell labels, `gst data
   cells`) the pointers are supervised: binary cross-entropy against the cells that show each role's
   objects (``--pointer-weight``); ``--oracle-pointer`` pools the true cells instead (a ceiling, val split
-  only); ``--teacher-pointer P`` pools them for a fraction P of the training records.
+  only); ``--teacher-pointer P`` pools them for a fraction P of the training records. With
+  ``--word-roles``: binary cross-entropy of each question word's role tags against the words of the
+  record's references (``--word-role-weight``; records of `gst data qa` carry them).
 - ``--no-image``: the same network on the question alone (the text-only row of `gst eval qa`).
 
     OMP_NUM_THREADS=1 gst train answer-reader --chat data/chat3_world128 --cells data/cache_world128_p64 \\
@@ -111,6 +113,13 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         help="the answer slots also read one token of explicit geometry between the objects the pointers "
         "of roles a and b pool (centres, their difference and distances, image offset, size ratio)",
     )
+    ap.add_argument(
+        "--word-roles",
+        action="store_true",
+        help="tag the question words that name each role's objects (learnt from the records' references; "
+        "needs --pointer-match query); each role's pointer query reads its tagged words",
+    )
+    ap.add_argument("--word-role-weight", type=float, default=1.0, help="weight of the word-role loss")
     ap.add_argument("--pointer-weight", type=float, default=1.0, help="weight of the pointers' cell loss")
     ap.add_argument(
         "--oracle-pointer", action="store_true", help="pool the true cells of each role (val only; a ceiling)"
@@ -132,8 +141,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         "--init-from",
         default=None,
         help="continue an answer reader (an answer_reader folder): its weights, question words and shape "
-        "(its shape replaces --width, --layers, the pointer and numeric flags, --no-image; --relations may "
-        "add the relation token to a reader without one); a fresh "
+        "(its shape replaces --width, --layers, the pointer and numeric flags, --no-image; --relations and "
+        "--word-roles may add the relation token or the word roles to a reader without them); a fresh "
         "optimiser and schedule over --minutes",
     )
     ap.add_argument("--num-val", type=int, default=4000, help="val records scored (all phrasings)")
