@@ -443,3 +443,33 @@ def test_train_and_eval_answer_reader_agree(qa_world, tmp_path, capsys) -> None:
     meta.write_text(meta.read_text().replace(info["metadata"]["pose_reader"]["model_sha256"], "0" * 64))
     assert cli_main(evaluate) == 1
     assert "trained over a pose reader with weights 000000000000" in capsys.readouterr().err
+
+
+def test_attribute_match_adds_the_named_colour_and_shape_of_each_cell() -> None:
+    S, C = len(reader.SHAPE_CLASSES), len(reader.COLOUR_CLASSES)
+    F = 5 + 1 + S + C + 4  # view_features' layout: features, object, shape, colour, centre, log depth
+    config = {"feat": F, "pointer_layers": 1, "pointer_match": "query", "word_roles": True}
+    net = _net(**config, attribute_match=True).eval()
+    cells = torch.zeros(1, 3, F)  # three cells: a red box, a red sphere, a blue box (one-hot readouts)
+    box, sphere = reader.SHAPE_CLASSES.index("box"), reader.SHAPE_CLASSES.index("sphere")
+    red, blue = reader.COLOUR_CLASSES.index("red"), reader.COLOUR_CLASSES.index("blue")
+    for i, (shape, colour) in enumerate(((box, red), (sphere, red), (box, blue))):
+        cells[0, i, 6 + shape], cells[0, i, 6 + S + colour] = 1.0, 1.0
+    span = torch.zeros(1, len(reader.ROLES), 16)
+    with torch.no_grad():
+        # built near "any": the same small shift for every cell
+        start = net.attribute_logits(cells, span)
+        assert torch.allclose(start, start[:, :1]) and float(start.abs().max()) < 0.5
+        # role 0's words name "red", role 1's "box" (their "any" class off): the cells that match score 0
+        net.colour_words.bias[:] = torch.tensor([0.0] * C + [4.0])
+        net.shape_words.bias[:] = torch.tensor([0.0] * S + [4.0])
+        span[0, 0, 0], span[0, 1, 1] = 1.0, 1.0
+        net.colour_words.weight[red, 0], net.colour_words.weight[C, 0] = 50.0, -50.0
+        net.shape_words.weight[box, 1], net.shape_words.weight[S, 1] = 50.0, -50.0
+        logits = net.attribute_logits(cells, span)  # (1, 3, R)
+    assert logits.shape == (1, 3, len(reader.ROLES))
+    red_role, box_role = logits[0, :, 0], logits[0, :, 1]
+    assert abs(float(red_role[0] - red_role[1])) < 1e-5 and float(red_role[0] - red_role[2]) > 10
+    assert abs(float(box_role[0] - box_role[2])) < 1e-5 and float(box_role[0] - box_role[1]) > 10
+    with pytest.raises(ValueError, match="attribute_match"):
+        _net(pointer_layers=1, pointer_match="query", attribute_match=True)  # needs the word roles

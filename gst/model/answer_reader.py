@@ -32,6 +32,12 @@ The answer reader is that lookup, trained beside the backbone on what its pose r
   learnt by ``word_role_targets``); each role's query adds the words it tags, pooled. Without it the two
   pointers of a two-object question split their mass evenly between both objects (a and b are bound to
   the wrong words); with it a role reads its own words.
+- Attribute match (``attribute_match``, with ``word_roles``): each role's tagged words also give a
+  distribution over colour and shape classes, one more class each for "any" (``COLOUR_CLASSES``,
+  ``SHAPE_CLASSES``); a cell's pointer logit adds the log-probability that the cell heads' colour and
+  shape of the cell are the ones named: an explicit lookup of the named attributes in the cells'
+  readouts, where the bilinear query above has to learn every word-to-readout pairing from the pointer
+  loss. It starts near "any" (adding a near-constant).
 - Numbers (``numeric_head``): a typed readout for open answers, one query over everything the slots
   read: a number is a softmax over the number-token bins answered with the value of highest expected MRA
   (``number_readout="bins"``; ``unit_bins``: one set of bins per unit, the answer's unit reads its own)
@@ -54,6 +60,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from gst.data.cell_labels import COLOUR_CLASSES, SHAPE_CLASSES
 from gst.data.qa_types import UNIT_DECIMALS, Answer, QARecord, box_answer, number_answer, point_answer
 from gst.eval.qa_baselines import closed_candidates
 from gst.eval.qa_metrics import token_mbr_number
@@ -74,7 +81,10 @@ ANSWER_READER_FORMAT, ANSWER_READER_FORMAT_VERSION = "gst-answer-reader", 1
 # number is a log (regressed) or a distribution over the number-token bins (``NUMBER_BINS``, MBR decoded)
 NUMERIC_SLICES = {"number": slice(0, 1), "point": slice(1, 4), "box": slice(4, 10)}
 NUMERIC_DIMS = 10
-RELATION_DIMS = 15  # ``relation_features``
+RELATION_DIMS = 15
+ANY_BIAS = (
+    4.0  # ``attribute_match``: the "any" class's starting logit (the others' 0)  # ``relation_features``
+)
 UNITS = tuple(UNIT_DECIMALS)  # ``--unit-bins``: one set of bins per unit, the answer's unit picks its set
 
 
@@ -162,8 +172,11 @@ class AnswerReaderConfig:
     code_features: bool = False
     relations: bool = False
     word_roles: bool = False
+    attribute_match: bool = False
 
     def __post_init__(self) -> None:
+        if self.attribute_match and (not self.word_roles or self.code_features):
+            raise ValueError("attribute_match: needs word_roles and the cells without code_features")
         if self.word_roles and (not self.pointer_layers or self.pointer_match != "query"):
             raise ValueError("word_roles: needs pointer_layers > 0 and pointer_match 'query'")
         if self.relations and (not self.pointer_layers or self.code_features):
@@ -226,6 +239,16 @@ class AnswerReader(nn.Module):
         if config.word_roles:  # which question words name each role's objects; their pool joins its query
             self.word_role = nn.Linear(d, len(ROLES))
             self.span_in = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d))
+        if config.attribute_match:  # the colour / shape a role's words name, or "any" (the last class)
+            self.colour_words, self.shape_words = (
+                nn.Linear(d, len(COLOUR_CLASSES) + 1),
+                nn.Linear(d, len(SHAPE_CLASSES) + 1),
+            )
+            with torch.no_grad():
+                for lin in (self.colour_words, self.shape_words):
+                    lin.weight.zero_()
+                    lin.bias.zero_()
+                    lin.bias[-1] = ANY_BIAS
         if pointer_layers:
             h, w = int(round(n**0.5)), n // int(round(n**0.5))
             uv = torch.stack(
@@ -297,6 +320,8 @@ class AnswerReader(nn.Module):
                     span = tag.transpose(1, 2) @ x / (tag.sum(1).unsqueeze(-1) + 1e-3)  # (B, R, d)
                     r = r + self.span_in(span)
                 ptr = self.ptr_key(c) @ self.ptr_query(r).transpose(1, 2) / c.shape[-1] ** 0.5 + self.ptr_bias
+                if self.config.attribute_match:
+                    ptr = ptr + self.attribute_logits(cells.float().flatten(1, 2), span)
             w = ptr.sigmoid()
             if oracle is not None:
                 w = oracle if oracle_rows is None else torch.where(oracle_rows[:, None, None], oracle, w)
@@ -338,6 +363,21 @@ class AnswerReader(nn.Module):
         for lay in self.value_layers:
             v = lay(v, mem, memory_key_padding_mask=mpad)
         return ReaderOutput(self.out(y), ptr, self.numeric(v[:, 0]), roles)
+
+    def attribute_logits(self, cells: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
+        """Module docstring, "Attribute match": log P(the cell's colour and shape are those the role's words
+        name, or "any"). Shapes: cells (B, V n, F) (``view_features`` layout: ... object, shape, colour,
+        centre, log depth), span (B, R, d) -> (B, V n, R)."""
+        S, C = len(SHAPE_CLASSES), len(COLOUR_CLASSES)
+        shape, colour = cells[..., -(S + C + 4) : -(C + 4)], cells[..., -(C + 4) : -4]
+        out = 0.0
+        for probs, lin, k in ((shape, self.shape_words, S), (colour, self.colour_words, C)):
+            named = lin(span).softmax(-1)  # (B, R, k + 1)
+            out = (
+                out
+                + (probs @ named[..., :k].transpose(1, 2) + named[..., k].unsqueeze(1)).clamp_min(1e-6).log()
+            )
+        return out
 
 
 def relation_features(raw: torch.Tensor, count: torch.Tensor) -> torch.Tensor:

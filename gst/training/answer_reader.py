@@ -161,6 +161,7 @@ INIT_FIELDS = ("width", "layers", "pointer_layers", "pointer_match", "numeric_he
 GROWABLE = {
     "relations": (("relation.",), ("relation",)),
     "word_roles": (("word_role.", "span_in."), ("span_in",)),
+    "attribute_match": (("colour_words.", "shape_words."), ()),  # built near "any"
 }
 
 
@@ -213,6 +214,7 @@ def train_answer_reader(args: argparse.Namespace) -> int:
             setattr(args, name, getattr(start.config, name))
         args.relations = args.relations or start.config.relations  # --relations may add the token
         args.word_roles = args.word_roles or start.config.word_roles
+        args.attribute_match = args.attribute_match or start.config.attribute_match
         earlier = (info.get("metadata") or {}).get("training", {})
     val_split = cache.split("val")
     objects = {"train": None, "val": None}
@@ -247,6 +249,7 @@ def train_answer_reader(args: argparse.Namespace) -> int:
         code_features=args.code_features,
         relations=args.relations,
         word_roles=args.word_roles,
+        attribute_match=args.attribute_match,
     )
     grow = {name: getattr(config, name) for name in GROWABLE}
     if start is not None and replace(start.config, **grow) != config:

@@ -119,6 +119,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         help="tag the question words that name each role's objects (learnt from the records' references; "
         "needs --pointer-match query); each role's pointer query reads its tagged words",
     )
+    ap.add_argument(
+        "--attribute-match",
+        action="store_true",
+        help="with --word-roles: each role's words name a colour and a shape class (or any); a cell's "
+        "pointer logit adds the log-probability that its cell heads' colour and shape are those",
+    )
     ap.add_argument("--word-role-weight", type=float, default=1.0, help="weight of the word-role loss")
     ap.add_argument("--pointer-weight", type=float, default=1.0, help="weight of the pointers' cell loss")
     ap.add_argument(
@@ -141,8 +147,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         "--init-from",
         default=None,
         help="continue an answer reader (an answer_reader folder): its weights, question words and shape "
-        "(its shape replaces --width, --layers, the pointer and numeric flags, --no-image; --relations and "
-        "--word-roles may add the relation token or the word roles to a reader without them); a fresh "
+        "(its shape replaces --width, --layers, the pointer and numeric flags, --no-image; --relations, "
+        "--word-roles and --attribute-match may add what they name to a reader without it); a fresh "
         "optimiser and schedule over --minutes",
     )
     ap.add_argument("--num-val", type=int, default=4000, help="val records scored (all phrasings)")
