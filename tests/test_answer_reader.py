@@ -19,7 +19,7 @@ from gst.cli import main as cli_main
 from gst.data.qa_types import box_answer, choice_answer, number_answer, parse_like, point_answer
 from gst.model import answer_reader as reader
 from gst.model import answer_reader_io as reader_io
-from gst.training.answer_reader import grown, pointer_targets, training_loss
+from gst.training.answer_reader import dropped_words, grown, pointer_targets, training_loss
 
 SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "gst-tiny"
 
@@ -348,7 +348,7 @@ def test_word_roles_tag_the_words_that_name_each_role() -> None:
     tr["word_roles"][0, 1, a] = 1.0
     args = argparse.Namespace(cells=None, oracle_pointer=False, teacher_pointer=0.0, no_image=False,
                               word_dropout=0.0, number_readout="bins", unit_bins=False, pointer_weight=0.0,
-                              word_role_weight=1.0)  # fmt: skip
+                              word_role_weight=1.0, construction_dropout=0.0)  # fmt: skip
     g = torch.Generator().manual_seed(0)
     with_tags = training_loss(more, tr, torch.arange(2), args, g)
     args.word_role_weight = 0.0
@@ -358,6 +358,12 @@ def test_word_roles_tag_the_words_that_name_each_role() -> None:
         roles[0, :3, a], torch.tensor([0.0, 1.0, 0.0])
     )
     assert float((with_tags - without).detach()) == pytest.approx(float(expected.detach()), rel=1e-4)
+    # --construction-dropout: in a record with references, the words outside them read as unknown
+    args.construction_dropout = 1.0
+    tr["q"] = torch.tensor([[2, 3, 4, 5], [5, 2, 0, 0]])
+    tr["word_roles"][0, 2, b] = 1.0
+    q = dropped_words(tr["q"], tr, torch.arange(2), args, g)
+    assert q.tolist() == [[1, 3, 4, 1], [5, 2, 0, 0]]  # record 1 names no object: kept
 
 
 @pytest.fixture(scope="module")

@@ -312,6 +312,7 @@ def train_answer_reader(args: argparse.Namespace) -> int:
                 "batch": args.batch,
                 "lr": args.lr,
                 "word_dropout": args.word_dropout,
+                "construction_dropout": args.construction_dropout,
                 "word_role_weight": args.word_role_weight if args.word_roles else None,
                 "teacher_pointer": args.teacher_pointer,
                 "pointer_weight": args.pointer_weight,
@@ -341,6 +342,24 @@ def train_answer_reader(args: argparse.Namespace) -> int:
     return 0
 
 
+def dropped_words(
+    q: torch.Tensor, tr: dict, idx: torch.Tensor, args: argparse.Namespace, g: torch.Generator
+) -> torch.Tensor:
+    """The question ids ``q`` (B, MAX_QUESTION) of training records ``idx`` with known words read as
+    unknown (id 1): any word at ``--word-dropout`` (held-out phrasings' new words), and in a record that
+    names objects each word outside its references at ``--construction-dropout`` (the answer must also
+    follow from which objects the question names, not only from its construction)."""
+    if args.word_dropout:
+        q = torch.where((q > 1) & (torch.rand(q.shape, generator=g) < args.word_dropout), 1, q)
+    if args.construction_dropout:
+        named = tr["word_roles"][idx, : q.shape[1]].sum(-1) > 0
+        around = tr["word_roles_defined"][idx].any(1, keepdim=True) & ~named
+        q = torch.where(
+            (q > 1) & around & (torch.rand(q.shape, generator=g) < args.construction_dropout), 1, q
+        )
+    return q
+
+
 def training_loss(
     net: AnswerReader, tr: dict, idx: torch.Tensor, args: argparse.Namespace, g: torch.Generator
 ) -> torch.Tensor:
@@ -352,8 +371,7 @@ def training_loss(
     if args.teacher_pointer:  # these records' answers read the true cells; the rest the pointers'
         oracle, oracle_rows = hit, torch.rand(len(idx), generator=g) < args.teacher_pointer
     q, cells, shown, pose = inputs(tr, idx, args.no_image)
-    if args.word_dropout:  # known words read as unknown at this rate: held-out phrasings' new words
-        q = torch.where((q > 1) & (torch.rand(q.shape, generator=g) < args.word_dropout), 1, q)
+    q = dropped_words(q, tr, idx, args, g)
     logits, ptr, values, roles = net(q, cells, shown, pose, slots, oracle, oracle_rows)
     loss = F.cross_entropy(logits.flatten(0, 1), target[:, :slots].flatten(), ignore_index=IGNORE)
     if roles is not None and args.word_role_weight:  # the words that name each role's objects

@@ -137,6 +137,13 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         help="rate at which training question words read as unknown",
     )
     ap.add_argument(
+        "--construction-dropout",
+        type=float,
+        default=0.0,
+        help="rate at which the words of a training question outside its object references (the records' "
+        "references) read as unknown: the answer must also follow from which objects the question names",
+    )
+    ap.add_argument(
         "--teacher-pointer",
         type=float,
         default=0.0,
