@@ -17,6 +17,7 @@ import torch
 
 from gst.cli import main as cli_main
 from gst.data.qa_types import box_answer, choice_answer, number_answer, parse_like, point_answer
+from gst.model import answer_numbers as numbers
 from gst.model import answer_reader as reader
 from gst.model import answer_reader_io as reader_io
 from gst.training.answer_reader import dropped_words, grown, pointer_targets, training_loss
@@ -100,7 +101,7 @@ def test_query_pointers_and_numeric_head_shapes() -> None:
     q = torch.tensor([[2, 3, 4, 0], [5, 2, 0, 0]])
     logits, ptr, values, _ = net(q, torch.randn(2, 2, 4, 5), d["shown"], torch.zeros(2, 13), num_slots=3)
     assert logits.shape == (2, 3, 12) and ptr.shape == (2, 8, len(reader.ROLES))
-    assert values.shape == (2, reader.NUMERIC_DIMS + reader.NUMBER_BINS.num_tokens)
+    assert values.shape == (2, numbers.NUMERIC_DIMS + reader.NUMBER_BINS.num_tokens)
     # a role's logits differ between the two questions: the role queries read the question
     assert not torch.allclose(ptr[0, :4], ptr[1, :4])
 
@@ -118,29 +119,29 @@ def test_numeric_targets_round_trip_to_answer_text() -> None:
         ),
     ]
     for answer, values, where in cases:
-        target, defined, token = reader.numeric_target(answer)
+        target, defined, token = numbers.numeric_target(answer)
         assert np.allclose(target[where], values, atol=1e-6)
         assert defined[where].all() and defined.sum() == len(values) and not target[~defined].any()
         out = np.concatenate([target, np.zeros(G, np.float32)])
-        text = reader.numeric_text(answer, out)  # a number from its regressed log
+        text = numbers.numeric_text(answer, out)  # a number from its regressed log
         assert text == answer.text and parse_like(text, answer) == answer
         if answer.type == "number":
             assert token == reader.NUMBER_BINS.token(answer.value) and 1 <= token < G
-            out[reader.NUMERIC_DIMS + token] = 20.0  # the bins, all belief on the answer's bin
-            value = parse_like(reader.numeric_text(answer, out, bins=True), answer).value
+            out[numbers.NUMERIC_DIMS + token] = 20.0  # the bins, all belief on the answer's bin
+            value = parse_like(numbers.numeric_text(answer, out, bins=True), answer).value
             assert abs(value - answer.value) / answer.value < 0.05  # within the bins' worst relative error
         else:
-            assert token == reader.IGNORE
+            assert token == numbers.IGNORE
     # --unit-bins: one set of bins per unit; a distance reads the metre set, whatever the degree set says
     answer = number_answer(2.0, "m")
     token = reader.NUMBER_BINS.token(2.0)
-    out = np.zeros(reader.NUMERIC_DIMS + len(reader.UNITS) * G, np.float32)
-    out[reader.NUMERIC_DIMS + reader.UNITS.index("deg") * G + reader.NUMBER_BINS.token(50.0)] = 30.0
-    out[reader.NUMERIC_DIMS + reader.UNITS.index("m") * G + token] = 20.0
-    value = parse_like(reader.numeric_text(answer, out, bins=True), answer).value
+    out = np.zeros(numbers.NUMERIC_DIMS + len(numbers.UNITS) * G, np.float32)
+    out[numbers.NUMERIC_DIMS + numbers.UNITS.index("deg") * G + reader.NUMBER_BINS.token(50.0)] = 30.0
+    out[numbers.NUMERIC_DIMS + numbers.UNITS.index("m") * G + token] = 20.0
+    value = parse_like(numbers.numeric_text(answer, out, bins=True), answer).value
     assert abs(value - 2.0) / 2.0 < 0.05
-    target, defined, token = reader.numeric_target(choice_answer("left", ["left", "right"]))
-    assert not defined.any() and not target.any() and token == reader.IGNORE
+    target, defined, token = numbers.numeric_target(choice_answer("left", ["left", "right"]))
+    assert not defined.any() and not target.any() and token == numbers.IGNORE
 
 
 def _record(question: str, answer) -> object:
@@ -342,7 +343,7 @@ def test_word_roles_tag_the_words_that_name_each_role() -> None:
         assert not torch.allclose(more(q, cells, d["shown"], pose, num_slots=3).pointers, before.pointers)
     # the training loss adds the tags' binary cross-entropy over the words of the records' references
     tr = {**d, "q": q, "feats": torch.randn(3, 4, 5), "pose": pose, "a": torch.tensor([[3, 11], [4, 11]]),
-          "num_defined": torch.zeros(2, reader.NUMERIC_DIMS, dtype=torch.bool),
+          "num_defined": torch.zeros(2, numbers.NUMERIC_DIMS, dtype=torch.bool),
           "word_roles": torch.zeros(2, reader.MAX_QUESTION, len(reader.ROLES)),
           "word_roles_defined": torch.tensor([[True, False, False, False], [False] * 4])}  # fmt: skip
     tr["word_roles"][0, 1, a] = 1.0

@@ -42,7 +42,8 @@ The answer reader is that lookup, trained beside the backbone on what its pose r
   read: a number is a softmax over the number-token bins answered with the value of highest expected MRA
   (``number_readout="bins"``; ``unit_bins``: one set of bins per unit, the answer's unit reads its own)
   or a regressed log (``"log"``); a point's coordinates and a box's centre and log extents are regressed.
-  Written back as the answer text of the question's answer type (``numeric_text``).
+  Written back as the answer text of the question's answer type (gst.model.answer_numbers: its targets
+  ``numeric_target``, its text ``numeric_text``).
 - ``no_image``: the cells and pose are zeroed; the same network on the question alone (the text-only row).
 
 Glossary: B batch, M distinct views, V views per record, n cells per view, F cell features, d width, R
@@ -61,69 +62,23 @@ import torch
 from torch import nn
 
 from gst.data.cell_labels import COLOUR_CLASSES, SHAPE_CLASSES
-from gst.data.qa_types import UNIT_DECIMALS, Answer, QARecord, box_answer, number_answer, point_answer
+from gst.data.qa_types import QARecord
 from gst.eval.qa_baselines import closed_candidates
-from gst.eval.qa_metrics import token_mbr_number
+from gst.model.answer_numbers import NUMERIC_DIMS, NUMERIC_SLICES, UNITS, numeric_text
 from gst.tokenizers.numbers import NUMBER_BINS
 from gst.tokenizers.text import TextTokenizer
 
 MAX_QUESTION, MAX_ANSWER, MAX_VIEWS, MAX_OBJECTS = 48, 48, 2, 16
 ROLES = ("a", "b", "counted", "answer")  # QARecord.objects roles, one pointer each
 WORD = re.compile(r"[a-z]+|\d+(?:\.\d+)?|[^\sa-z\d]")
-IGNORE = -100
 POSE_DIMS = 13  # the pose reader's pair readout
 ANSWER_READER_DIR = "answer_reader"  # inside a checkpoint folder
 ANSWER_READER_FILE = "answer_reader.json"
 ANSWER_READER_FORMAT, ANSWER_READER_FORMAT_VERSION = "gst-answer-reader", 1
 
 
-# typed numeric readout (``--numeric-head``): points and boxes regress their values (NUMERIC_SLICES); a
-# number is a log (regressed) or a distribution over the number-token bins (``NUMBER_BINS``, MBR decoded)
-NUMERIC_SLICES = {"number": slice(0, 1), "point": slice(1, 4), "box": slice(4, 10)}
-NUMERIC_DIMS = 10
-RELATION_DIMS = 15
-ANY_BIAS = (
-    4.0  # ``attribute_match``: the "any" class's starting logit (the others' 0)  # ``relation_features``
-)
-UNITS = tuple(UNIT_DECIMALS)  # ``--unit-bins``: one set of bins per unit, the answer's unit picks its set
-
-
-def numeric_target(answer: Answer) -> tuple[np.ndarray, np.ndarray, int]:
-    """What the numeric head learns for one answer: the regressed values and which of them are defined (a
-    number's log, so that an error is relative as MRA scores it; a point's coordinates in metres; a box's
-    centre and log extents), and a number's bin (``NUMBER_BINS`` token, else IGNORE).
-    Shapes: (NUMERIC_DIMS,) float32, (NUMERIC_DIMS,) bool, int."""
-    target, defined, token = np.zeros(NUMERIC_DIMS, np.float32), np.zeros(NUMERIC_DIMS, bool), IGNORE
-    if answer.type in NUMERIC_SLICES:
-        if answer.type == "number":
-            values = [np.log(max(answer.value, 1e-2))]
-            token = NUMBER_BINS.token(answer.value)
-            token = IGNORE if token is None else token
-        elif answer.type == "point":
-            values = answer.value
-        else:
-            values = [*answer.value["center"], *np.log(np.maximum(answer.value["size"], 1e-2))]
-        target[NUMERIC_SLICES[answer.type]], defined[NUMERIC_SLICES[answer.type]] = values, True
-    return target, defined, token
-
-
-def numeric_text(answer: Answer, values: np.ndarray, bins: bool = False) -> str:
-    """The answer text of the numeric head's output ``values`` (NUMERIC_DIMS + NUMBER_BINS.num_tokens,)
-    for a question whose answer is of ``answer``'s type (and unit). ``bins``: a number is the MRA-optimal
-    value under the bins' softmax (``token_mbr_number``), else the exponent of its regressed log."""
-    v = values[NUMERIC_SLICES[answer.type]]
-    if answer.type == "number" and bins:
-        logits = values[NUMERIC_DIMS:]
-        if len(logits) > NUMBER_BINS.num_tokens:  # --unit-bins: the answer's unit's bins
-            logits = logits.reshape(len(UNITS), -1)[UNITS.index(answer.unit)]
-        p = np.exp(logits - logits.max())
-        decimals = UNIT_DECIMALS[answer.unit]
-        return number_answer(token_mbr_number(NUMBER_BINS.values, p / p.sum(), decimals), answer.unit).text
-    if answer.type == "number":
-        return number_answer(float(np.exp(np.clip(v[0], -5, 7))), answer.unit).text
-    if answer.type == "point":
-        return point_answer(v.tolist()).text
-    return box_answer(v[:3].tolist(), np.exp(np.clip(v[3:], -5, 3)).tolist()).text
+RELATION_DIMS = 15  # ``relation_features``
+ANY_BIAS = 4.0  # ``attribute_match``: the "any" class's starting logit (the others' 0)
 
 
 def words(text: str) -> list[str]:

@@ -24,22 +24,18 @@ from gst.data.token_cache import open_token_cache
 from gst.eval.qa_baselines import MostFrequentBaseline
 from gst.eval.qa_metrics import score_texts, summarize
 from gst.hashing import file_sha256
+from gst.model.answer_numbers import IGNORE, NUMERIC_DIMS, NUMERIC_SLICES, UNITS, numeric_target
 from gst.model.answer_reader import (
     ANSWER_READER_DIR,
-    IGNORE,
     MAX_ANSWER,
     MAX_OBJECTS,
     MAX_QUESTION,
-    NUMERIC_DIMS,
-    NUMERIC_SLICES,
     ROLES,
-    UNITS,
     AnswerReader,
     AnswerReaderConfig,
     answer,
     encode_records,
     inputs,
-    numeric_target,
     text_tokenizer,
     word_role_targets,
     words,
