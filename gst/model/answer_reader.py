@@ -105,6 +105,21 @@ def view_features(
     return torch.cat(out)
 
 
+def cell_readouts(cells: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The cell-head readouts at the end of ``view_features``' layout (without code features), by name:
+    object logit, shape and colour probabilities (``SHAPE_CLASSES``, ``COLOUR_CLASSES``), centre in the
+    camera frame, log depth. Shapes: (..., F) -> (...,), (..., S), (..., C), (..., 3), (...,)."""
+    S, C = len(SHAPE_CLASSES), len(COLOUR_CLASSES)
+    tail = cells[..., -(1 + S + C + 3 + 1) :]
+    return {
+        "object": tail[..., 0],
+        "shape": tail[..., 1 : 1 + S],
+        "colour": tail[..., 1 + S : 1 + S + C],
+        "centre": tail[..., -4:-1],
+        "log_depth": tail[..., -1],
+    }
+
+
 @dataclass(frozen=True)
 class AnswerReaderConfig:
     """The network's shape and readouts (module docstring). ``text_vocab``: the text tokenizer's ids with
@@ -321,12 +336,11 @@ class AnswerReader(nn.Module):
 
     def attribute_logits(self, cells: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
         """Module docstring, "Attribute match": log P(the cell's colour and shape are those the role's words
-        name, or "any"). Shapes: cells (B, V n, F) (``view_features`` layout: ... object, shape, colour,
-        centre, log depth), span (B, R, d) -> (B, V n, R)."""
-        S, C = len(SHAPE_CLASSES), len(COLOUR_CLASSES)
-        shape, colour = cells[..., -(S + C + 4) : -(C + 4)], cells[..., -(C + 4) : -4]
+        name, or "any"). Shapes: cells (B, V n, F) (``cell_readouts``), span (B, R, d) -> (B, V n, R)."""
+        readouts = cell_readouts(cells)
         out = 0.0
-        for probs, lin, k in ((shape, self.shape_words, S), (colour, self.colour_words, C)):
+        for probs, lin in ((readouts["shape"], self.shape_words), (readouts["colour"], self.colour_words)):
+            k = probs.shape[-1]
             named = lin(span).softmax(-1)  # (B, R, k + 1)
             out = (
                 out
@@ -340,11 +354,10 @@ def relation_features(raw: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     centres in the camera frame (the pooled cell-head readouts), their difference, the log of its length
     and of each centre's distance from the camera, their offset in the image grid and the log ratio of the
     two pointers' mass (an apparent size ratio).
-    ``raw`` (B, R, F + 2): each role's pooled cells (``view_features`` without code features: the centre
-    and log depth last) and grid position; ``count`` (B, R) the pointers' mass. Shapes: -> (B,
-    RELATION_DIMS)."""
+    ``raw`` (B, R, F + 2): each role's pooled cells (``cell_readouts``) and grid position; ``count`` (B, R)
+    the pointers' mass. Shapes: -> (B, RELATION_DIMS)."""
     a, b = ROLES.index("a"), ROLES.index("b")
-    centre, uv = raw[..., -6:-3], raw[..., -2:]  # (B, R, 3), (B, R, 2)
+    centre, uv = cell_readouts(raw[..., :-2])["centre"], raw[..., -2:]  # (B, R, 3), (B, R, 2)
     diff = centre[:, a] - centre[:, b]
     lengths = torch.stack([diff.norm(dim=-1), centre[:, a].norm(dim=-1), centre[:, b].norm(dim=-1)], -1)
     ratio = (count[:, a] + 1e-2).log() - (count[:, b] + 1e-2).log()

@@ -162,10 +162,11 @@ GROWABLE = {
 
 
 def grown(net: AnswerReader, config: AnswerReaderConfig) -> AnswerReader:
-    """``net`` itself, or, where ``config`` adds the relation token or the word roles (``--init-from`` with
-    ``--relations`` / ``--word-roles``), a network of ``config`` holding all of ``net``'s weights, its new
-    modules fresh and their last layers zero: the relation token starts as the same constant for every
-    record; the word roles start adding nothing (the grown reader answers as ``net``)."""
+    """``net`` itself, or, where ``config`` adds what ``GROWABLE`` names (``--init-from`` with
+    ``--relations`` / ``--word-roles`` / ``--attribute-match``), a network of ``config`` holding all of
+    ``net``'s weights and the new modules: the relation token starts as the same constant for every record
+    (its last layer zero); the word roles start adding nothing (the grown reader answers as ``net``); the
+    attribute match starts near "any" (a near-constant shift of the pointer logits)."""
     if net.config == config:
         return net
     added = [name for name in GROWABLE if getattr(config, name) and not getattr(net.config, name)]
