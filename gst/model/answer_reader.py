@@ -38,6 +38,12 @@ The answer reader is that lookup, trained beside the backbone on what its pose r
   shape of the cell are the ones named: an explicit lookup of the named attributes in the cells'
   readouts, where the bilinear query above has to learn every word-to-readout pairing from the pointer
   loss. It starts near "any" (adding a near-constant).
+- Camera reference (``camera_reference``, with ``relations`` and ``word_roles``): the relation token also
+  reads the geometry from role a's object to a reference that is role b's object when the question names
+  one and the camera (the origin of the camera frame) when it does not: "how far is the box from the
+  ball" and "how far is the box from the camera" become one readout. Whether b is named is a gate learnt
+  from two cues only, the word-role tags of b and the mass of b's pointer (against whether the record has
+  a role b), not from the question's construction, which held-out phrasings change.
 - Numbers (``numeric_head``): a typed readout for open answers, one query over everything the slots
   read: a number is a softmax over the number-token bins answered with the value of highest expected MRA
   (``number_readout="bins"``; ``unit_bins``: one set of bins per unit, the answer's unit reads its own)
@@ -78,6 +84,7 @@ ANSWER_READER_FORMAT, ANSWER_READER_FORMAT_VERSION = "gst-answer-reader", 1
 
 
 RELATION_DIMS = 15  # ``relation_features``
+REFERENCE_DIMS = 5  # ``reference_features``
 ANY_BIAS = 4.0  # ``attribute_match``: the "any" class's starting logit (the others' 0)
 
 
@@ -143,8 +150,11 @@ class AnswerReaderConfig:
     relations: bool = False
     word_roles: bool = False
     attribute_match: bool = False
+    camera_reference: bool = False
 
     def __post_init__(self) -> None:
+        if self.camera_reference and not (self.relations and self.word_roles):
+            raise ValueError("camera_reference: needs relations and word_roles")
         if self.attribute_match and (not self.word_roles or self.code_features):
             raise ValueError("attribute_match: needs word_roles and the cells without code_features")
         if self.word_roles and (not self.pointer_layers or self.pointer_match != "query"):
@@ -162,12 +172,14 @@ class AnswerReaderConfig:
 class ReaderOutput(NamedTuple):
     """``AnswerReader.forward``: answer slot logits (B, S, vocab + 2); pointer logits (B, V n, R) or None
     without pointer layers; numeric head outputs (B, NUMERIC_DIMS + bins) or None without it; word-role
-    logits (B, Lq, R) or None without ``word_roles``."""
+    logits (B, Lq, R) or None without ``word_roles``; the logit that the question names a role b (B,) or
+    None without ``camera_reference``."""
 
     logits: torch.Tensor
     pointers: torch.Tensor | None
     numeric: torch.Tensor | None
     word_roles: torch.Tensor | None
+    names_b: torch.Tensor | None = None
 
 
 class AnswerReader(nn.Module):
@@ -233,6 +245,9 @@ class AnswerReader(nn.Module):
             self.relation = nn.Sequential(
                 nn.LayerNorm(RELATION_DIMS), nn.Linear(RELATION_DIMS, d), nn.GELU(), nn.Linear(d, d)
             )
+        if config.camera_reference:  # whether b is named, from its tags and pointer mass only
+            self.names_b = nn.Linear(2, 1)
+            self.reference = nn.Sequential(nn.Linear(REFERENCE_DIMS, d), nn.GELU(), nn.Linear(d, d))
         self.slots = nn.Parameter(torch.randn(MAX_ANSWER, d) * 0.02)
         self.alayers = nn.ModuleList([layer() for _ in range(2)])
         self.out = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, vocab + 2))
@@ -272,7 +287,7 @@ class AnswerReader(nn.Module):
         mpad = torch.cat([~shown.repeat_interleave(n, 1), ~shown[:, 1:2]], 1)
         for lay in self.qlayers:
             x = lay(x, mem, tgt_key_padding_mask=~qmask, memory_key_padding_mask=mpad)
-        ptr, roles = None, None
+        ptr, roles, names_b = None, None, None
         if self.pointer_layers:
             cpad = mpad[:, :-1]  # (B, V n)
             c = xc
@@ -320,6 +335,11 @@ class AnswerReader(nn.Module):
             objs = self.summary(pooled) + self.role_emb  # (B, R, d)
             if self.config.relations:
                 rel = self.relation(relation_features(pooled_raw, count))
+                if self.config.camera_reference:
+                    b = ROLES.index("b")
+                    cues = torch.stack([tag.sum(1)[:, b], count[:, b]], -1).log1p()
+                    names_b = self.names_b(cues).squeeze(-1)
+                    rel = rel + self.reference(reference_features(pooled_raw, names_b.sigmoid()))
                 objs = torch.cat([objs, rel.unsqueeze(1)], 1)
             mem = torch.cat([objs, mem], 1)
             mpad = torch.cat([torch.zeros_like(mpad[:, : objs.shape[1]]), mpad], 1)
@@ -328,11 +348,11 @@ class AnswerReader(nn.Module):
         for lay in self.alayers:
             y = lay(y, mem, memory_key_padding_mask=mpad)
         if self.numeric is None:
-            return ReaderOutput(self.out(y), ptr, None, roles)
+            return ReaderOutput(self.out(y), ptr, None, roles, names_b)
         v = self.value_query.expand(q.shape[0], -1, -1)
         for lay in self.value_layers:
             v = lay(v, mem, memory_key_padding_mask=mpad)
-        return ReaderOutput(self.out(y), ptr, self.numeric(v[:, 0]), roles)
+        return ReaderOutput(self.out(y), ptr, self.numeric(v[:, 0]), roles, names_b)
 
     def attribute_logits(self, cells: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
         """Module docstring, "Attribute match": log P(the cell's colour and shape are those the role's words
@@ -364,6 +384,16 @@ def relation_features(raw: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     return torch.cat(
         [centre[:, a], centre[:, b], diff, (lengths + 1e-2).log(), uv[:, a] - uv[:, b], ratio[:, None]], -1
     )
+
+
+def reference_features(raw: torch.Tensor, names_b: torch.Tensor) -> torch.Tensor:
+    """Module docstring, "Camera reference": role a's centre minus the reference (role b's centre scaled
+    by ``names_b``, the probability that the question names b; the camera frame's origin at 0), the log
+    of that distance, and ``names_b``. ``raw`` as for ``relation_features``.
+    Shapes: raw (B, R, F + 2), names_b (B,) -> (B, REFERENCE_DIMS)."""
+    centre = cell_readouts(raw[..., :-2])["centre"]  # (B, R, 3)
+    diff = centre[:, ROLES.index("a")] - names_b[:, None] * centre[:, ROLES.index("b")]
+    return torch.cat([diff, (diff.norm(dim=-1, keepdim=True) + 1e-2).log(), names_b[:, None]], -1)
 
 
 def text_tokenizer() -> TextTokenizer:
