@@ -524,3 +524,25 @@ def test_camera_reference_measures_from_b_when_named_else_from_the_camera() -> N
     answers = torch.nn.functional.cross_entropy(out.logits.flatten(0, 1), tr["a"].flatten())
     gate = torch.nn.functional.binary_cross_entropy_with_logits(out.names_b, torch.tensor([0.0, 1.0]))
     assert float(loss.detach()) == pytest.approx(float((answers + gate).detach()), rel=1e-5)
+
+
+def test_distance_prior_adds_a_gaussian_around_the_measured_distance() -> None:
+    config = {"pointer_layers": 1, "pointer_match": "query", "relations": True, "word_roles": True}
+    config |= {"camera_reference": True, "numeric_head": True, "unit_bins": True}
+    with pytest.raises(ValueError, match="distance_prior"):
+        _net(**{**config, "camera_reference": False}, distance_prior=True)
+    net = _net(**config, distance_prior=True).eval()
+    T, units = reader.NUMBER_BINS.num_tokens, len(numbers.UNITS)
+    ref = torch.zeros(2, reader.REFERENCE_DIMS)
+    ref[:, 3] = torch.log(torch.tensor([2.0, 5.0]) + 1e-2)  # measured distances 2 m and 5 m
+    with torch.no_grad():
+        net.prior_weight.bias.fill_(20.0)  # softplus(20) = 20 on every record
+        add = net.prior(torch.zeros(2, 16), ref)
+    assert add.shape == (2, units * T) and torch.equal(add[:, :T], add[:, T : 2 * T])  # every unit
+    peaks = [float(reader.NUMBER_BINS.values[int(i)]) for i in add[:, :T].argmax(1)]
+    assert peaks[0] == pytest.approx(2.0, rel=0.06) and peaks[1] == pytest.approx(5.0, rel=0.06)
+    assert float(add.max()) <= 0.0
+    # built near zero weight: a grown reader's bin logits move by a small amount only
+    with torch.no_grad():
+        start = _net(**config, distance_prior=True).prior(torch.zeros(2, 16), ref)
+    assert float(start[:, :T].max()) > -1e-3  # the bin at the measured distance: unchanged

@@ -44,6 +44,10 @@ The answer reader is that lookup, trained beside the backbone on what its pose r
   ball" and "how far is the box from the camera" become one readout. Whether b is named is a gate learnt
   from two cues only, the word-role tags of b and the mass of b's pointer (against whether the record has
   a role b), not from the question's construction, which held-out phrasings change.
+- Distance prior (``distance_prior``, with ``camera_reference`` and the bins readout): the number bins'
+  logits add a Gaussian in log value around that measured distance, its weight read from the numeric
+  query (zero where the question asks for another number) and its width learnt: a direct path from the
+  measured geometry to the answer, which the numeric head otherwise has to learn through its layers.
 - Numbers (``numeric_head``): a typed readout for open answers, one query over everything the slots
   read: a number is a softmax over the number-token bins answered with the value of highest expected MRA
   (``number_readout="bins"``; ``unit_bins``: one set of bins per unit, the answer's unit reads its own)
@@ -85,6 +89,7 @@ ANSWER_READER_FORMAT, ANSWER_READER_FORMAT_VERSION = "gst-answer-reader", 1
 
 RELATION_DIMS = 15  # ``relation_features``
 REFERENCE_DIMS = 5  # ``reference_features``
+PRIOR_WIDTH, PRIOR_BIAS = 0.15, -4.0  # ``distance_prior``: starting width (log value) and weight (softplus)
 ANY_BIAS = 4.0  # ``attribute_match``: the "any" class's starting logit (the others' 0)
 
 
@@ -151,8 +156,13 @@ class AnswerReaderConfig:
     word_roles: bool = False
     attribute_match: bool = False
     camera_reference: bool = False
+    distance_prior: bool = False
 
     def __post_init__(self) -> None:
+        if self.distance_prior and not (
+            self.camera_reference and self.numeric_head and self.number_readout == "bins"
+        ):
+            raise ValueError("distance_prior: needs camera_reference and the numeric head's bins readout")
         if self.camera_reference and not (self.relations and self.word_roles):
             raise ValueError("camera_reference: needs relations and word_roles")
         if self.attribute_match and (not self.word_roles or self.code_features):
@@ -248,6 +258,16 @@ class AnswerReader(nn.Module):
         if config.camera_reference:  # whether b is named, from its tags and pointer mass only
             self.names_b = nn.Linear(2, 1)
             self.reference = nn.Sequential(nn.Linear(REFERENCE_DIMS, d), nn.GELU(), nn.Linear(d, d))
+        if config.distance_prior:  # its weight per record (starting near zero) and its width in log value
+            self.prior_weight = nn.Linear(d, 1)
+            self.prior_log_width = nn.Parameter(torch.tensor(float(np.log(PRIOR_WIDTH))))
+            with torch.no_grad():
+                self.prior_weight.weight.zero_()
+                self.prior_weight.bias.fill_(PRIOR_BIAS)
+            log_values = np.log(np.maximum(NUMBER_BINS.values, 1e-3))
+            self.register_buffer(
+                "log_values", torch.tensor(log_values, dtype=torch.float32), persistent=False
+            )
         self.slots = nn.Parameter(torch.randn(MAX_ANSWER, d) * 0.02)
         self.alayers = nn.ModuleList([layer() for _ in range(2)])
         self.out = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, vocab + 2))
@@ -287,7 +307,7 @@ class AnswerReader(nn.Module):
         mpad = torch.cat([~shown.repeat_interleave(n, 1), ~shown[:, 1:2]], 1)
         for lay in self.qlayers:
             x = lay(x, mem, tgt_key_padding_mask=~qmask, memory_key_padding_mask=mpad)
-        ptr, roles, names_b = None, None, None
+        ptr, roles, names_b, ref = None, None, None, None
         if self.pointer_layers:
             cpad = mpad[:, :-1]  # (B, V n)
             c = xc
@@ -339,7 +359,8 @@ class AnswerReader(nn.Module):
                     b = ROLES.index("b")
                     cues = torch.stack([tag.sum(1)[:, b], count[:, b]], -1).log1p()
                     names_b = self.names_b(cues).squeeze(-1)
-                    rel = rel + self.reference(reference_features(pooled_raw, names_b.sigmoid()))
+                    ref = reference_features(pooled_raw, names_b.sigmoid())
+                    rel = rel + self.reference(ref)
                 objs = torch.cat([objs, rel.unsqueeze(1)], 1)
             mem = torch.cat([objs, mem], 1)
             mpad = torch.cat([torch.zeros_like(mpad[:, : objs.shape[1]]), mpad], 1)
@@ -352,7 +373,20 @@ class AnswerReader(nn.Module):
         v = self.value_query.expand(q.shape[0], -1, -1)
         for lay in self.value_layers:
             v = lay(v, mem, memory_key_padding_mask=mpad)
-        return ReaderOutput(self.out(y), ptr, self.numeric(v[:, 0]), roles, names_b)
+        values = self.numeric(v[:, 0])
+        if self.config.distance_prior:
+            values = torch.cat(
+                [values[:, :NUMERIC_DIMS], values[:, NUMERIC_DIMS:] + self.prior(v[:, 0], ref)], 1
+            )
+        return ReaderOutput(self.out(y), ptr, values, roles, names_b)
+
+    def prior(self, v: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        """Module docstring, "Distance prior": what it adds to the bin logits of every unit.
+        Shapes: v (B, d) the numeric query, ref (B, REFERENCE_DIMS) -> (B, units x bins)."""
+        log_distance = (ref[:, 3].exp() - 1e-2).clamp_min(1e-3).log()  # ``reference_features``' log
+        z = (self.log_values - log_distance[:, None]) / self.prior_log_width.exp()
+        units = len(UNITS) if self.config.unit_bins else 1
+        return (nn.functional.softplus(self.prior_weight(v)) * -0.5 * z.square()).repeat(1, units)
 
     def attribute_logits(self, cells: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
         """Module docstring, "Attribute match": log P(the cell's colour and shape are those the role's words

@@ -159,6 +159,7 @@ GROWABLE = {
     "word_roles": (("word_role.", "span_in."), ("span_in",)),
     "attribute_match": (("colour_words.", "shape_words."), ()),  # built near "any"
     "camera_reference": (("names_b.", "reference."), ("reference",)),
+    "distance_prior": (("prior_weight.", "prior_log_width"), ()),  # built near zero weight
 }
 
 
@@ -167,7 +168,7 @@ def grown(net: AnswerReader, config: AnswerReaderConfig) -> AnswerReader:
     flags), a network of ``config`` holding all of ``net``'s weights and the new modules: the relation
     token starts as the same constant for every record (its last layer zero); the word roles and the camera
     reference start adding nothing (the grown reader answers as ``net``); the attribute match starts near
-    "any" (a near-constant shift of the pointer logits)."""
+    "any" (a near-constant shift of the pointer logits), the distance prior near zero weight."""
     if net.config == config:
         return net
     added = [name for name in GROWABLE if getattr(config, name) and not getattr(net.config, name)]
@@ -248,6 +249,7 @@ def train_answer_reader(args: argparse.Namespace) -> int:
         word_roles=args.word_roles,
         attribute_match=args.attribute_match,
         camera_reference=args.camera_reference,
+        distance_prior=args.distance_prior,
     )
     grow = {name: getattr(config, name) for name in GROWABLE}
     if start is not None and replace(start.config, **grow) != config:

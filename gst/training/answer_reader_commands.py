@@ -133,6 +133,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         "reference that is role b's object when the question names one (a gate on b's tags and pointer "
         "mass, learnt against the records' roles) and the camera when it does not",
     )
+    ap.add_argument(
+        "--distance-prior",
+        action="store_true",
+        help="with --camera-reference and --numeric-head (bins): the number bins' logits add a Gaussian in "
+        "log value around the distance it measures, weighted per question (learnt; near zero at the start)",
+    )
     ap.add_argument("--word-role-weight", type=float, default=1.0, help="weight of the word-role loss")
     ap.add_argument("--pointer-weight", type=float, default=1.0, help="weight of the pointers' cell loss")
     ap.add_argument(
@@ -163,8 +169,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         default=None,
         help="continue an answer reader (an answer_reader folder): its weights, question words and shape "
         "(its shape replaces --width, --layers, the pointer and numeric flags, --no-image; --relations, "
-        "--word-roles, --attribute-match and --camera-reference may add what they name to a reader without "
-        "it); a fresh optimiser and schedule over --minutes",
+        "--word-roles, --attribute-match, --camera-reference and --distance-prior may add what they name "
+        "to a reader without it); a fresh optimiser and schedule over --minutes",
     )
     ap.add_argument("--num-val", type=int, default=4000, help="val records scored (all phrasings)")
     ap.add_argument("--seed", type=int, default=0)
