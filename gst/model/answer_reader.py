@@ -43,7 +43,8 @@ The answer reader is that lookup, trained beside the backbone on what its pose r
   one and the camera (the origin of the camera frame) when it does not: "how far is the box from the
   ball" and "how far is the box from the camera" become one readout. Whether b is named is a gate learnt
   from two cues only, the word-role tags of b and the mass of b's pointer (against whether the record has
-  a role b), not from the question's construction, which held-out phrasings change.
+  a role b; the cues detached, so that the gate does not shape the pointer), not from the question's
+  construction, which held-out phrasings change.
 - Distance prior (``distance_prior``, with ``camera_reference`` and the bins readout): the number bins'
   logits add a Gaussian in log value around that measured distance, its weight read from the numeric
   query (zero where the question asks for another number) and its width learnt: a direct path from the
@@ -357,7 +358,8 @@ class AnswerReader(nn.Module):
                 rel = self.relation(relation_features(pooled_raw, count))
                 if self.config.camera_reference:
                     b = ROLES.index("b")
-                    cues = torch.stack([tag.sum(1)[:, b], count[:, b]], -1).log1p()
+                    # detached: the gate reads the tags and the pointer, it does not shape them
+                    cues = torch.stack([tag.sum(1)[:, b], count[:, b]], -1).detach().log1p()
                     names_b = self.names_b(cues).squeeze(-1)
                     ref = reference_features(pooled_raw, names_b.sigmoid())
                     rel = rel + self.reference(ref)
