@@ -49,7 +49,7 @@ from typing import Any
 
 import torch
 
-from gst.api_chat import ChatSession
+from gst.api_chat import ChatRouter, ChatSession
 from gst.api_checkpoint import (
     CheckpointFiles,
     export_checkpoint,
@@ -377,8 +377,10 @@ class GST:
         sampling: SamplingConfig | None = None,
         seed: int = 0,
         allow_segments: bool = True,
+        router: ChatRouter | None = None,
     ) -> ChatSession:
-        """A multi-turn conversation (``ChatSession.ask``)."""
+        """A multi-turn conversation (``ChatSession.ask``). ``router``: answers the questions it recognises
+        instead of the model (``gst.eval.qa_reader.chat_router``: the checkpoint's answer reader)."""
         return ChatSession(
             self,
             system=system,
@@ -386,6 +388,7 @@ class GST:
             sampling=sampling or GREEDY,
             seed=seed,
             allow_segments=allow_segments,
+            router=router,
         )
 
     def chat(self, question: str, images: Sequence[ImageInput] = (), **kwargs: Any) -> ChatReply:

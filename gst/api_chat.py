@@ -38,6 +38,9 @@ from gst.model.sequences import NO_GRID, ImageSegment, build_chat_example, grid_
 SCORE_CHUNK = 32  # candidate replies scored in one batch over a shared prompt cache (ChatSession.score)
 # (reply ids so far) -> (image_offset,) bool mask of the ids allowed next (text ids and <|end|>)
 ReplyConstraint = Callable[[list[int]], torch.Tensor]
+# (question, the images it is about) -> the answer text, or None to let the model reply
+# (gst.eval.qa_reader.ChatRouter: the answer reader, for the questions its answer forms recognise)
+ChatRouter = Callable[[str, Sequence[ImageInput]], "str | None"]
 
 
 class ChatSession:
@@ -52,11 +55,13 @@ class ChatSession:
         sampling: SamplingConfig,
         seed: int,
         allow_segments: bool,
+        router: ChatRouter | None = None,
     ) -> None:
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         self.gst, self.max_new_tokens, self.sampling = gst, max_new_tokens, sampling
-        self.allow_segments = allow_segments
+        self.allow_segments, self.router = allow_segments, router
+        self._images: list[ImageInput] = []  # the images of the last turn that had any (for the router)
         self._generator = gst.generator(seed)
         self._system = [] if system is None else [self._message("system", [system])]
         self._turns: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -78,7 +83,7 @@ class ChatSession:
 
     def reset(self) -> None:
         """Forget every turn (the system message stays)."""
-        self._turns = []
+        self._turns, self._images = [], []
 
     def _prompt(self, text: str, images: Sequence[ImageInput]):
         """The user turn (ids, grid) and the whole prompt up to ``[assistant]``: ids (T,), grid (T, 2)."""
@@ -172,7 +177,18 @@ class ChatSession:
         self, text: str, images: Sequence[ImageInput] = (), *, constraint: ReplyConstraint | None = None
     ) -> ChatReply:
         """Add a user turn (images, then text), decode the reply, keep both in the history.
-        ``constraint``: only replies it allows (e.g. ``NumberFormat``); segments are then never started."""
+        ``constraint``: only replies it allows (e.g. ``NumberFormat``); segments are then never started.
+        With a ``router`` (and no constraint), a question it answers (about this turn's images, else the
+        last images given) is answered by it: the reply is its text, kept in the history as a text turn."""
+        self._images = list(images) or self._images
+        answer = None if self.router is None or constraint is not None else self.router(text, self._images)
+        if answer is not None:
+            user, _, _ = self._prompt(text, images)
+            start, end = (self.gst.layout.special_id(t) for t in ("<|assistant|>", "<|end|>"))
+            new_ids = torch.tensor([*self.gst.text_tokenizer.encode(answer), end])
+            turn_ids = torch.cat([torch.tensor([start]), new_ids])
+            self._turns += [user, (turn_ids, torch.full((turn_ids.shape[0], 2), NO_GRID))]
+            return ChatReply([answer], new_ids, True, answered_by="answer-reader")
         user, prompt, grid = self._prompt(text, images)
         start = prompt[-1:]
         limit = self._max_positions()

@@ -242,7 +242,8 @@ def chat_repl(session, images: list[str], *, stdin: TextIO, stdout: TextIO, save
             print(f"error: {err}", file=stdout)
             continue
         pending = []
-        print("gst> " + reply.render(save_image=save), file=stdout)
+        who = "gst> " if reply.answered_by == "model" else f"gst [{reply.answered_by}]> "
+        print(who + reply.render(save_image=save), file=stdout)
         stdout.flush()
 
 
@@ -253,11 +254,17 @@ def run_chat(args: argparse.Namespace) -> int:
     for path in args.image:  # unreadable images fail before the model loads
         load_image(path)
     gst = _load(args)
+    router = None
+    if not args.no_answer_reader:
+        from gst.eval.qa_reader import chat_router
+
+        router = chat_router(gst)
     session = gst.start_chat(
         system=args.system,
         max_new_tokens=args.max_new_tokens,
         sampling=SamplingConfig(temperature=args.temperature),
         seed=args.seed,
+        router=router,
     )
     return chat_repl(
         session, list(args.image), stdin=sys.stdin, stdout=sys.stdout, save_dir=Path(args.save_dir)
@@ -452,6 +459,13 @@ def register_top(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=int, default=128, help="longest reply in tokens (default 128)")
     p.add_argument("--temperature", type=float, default=0.0, help="text temperature, 0 = greedy (default)")
     p.add_argument("--save-dir", default="gst-chat", help="where images in replies go (default ./gst-chat)")
+    p.add_argument(
+        "--no-answer-reader",
+        action="store_true",
+        help="let the model answer every question; by default a question of a kind the checkpoint's answer "
+        "reader knows (answer_reader/answer_forms.json) is answered by the reader (shown as "
+        "'gst [answer-reader]>')",
+    )
     _model_args(p)
     p.set_defaults(func=run_chat)
 

@@ -278,11 +278,13 @@ class SampleResult:
 @dataclass(frozen=True)
 class ChatReply:
     """One assistant turn: text pieces, decoded cameras (PoseEstimate) and images ((3, h, w) tensors) in
-    the order the model wrote them. ``finished``: it closed with <|end|> (else max_new_tokens cut it)."""
+    the order the model wrote them. ``finished``: it closed with <|end|> (else max_new_tokens cut it).
+    ``answered_by``: "model" (the backbone wrote it) or "answer-reader" (a chat ``router`` answered)."""
 
     parts: list[Any]
     ids: torch.Tensor
     finished: bool
+    answered_by: str = "model"
 
     @property
     def text(self) -> str:

@@ -451,6 +451,28 @@ def test_chat_multi_turn_history(gst: GST) -> None:
     )
 
 
+def test_chat_router_answers_the_questions_it_recognises(gst: GST) -> None:
+    """A router (`gst chat`: the answer reader) answers the questions it takes, with the turn's images or
+    else the last ones given; its reply joins the history as a text turn; the others go to the model."""
+    seen = []
+
+    def router(question, images):
+        seen.append(len(images))
+        return "3" if question.startswith("How many") else None
+
+    session = gst.start_chat(max_new_tokens=6, router=router)
+    reply = session.ask("How many objects?", [_image(20, 20)])
+    assert reply.answered_by == "answer-reader" and reply.text == "3" and reply.finished
+    n1 = session.num_tokens
+    assert n1 > 16 and int(reply.ids[-1]) == gst.layout.special_id("<|end|>")
+    assert session.ask("How many now?").text == "3" and seen == [1, 1]  # the last images again
+    other = session.ask("Which colour?")
+    assert other.answered_by == "model" and session.num_tokens > n1
+    session.reset()
+    session.ask("How many?")
+    assert seen[-1] == 0  # reset forgets the images too
+
+
 def test_score_replies_is_the_log_likelihood_text_decoding_assigns(gst: GST, monkeypatch) -> None:
     import gst.api_chat as api_chat
 

@@ -4,6 +4,10 @@ It reads each record's views from the scene folders, tokenizes them with the che
 (``GST.prepare``, each view once), takes the cells from the checkpoint's pose reader and answers every
 record in batches. The answer reader must have been trained over this checkpoint's pose reader: its
 export records the pose reader's weights by hash, checked here.
+
+``chat_router``: `gst chat` routes a question to the answer reader when the reader folder has answer forms
+(gst.model.answer_forms, `gst train answer-forms`) that recognise its kind (``AnswerForms.route``) and the
+turn has that kind's number of images; the reader then answers in that kind's answer form.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 from gst.api_checkpoint import resolve_checkpoint
 from gst.data.qa_types import ANSWER_TYPES, Answer, QARecord
 from gst.hashing import file_sha256
+from gst.model.answer_forms import ANSWER_FORMS_FILE, AnswerForms
 from gst.model.answer_reader import (
     ANSWER_READER_DIR,
     MAX_VIEWS,
@@ -112,7 +117,8 @@ class AnswerReaderPredictor:
         codes = np.zeros((len(images), *grid), np.int64)
         progress = self.progress and len(images) > 1
         for i, image in enumerate(tqdm(images, desc="tokenize views", disable=not progress)):
-            ids = self.gst.prepare(image).ids - self.gst.layout.image_offset
+            prepared = image if hasattr(image, "ids") else self.gst.prepare(image)  # a PreparedImage as is
+            ids = prepared.ids - self.gst.layout.image_offset
             codes[i] = ids.reshape(grid).cpu().numpy()
         return codes
 
@@ -122,3 +128,31 @@ class AnswerReaderPredictor:
         reader = self.gst.model.stem_reader
         d = encode_records(records, view_rows, codes, reader, self.vocab, self.net.config.code_features)
         return answer(self.net, d, self.text)
+
+
+class ChatRouter:
+    """A ``gst.api_chat.ChatRouter``: the answer reader's answer to a chat question whose kind the answer
+    forms recognise (``AnswerForms.route``) and whose turn has that kind's number of images; None (the
+    model replies) otherwise."""
+
+    def __init__(self, predictor: AnswerReaderPredictor, forms: AnswerForms):
+        self.predictor, self.forms = predictor, forms
+
+    def __call__(self, question: str, images: Sequence[Any]) -> str | None:
+        kind = self.forms.route(question) if words(question) else None
+        if kind is None or len(images) != self.forms.forms[kind].views:
+            return None
+        form = self.forms.forms[kind]
+        return self.predictor.ask(question, images, form.type, form.unit, form.options or None)
+
+
+def chat_router(gst: Any) -> ChatRouter | None:
+    """The router of a loaded checkpoint (``GST``): None when its answer reader folder has no answer forms
+    (or it has no answer reader)."""
+    if gst.checkpoint is None:
+        return None
+    folder = resolve_checkpoint(gst.checkpoint).root / ANSWER_READER_DIR
+    if not (folder / ANSWER_FORMS_FILE).is_file():
+        return None
+    predictor = AnswerReaderPredictor(gst.checkpoint, gst=gst, progress=False)
+    return ChatRouter(predictor, AnswerForms.load(folder))

@@ -43,12 +43,48 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     )
     add_arguments(p)
     p.set_defaults(func=_train)
+    p = sub.add_parser(
+        "answer-forms",
+        help="fit the question-kind classifier that lets `gst chat` route questions to an answer reader",
+        description="Fit gst.model.answer_forms (which question kind a free question asks, and so the "
+        "answer form the answer reader answers in) on the training phrasings of a QA file, report on its "
+        "val records per phrasing split how many it recognises and how often their answer form is right, "
+        "and write answer_forms.json into an answer reader folder. Example: gst train answer-forms --qa "
+        "data/qa4_world128.jsonl --out assets/gst-tiny/answer_reader",
+    )
+    p.add_argument("--qa", required=True, help="a QA file of `gst data qa` (its train split is fitted)")
+    p.add_argument("--out", required=True, help="the answer reader folder to write answer_forms.json into")
+    p.set_defaults(func=_train_forms)
 
 
 def _train(args: argparse.Namespace) -> int:
     from gst.training.answer_reader import train_answer_reader
 
     return train_answer_reader(args)
+
+
+def _train_forms(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gst.data.qa_types import read_jsonl
+    from gst.model.answer_forms import AnswerForms
+
+    out = Path(args.out)
+    if not out.is_dir():
+        raise FileNotFoundError(
+            f"--out {out}: no such folder (an answer reader folder, e.g. DIR/answer_reader)"
+        )
+    records = read_jsonl(args.qa)
+    forms = AnswerForms.fit([r for r in records if r.split == "train"])
+    print(f"{len(forms.forms)} kinds from {args.qa}; its val records:")
+    for split in ("train", "heldout"):
+        val = [r for r in records if r.split == "val" and r.phrasing_split == split]
+        routed = [(kind, r) for r in val if (kind := forms.route(r.question)) is not None]
+        right = sum(forms.forms[kind] == forms.forms[r.kind] for kind, r in routed)
+        print(f"  {split} phrasings: {len(val)}, {len(routed) / max(len(val), 1):.3f} recognised (routed in "
+              f"`gst chat`), their answer form right for {right / max(len(routed), 1):.3f}")  # fmt: skip
+    print(f"answer forms -> {forms.save(out)}")
+    return 0
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
