@@ -12,33 +12,37 @@ from gst.eval.qa_reader import ChatRouter
 from gst.model.answer_forms import ANSWER_FORMS_FILE, AnswerForm, AnswerForms, question_words
 
 
-def _record(i: int, kind: str, question: str, answer, views=(0,), phrasing_split="train") -> QARecord:
+def _record(i: int, kind: str, question: str, answer, views=(0,), phrasing_split="train", target_view=None):
     return QARecord(
         id=f"r{i}", instance=f"r{i}", scene="s", views=views, family="f", kind=kind, phrasing_id=f"{kind}/t0",
         phrasing_split=phrasing_split, split="train", question=question, answer=answer,
+        target_view=target_view,
     )  # fmt: skip
 
 
 def _records() -> list[QARecord]:
     lr = choice_answer("left", ("left", "right"))
-    colours = [choice_answer("red", ("blue", "red")), choice_answer("green", ("green", "red"))]
+    colours = [choice_answer(c, ("blue", "green", "red")) for c in ("red", "green")]  # one option set
+    near = [
+        choice_answer("red box", ("blue cone", "red box")),
+        choice_answer("red cone", ("red box", "red cone")),
+    ]
+    move = number_answer(1.2, "m")
     return [
         _record(0, "count", "How many objects are there?", count_answer(3)),
         _record(1, "count", "How many red objects can you see?", count_answer(1)),
         _record(2, "attr_color", "What colour is the box?", colours[0]),
         _record(3, "attr_color", "What is the colour of the sphere?", colours[1]),
-        _record(
-            4,
-            "cm_move_dist",
-            "How far did the camera move between the two images?",
-            number_answer(1.2, "m"),
-            views=(0, 1),
-        ),  # fmt: skip
+        _record(4, "cm_move_dist", "How far did the camera move between the two images?", move, views=(0, 1)),
         _record(5, "rel_lr", "Is the box to the left or the right of the sphere?", lr),
-        _record(
-            6, "rel_lr", "Is the cone left or right of the box?", lr, phrasing_split="heldout"
-        ),  # left out
-    ]
+        _record(6, "rel_lr", "Is the cone left or right of the box?", lr, phrasing_split="heldout"),  # unfit
+        # which object: the options are the labels of objects in view (they differ between records) ...
+        _record(7, "nf_camera", "Which object is nearest to the camera?", near[0]),
+        _record(8, "nf_camera", "Which object is closest to the camera?", near[1]),
+        # ... but not after a described motion (the answer is an object not in view)
+        _record(9, "vis_which", "The camera turns left. What appears?", near[0], target_view=1),
+        _record(10, "vis_which", "The camera turns right. What appears?", near[1], target_view=1),
+    ]  # fmt: skip
 
 
 def test_answer_forms_name_the_kind_and_its_form(tmp_path) -> None:
@@ -56,6 +60,10 @@ def test_answer_forms_name_the_kind_and_its_form(tmp_path) -> None:
     assert forms.forms["count"] == AnswerForm("count", None, 1)
     assert forms.forms["attr_color"] == AnswerForm("choice", None, 1, ("blue", "green", "red"))  # all, sorted
     assert forms.forms["cm_move_dist"] == AnswerForm("number", "m", 2)
+    assert forms.forms["nf_camera"] == AnswerForm(
+        "choice", None, 1, ("blue cone", "red box", "red cone"), True
+    )
+    assert not forms.forms["vis_which"].seen_labels and not forms.forms["rel_lr"].seen_labels
     kind, prob, evidence = forms.classify("How many boxes are there?")
     assert kind == "count" and 0.5 < prob <= 1.0 and evidence > 0
     assert forms.classify("What colour is the cone?")[0] == "attr_color"
@@ -73,7 +81,7 @@ def test_answer_forms_name_the_kind_and_its_form(tmp_path) -> None:
     with pytest.raises(ValueError, match="answer_forms.json.*gst train answer-forms"):
         AnswerForms.load(path)
     with pytest.raises(ValueError, match="no records in training phrasings"):
-        AnswerForms.fit(_records()[-1:])
+        AnswerForms.fit([r for r in _records() if r.phrasing_split == "heldout"])
 
 
 def test_chat_router_asks_the_reader_in_the_recognised_form() -> None:
@@ -85,6 +93,9 @@ def test_chat_router_asks_the_reader_in_the_recognised_form() -> None:
             self.calls.append((answer_type, unit, options, len(images)))
             return "ok"
 
+        def seen_labels(self, images):
+            return ["red cone", "green torus", "blue cone"]
+
     forms, reader = AnswerForms.fit(_records()), Reader()
     forms.min_evidence = 1.0  # seven training questions give little evidence (``ROUTE_MIN_EVIDENCE``: 4 nats)
     route = ChatRouter(reader, forms)
@@ -94,4 +105,10 @@ def test_chat_router_asks_the_reader_in_the_recognised_form() -> None:
     assert route("How far did the camera move between the two images?", ["a.png"]) is None
     assert route("How many objects are there?", ["a.png", "b.png"]) is None
     assert route("Hello there!", ["a.png"]) is None
-    assert reader.calls == [("count", None, None, 1), ("choice", None, ("blue", "green", "red"), 1)]
+    # which object: the options narrowed to the labels the cell heads see (green torus: never an option)
+    assert route("Which object is nearest to the camera?", ["a.png"]) == "ok"
+    assert reader.calls == [
+        ("count", None, None, 1),
+        ("choice", None, ("blue", "green", "red"), 1),
+        ("choice", None, ("blue cone", "red cone"), 1),
+    ]
