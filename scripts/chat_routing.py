@@ -2,6 +2,7 @@
 checkpoint's answer reader, in the answer form its answer forms recognise from the question alone) or,
 for the questions it does not take, the world model (greedy, no segments), each record in a fresh chat
 with its views attached. Writes predictions for `gst eval qa --predictions` with who answered each.
+``--no-router``: the world model answers every record (`gst chat --no-answer-reader`).
 
     OMP_NUM_THREADS=1 python scripts/chat_routing.py --data data/qa3_heldout_s1000_10.jsonl \\
         --scenes data/eval_heldout_s1000_10 --checkpoint assets/gst-tiny --out runs/chat_routing/answers.jsonl
@@ -31,12 +32,13 @@ def main() -> int:
     ap.add_argument("--scenes", required=True, help="the scene folders its questions were made from")
     ap.add_argument("--checkpoint", default="assets/gst-tiny")
     ap.add_argument("--max-new-tokens", type=int, default=48, help="longest reply of the world model")
+    ap.add_argument("--no-router", action="store_true", help="the world model answers every record")
     ap.add_argument("--out", required=True, help="predictions JSONL (id, answer_text, answered_by)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     gst = GST.from_pretrained(args.checkpoint)
-    router = chat_router(gst)
-    if router is None:
+    router = None if args.no_router else chat_router(gst)
+    if router is None and not args.no_router:
         raise SystemExit(f"--checkpoint {args.checkpoint}: its answer_reader/ has no answer_forms.json")
     resolve = scene_image_resolver(args.scenes)
     records = read_jsonl(args.data)

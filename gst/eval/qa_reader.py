@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from gst.api_checkpoint import resolve_checkpoint
-from gst.data.cell_labels import COLOUR_CLASSES, SHAPE_CLASSES
 from gst.data.qa_types import ANSWER_TYPES, Answer, QARecord
 from gst.hashing import file_sha256
 from gst.model.answer_forms import ANSWER_FORMS_FILE, AnswerForms
@@ -27,10 +26,8 @@ from gst.model.answer_reader import (
     ANSWER_READER_DIR,
     MAX_VIEWS,
     answer,
-    cell_readouts,
     encode_records,
     text_tokenizer,
-    view_features,
     words,
 )
 from gst.model.answer_reader_io import load_answer_reader
@@ -112,21 +109,6 @@ class AnswerReaderPredictor:
         )  # fmt: skip
         return self._answer([record], [list(range(len(images)))], self._codes(images))[0]
 
-    def seen_labels(self, images: Sequence[Any]) -> list[str]:
-        """The objects the pose reader's cell heads see in ``images``: for every cell whose object logit is
-        above 0, its most likely colour and shape as a label ("red box"), each label once, in order."""
-        cells = view_features(self.gst.model.stem_reader, self._codes(images))
-        heads = cell_readouts(cells.float())
-        labels = [
-            f"{COLOUR_CLASSES[int(c)]} {SHAPE_CLASSES[int(s)]}"
-            for c, s in zip(
-                heads["colour"][heads["object"] > 0].argmax(-1),
-                heads["shape"][heads["object"] > 0].argmax(-1),
-                strict=True,
-            )
-        ]
-        return list(dict.fromkeys(labels))
-
     def _codes(self, images: Sequence[Any]) -> np.ndarray:
         """Each image's code grid under the checkpoint's image tokenizer. Shapes: -> (M, h, w) int64."""
         from tqdm.auto import tqdm
@@ -161,11 +143,7 @@ class ChatRouter:
         if kind is None or len(images) != self.forms.forms[kind].views:
             return None
         form = self.forms.forms[kind]
-        options = form.options
-        if form.seen_labels:  # the objects the cell heads see, where at least two of them are options
-            seen = set(self.predictor.seen_labels(images))
-            options = tuple(o for o in options if o in seen) if len(seen & set(options)) >= 2 else options
-        return self.predictor.ask(question, images, form.type, form.unit, options or None)
+        return self.predictor.ask(question, images, form.type, form.unit, form.options or None)
 
 
 def chat_router(gst: Any) -> ChatRouter | None:

@@ -44,15 +44,12 @@ def question_words(question: str) -> list[str]:
 @dataclass(frozen=True)
 class AnswerForm:
     """The answer of one question kind: ``type`` (``gst.data.qa_types.ANSWER_TYPES``), ``unit`` (numbers),
-    ``views`` (images the question reads), ``options`` (choices; empty otherwise) and ``seen_labels``: the
-    options are the labels of objects in the observed view ("red box"; its records offer different
-    options, and describe no motion to another view), so a chat may narrow them to the objects seen."""
+    ``views`` (images the question reads) and ``options`` (choices; empty otherwise)."""
 
     type: str
     unit: str | None
     views: int
     options: tuple[str, ...] = ()
-    seen_labels: bool = False
 
 
 class AnswerForms:
@@ -79,12 +76,9 @@ class AnswerForms:
         counts: dict[str, Counter] = defaultdict(Counter)
         options: dict[str, Counter] = defaultdict(Counter)
         shapes: dict[str, Counter] = defaultdict(Counter)
-        option_sets: dict[str, set] = defaultdict(set)
-        moves = Counter(r.kind for r in records if r.target_view is not None)
         for r in records:
             counts[r.kind].update(question_words(r.question))
             options[r.kind].update(r.answer.options or ())
-            option_sets[r.kind].add(r.answer.options)
             shapes[r.kind][(r.answer.type, r.answer.unit, len(r.views))] += 1
         vocab = sorted({w for c in counts.values() for w in c})
         pooled = Counter(w for c in counts.values() for w in c.elements())
@@ -96,8 +90,7 @@ class AnswerForms:
             prior[kind] = math.log(kinds[kind] / len(records))
             likelihood[kind] = {w: round(math.log((counts[kind][w] + SMOOTHING) / total), 4) for w in vocab}
             (type_, unit, views), _ = shapes[kind].most_common(1)[0]
-            seen = type_ == "choice" and len(option_sets[kind]) > 1 and not moves[kind]
-            forms[kind] = AnswerForm(type_, unit, views, tuple(sorted(options[kind])), seen)
+            forms[kind] = AnswerForm(type_, unit, views, tuple(sorted(options[kind])))
         return cls(prior, likelihood, background, forms)
 
     def classify(self, question: str) -> tuple[str, float, float]:
@@ -149,7 +142,7 @@ class AnswerForms:
                 "write it again with `gst train answer-forms`"
             )
         forms = {
-            k: AnswerForm(f["type"], f["unit"], f["views"], tuple(f["options"]), f["seen_labels"])
+            k: AnswerForm(f["type"], f["unit"], f["views"], tuple(f["options"]))
             for k, f in body["forms"].items()
         }
         return cls(body["prior"], body["likelihood"], body["background"], forms)
