@@ -98,10 +98,13 @@ def test_chat_router_asks_the_reader_in_the_recognised_form() -> None:
     assert route("How far did the camera move between the two images?", ["a.png"]) is None
     assert route("How many objects are there?", ["a.png", "b.png"]) is None
     assert route("Hello there!", ["a.png"]) is None
-    # which object: every label its training records offer (a chat knows no scene's objects)
+    # which object: every label its training records offer (a chat knows no scene's objects), or the two
+    # the question names
     assert route("Which object is nearest to the camera?", ["a.png"]) == "ok"
+    assert route("Which object, the red cone or the blue cone, is nearest to the camera?", ["a.png"]) == "ok"
     assert reader.calls == [
         ("count", None, None, 1),
         ("choice", None, ("blue", "green", "red"), 1),
         ("choice", None, ("blue cone", "red box", "red cone"), 1),
+        ("choice", None, ("blue cone", "red cone"), 1),
     ]

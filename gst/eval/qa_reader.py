@@ -12,6 +12,7 @@ turn has that kind's number of images; the reader then answers in that kind's an
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -133,7 +134,8 @@ class AnswerReaderPredictor:
 class ChatRouter:
     """A ``gst.api_chat.ChatRouter``: the answer reader's answer to a chat question whose kind the answer
     forms recognise (``AnswerForms.route``) and whose turn has that kind's number of images; None (the
-    model replies) otherwise."""
+    model replies) otherwise. A choice is among the kind's options, or among those the question names
+    where it names at least two."""
 
     def __init__(self, predictor: AnswerReaderPredictor, forms: AnswerForms):
         self.predictor, self.forms = predictor, forms
@@ -143,7 +145,10 @@ class ChatRouter:
         if kind is None or len(images) != self.forms.forms[kind].views:
             return None
         form = self.forms.forms[kind]
-        return self.predictor.ask(question, images, form.type, form.unit, form.options or None)
+        # a choice between objects the question names ("Which is larger, the red box or the blue cone?")
+        named = [o for o in form.options if re.search(rf"\b{re.escape(o)}\b", question.lower())]
+        options = tuple(named) if len(named) >= 2 else form.options
+        return self.predictor.ask(question, images, form.type, form.unit, options or None)
 
 
 def chat_router(gst: Any) -> ChatRouter | None:
