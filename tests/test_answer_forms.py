@@ -4,6 +4,7 @@ gst.eval.qa_reader.ChatRouter)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -108,3 +109,20 @@ def test_chat_router_asks_the_reader_in_the_recognised_form() -> None:
         ("choice", None, ("blue cone", "red box", "red cone"), 1),
         ("choice", None, ("blue cone", "red cone"), 1),
     ]
+
+
+def test_shipped_chat_routes_spatial_questions_to_the_answer_reader() -> None:
+    from gst.api import GST
+    from gst.eval.qa_reader import chat_router
+
+    root = Path(__file__).resolve().parents[1] / "assets"
+    gst = GST.from_pretrained(root / "gst-tiny")
+    session = gst.start_chat(max_new_tokens=4, router=chat_router(gst))
+    count = session.ask("How many objects are there in the image?", [root / "examples" / "view_a.png"])
+    assert count.answered_by == "answer-reader" and count.text.isdigit()
+    colour = session.ask("What colour is the box?")  # the same image, from the history
+    assert (
+        colour.answered_by == "answer-reader"
+        and colour.text in AnswerForms.load(root / "gst-tiny" / "answer_reader").forms["attr_color"].options
+    )
+    assert session.ask("Describe the scene.").answered_by == "model"
