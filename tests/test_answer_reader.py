@@ -69,12 +69,12 @@ def test_answer_net_pools_the_oracle_cells_into_object_tokens() -> None:
     q = torch.tensor([[2, 3, 4, 0], [5, 2, 0, 0]])
     cells = torch.randn(2, 2, 4, 5)
     pose = torch.zeros(2, 13)
-    logits, ptr, values, *_ = net(q, cells, d["shown"], pose, num_slots=3)
+    logits, ptr, values, _ = net(q, cells, d["shown"], pose, num_slots=3)
     assert values is None  # no numeric head
     assert logits.shape == (2, 3, 12) and ptr.shape == (2, 8, len(reader.ROLES))
     hit, _ = pointer_targets(d, torch.arange(2))
     with torch.no_grad():
-        oracle_logits, oracle_ptr, *_ = net(q, cells, d["shown"], pose, num_slots=3, oracle=hit)
+        oracle_logits, oracle_ptr, _, _ = net(q, cells, d["shown"], pose, num_slots=3, oracle=hit)
     assert torch.allclose(oracle_ptr, ptr, atol=1e-5)  # the same pointer logits; only the pooling changes
     assert not torch.allclose(oracle_logits, logits)
     # oracle_rows picks the records that pool the true cells: record 0 as with the oracle, record 1 not
@@ -99,7 +99,7 @@ def test_query_pointers_and_numeric_head_shapes() -> None:
     d = _records()
     net = _net(pointer_layers=1, pointer_match="query", numeric_head=True).eval()
     q = torch.tensor([[2, 3, 4, 0], [5, 2, 0, 0]])
-    logits, ptr, values, *_ = net(q, torch.randn(2, 2, 4, 5), d["shown"], torch.zeros(2, 13), num_slots=3)
+    logits, ptr, values, _ = net(q, torch.randn(2, 2, 4, 5), d["shown"], torch.zeros(2, 13), num_slots=3)
     assert logits.shape == (2, 3, 12) and ptr.shape == (2, 8, len(reader.ROLES))
     assert values.shape == (2, numbers.NUMERIC_DIMS + reader.NUMBER_BINS.num_tokens)
     # a role's logits differ between the two questions: the role queries read the question
@@ -240,7 +240,7 @@ def test_softmax_pool_ignores_hidden_views_and_code_features_widen_cells() -> No
     q, pose = torch.tensor([[2, 3, 4, 0], [5, 2, 0, 0]]), torch.zeros(2, reader.POSE_DIMS)
     cells = torch.randn(2, 2, 4, 5)
     with torch.no_grad():
-        logits, ptr, *_ = net(q, cells, d["shown"], pose, num_slots=3)
+        logits, ptr, _, _ = net(q, cells, d["shown"], pose, num_slots=3)
         moved = cells.clone()
         moved[0, 1] += 5.0  # record 0 shows one view: its second view's cells never enter the pool
         assert torch.allclose(net(q, moved, d["shown"], pose, num_slots=3)[0], logits, atol=1e-6)
@@ -480,65 +480,3 @@ def test_attribute_match_adds_the_named_colour_and_shape_of_each_cell() -> None:
     assert abs(float(box_role[0] - box_role[2])) < 1e-5 and float(box_role[0] - box_role[1]) > 10
     with pytest.raises(ValueError, match="attribute_match"):
         _net(pointer_layers=1, pointer_match="query", attribute_match=True)  # needs the word roles
-
-
-def test_camera_reference_measures_from_b_when_named_else_from_the_camera() -> None:
-    # pooled cells as in the relation test: role a at (3, 0, 4), role b at (0, 0, 4)
-    raw = torch.zeros(2, len(reader.ROLES), 7)
-    a, b = reader.ROLES.index("a"), reader.ROLES.index("b")
-    raw[:, a, 1:4], raw[:, b, 1:4] = torch.tensor([3.0, 0.0, 4.0]), torch.tensor([0.0, 0.0, 4.0])
-    ref = reader.reference_features(raw, torch.tensor([1.0, 0.0]))  # b named / not named
-    assert ref.shape == (2, reader.REFERENCE_DIMS)
-    assert torch.allclose(ref[:, :3], torch.tensor([[3.0, 0.0, 0.0], [3.0, 0.0, 4.0]]))
-    assert torch.allclose(ref[:, 3].exp() - 1e-2, torch.tensor([3.0, 5.0]), atol=1e-5)
-    assert ref[:, 4].tolist() == [1.0, 0.0]
-    with pytest.raises(ValueError, match="camera_reference"):
-        _net(pointer_layers=1, pointer_match="query", relations=True, camera_reference=True)
-    # grown from a reader without it (--init-from --camera-reference): the same answers until it learns
-    torch.manual_seed(0)
-    d = _records()
-    q, pose, cells = (
-        torch.tensor([[2, 3, 4, 0], [5, 2, 0, 0]]),
-        torch.zeros(2, reader.POSE_DIMS),
-        torch.randn(2, 2, 4, 5),
-    )
-    plain = _net(pointer_layers=1, pointer_match="query", relations=True, word_roles=True).eval()
-    more = grown(plain, replace(plain.config, camera_reference=True)).eval()
-    with torch.no_grad():
-        before, after = (
-            plain(q, cells, d["shown"], pose, num_slots=3),
-            more(q, cells, d["shown"], pose, num_slots=3),
-        )
-        assert before.names_b is None and after.names_b.shape == (2,)
-        assert torch.allclose(before.logits, after.logits, atol=1e-6)
-        more.reference[-1].bias += 1.0
-        assert not torch.allclose(more(q, cells, d["shown"], pose, num_slots=3).logits, before.logits)
-    # the training loss adds the gate's binary cross-entropy against whether the record names a role b
-    tr = {**d, "q": q, "feats": torch.randn(3, 4, 5), "pose": pose, "a": torch.tensor([[3, 11], [4, 11]]),
-          "num_defined": torch.zeros(2, numbers.NUMERIC_DIMS, dtype=torch.bool)}  # fmt: skip
-    args = argparse.Namespace(cells=None, oracle_pointer=False, teacher_pointer=0.0, no_image=False,
-                              word_dropout=0.0, number_readout="bins", unit_bins=False, pointer_weight=0.0,
-                              word_role_weight=0.0, construction_dropout=0.0)  # fmt: skip
-    loss = training_loss(more, tr, torch.arange(2), args, torch.Generator().manual_seed(0))
-    out = more(q, tr["feats"][tr["views"]], d["shown"], pose, num_slots=2)
-    answers = torch.nn.functional.cross_entropy(out.logits.flatten(0, 1), tr["a"].flatten())
-    gate = torch.nn.functional.binary_cross_entropy_with_logits(out.names_b, torch.tensor([0.0, 1.0]))
-    assert float(loss.detach()) == pytest.approx(float((answers + gate).detach()), rel=1e-5)
-
-
-def test_distance_prior_adds_a_gaussian_around_the_measured_distance() -> None:
-    config = {"pointer_layers": 1, "pointer_match": "query", "relations": True, "word_roles": True}
-    config |= {"camera_reference": True, "numeric_head": True, "unit_bins": True}
-    with pytest.raises(ValueError, match="distance_prior"):
-        _net(**{**config, "camera_reference": False}, distance_prior=True)
-    net = _net(**config, distance_prior=True).eval()
-    T, m = reader.NUMBER_BINS.num_tokens, numbers.UNITS.index("m")
-    ref = torch.zeros(2, reader.REFERENCE_DIMS)
-    ref[:, 3] = torch.log(torch.tensor([2.0, 5.0]) + 1e-2)  # measured distances 2 m and 5 m
-    with torch.no_grad():
-        net.prior_weight.bias.fill_(20.0)  # softplus(20) = 20 on every record
-        add = net.prior(torch.zeros(2, 16), ref).reshape(2, len(numbers.UNITS), T)
-    assert not add[:, [u for u in range(len(numbers.UNITS)) if u != m]].any()  # the metre bins only
-    peaks = [float(reader.NUMBER_BINS.values[int(i)]) for i in add[:, m].argmax(1)]
-    assert peaks[0] == pytest.approx(2.0, rel=0.06) and peaks[1] == pytest.approx(5.0, rel=0.06)
-    assert float(add.max()) <= 0.0 and float(add[:, m].min()) < -100  # far bins pushed down

@@ -38,18 +38,6 @@ The answer reader is that lookup, trained beside the backbone on what its pose r
   shape of the cell are the ones named: an explicit lookup of the named attributes in the cells'
   readouts, where the bilinear query above has to learn every word-to-readout pairing from the pointer
   loss. It starts near "any" (adding a near-constant).
-- Camera reference (``camera_reference``, with ``relations`` and ``word_roles``): the relation token also
-  reads the geometry from role a's object to a reference that is role b's object when the question names
-  one and the camera (the origin of the camera frame) when it does not: "how far is the box from the
-  ball" and "how far is the box from the camera" become one readout. Whether b is named is a gate learnt
-  from two cues only, the word-role tags of b and the mass of b's pointer (against whether the record has
-  a role b; the cues detached, so that the gate does not shape the pointer), not from the question's
-  construction, which held-out phrasings change.
-- Distance prior (``distance_prior``, with ``camera_reference`` and the bins readout): the number bins'
-  logits (the metre bins with ``unit_bins``) add a Gaussian in log value around that measured distance, its
-  weight read from the numeric
-  query (zero where the question asks for another number) and its width learnt: a direct path from the
-  measured geometry to the answer, which the numeric head otherwise has to learn through its layers.
 - Numbers (``numeric_head``): a typed readout for open answers, one query over everything the slots
   read: a number is a softmax over the number-token bins answered with the value of highest expected MRA
   (``number_readout="bins"``; ``unit_bins``: one set of bins per unit, the answer's unit reads its own)
@@ -90,10 +78,6 @@ ANSWER_READER_FORMAT, ANSWER_READER_FORMAT_VERSION = "gst-answer-reader", 1
 
 
 RELATION_DIMS = 15  # ``relation_features``
-REFERENCE_DIMS = 5  # ``reference_features``
-# ``distance_prior``: starting width (log value) and weight (softplus(0) = 0.69; at softplus(-4) = 0.02 it
-# stayed there in 20 CPU-minutes, experiments 2026-12-07)
-PRIOR_WIDTH, PRIOR_BIAS = 0.15, 0.0
 ANY_BIAS = 4.0  # ``attribute_match``: the "any" class's starting logit (the others' 0)
 
 
@@ -159,16 +143,8 @@ class AnswerReaderConfig:
     relations: bool = False
     word_roles: bool = False
     attribute_match: bool = False
-    camera_reference: bool = False
-    distance_prior: bool = False
 
     def __post_init__(self) -> None:
-        if self.distance_prior and not (
-            self.camera_reference and self.numeric_head and self.number_readout == "bins"
-        ):
-            raise ValueError("distance_prior: needs camera_reference and the numeric head's bins readout")
-        if self.camera_reference and not (self.relations and self.word_roles):
-            raise ValueError("camera_reference: needs relations and word_roles")
         if self.attribute_match and (not self.word_roles or self.code_features):
             raise ValueError("attribute_match: needs word_roles and the cells without code_features")
         if self.word_roles and (not self.pointer_layers or self.pointer_match != "query"):
@@ -186,14 +162,12 @@ class AnswerReaderConfig:
 class ReaderOutput(NamedTuple):
     """``AnswerReader.forward``: answer slot logits (B, S, vocab + 2); pointer logits (B, V n, R) or None
     without pointer layers; numeric head outputs (B, NUMERIC_DIMS + bins) or None without it; word-role
-    logits (B, Lq, R) or None without ``word_roles``; the logit that the question names a role b (B,) or
-    None without ``camera_reference``."""
+    logits (B, Lq, R) or None without ``word_roles``."""
 
     logits: torch.Tensor
     pointers: torch.Tensor | None
     numeric: torch.Tensor | None
     word_roles: torch.Tensor | None
-    names_b: torch.Tensor | None = None
 
 
 class AnswerReader(nn.Module):
@@ -259,19 +233,6 @@ class AnswerReader(nn.Module):
             self.relation = nn.Sequential(
                 nn.LayerNorm(RELATION_DIMS), nn.Linear(RELATION_DIMS, d), nn.GELU(), nn.Linear(d, d)
             )
-        if config.camera_reference:  # whether b is named, from its tags and pointer mass only
-            self.names_b = nn.Linear(2, 1)
-            self.reference = nn.Sequential(nn.Linear(REFERENCE_DIMS, d), nn.GELU(), nn.Linear(d, d))
-        if config.distance_prior:  # its weight per record (starting near zero) and its width in log value
-            self.prior_weight = nn.Linear(d, 1)
-            self.prior_log_width = nn.Parameter(torch.tensor(float(np.log(PRIOR_WIDTH))))
-            with torch.no_grad():
-                self.prior_weight.weight.zero_()
-                self.prior_weight.bias.fill_(PRIOR_BIAS)
-            log_values = np.log(np.maximum(NUMBER_BINS.values, 1e-3))
-            self.register_buffer(
-                "log_values", torch.tensor(log_values, dtype=torch.float32), persistent=False
-            )
         self.slots = nn.Parameter(torch.randn(MAX_ANSWER, d) * 0.02)
         self.alayers = nn.ModuleList([layer() for _ in range(2)])
         self.out = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, vocab + 2))
@@ -311,7 +272,7 @@ class AnswerReader(nn.Module):
         mpad = torch.cat([~shown.repeat_interleave(n, 1), ~shown[:, 1:2]], 1)
         for lay in self.qlayers:
             x = lay(x, mem, tgt_key_padding_mask=~qmask, memory_key_padding_mask=mpad)
-        ptr, roles, names_b, ref = None, None, None, None
+        ptr, roles = None, None
         if self.pointer_layers:
             cpad = mpad[:, :-1]  # (B, V n)
             c = xc
@@ -359,13 +320,6 @@ class AnswerReader(nn.Module):
             objs = self.summary(pooled) + self.role_emb  # (B, R, d)
             if self.config.relations:
                 rel = self.relation(relation_features(pooled_raw, count))
-                if self.config.camera_reference:
-                    b = ROLES.index("b")
-                    # detached: the gate reads the tags and the pointer, it does not shape them
-                    cues = torch.stack([tag.sum(1)[:, b], count[:, b]], -1).detach().log1p()
-                    names_b = self.names_b(cues).squeeze(-1)
-                    ref = reference_features(pooled_raw, names_b.sigmoid())
-                    rel = rel + self.reference(ref)
                 objs = torch.cat([objs, rel.unsqueeze(1)], 1)
             mem = torch.cat([objs, mem], 1)
             mpad = torch.cat([torch.zeros_like(mpad[:, : objs.shape[1]]), mpad], 1)
@@ -374,27 +328,11 @@ class AnswerReader(nn.Module):
         for lay in self.alayers:
             y = lay(y, mem, memory_key_padding_mask=mpad)
         if self.numeric is None:
-            return ReaderOutput(self.out(y), ptr, None, roles, names_b)
+            return ReaderOutput(self.out(y), ptr, None, roles)
         v = self.value_query.expand(q.shape[0], -1, -1)
         for lay in self.value_layers:
             v = lay(v, mem, memory_key_padding_mask=mpad)
-        values = self.numeric(v[:, 0])
-        if self.config.distance_prior:
-            values = torch.cat(
-                [values[:, :NUMERIC_DIMS], values[:, NUMERIC_DIMS:] + self.prior(v[:, 0], ref)], 1
-            )
-        return ReaderOutput(self.out(y), ptr, values, roles, names_b)
-
-    def prior(self, v: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        """Module docstring, "Distance prior": what it adds to the bin logits (with ``unit_bins``, to the
-        metre bins only). Shapes: v (B, d) the numeric query, ref (B, REFERENCE_DIMS) -> (B, units x bins)."""
-        log_distance = (ref[:, 3].exp() - 1e-2).clamp_min(1e-3).log()  # ``reference_features``' log
-        z = (self.log_values - log_distance[:, None]) / self.prior_log_width.exp()
-        add = nn.functional.softplus(self.prior_weight(v)) * -0.5 * z.square()  # (B, bins)
-        if not self.config.unit_bins:
-            return add
-        metres = torch.tensor([u == "m" for u in UNITS], device=add.device).repeat_interleave(add.shape[1])
-        return add.repeat(1, len(UNITS)) * metres
+        return ReaderOutput(self.out(y), ptr, self.numeric(v[:, 0]), roles)
 
     def attribute_logits(self, cells: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
         """Module docstring, "Attribute match": log P(the cell's colour and shape are those the role's words
@@ -426,16 +364,6 @@ def relation_features(raw: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     return torch.cat(
         [centre[:, a], centre[:, b], diff, (lengths + 1e-2).log(), uv[:, a] - uv[:, b], ratio[:, None]], -1
     )
-
-
-def reference_features(raw: torch.Tensor, names_b: torch.Tensor) -> torch.Tensor:
-    """Module docstring, "Camera reference": role a's centre minus the reference (role b's centre scaled
-    by ``names_b``, the probability that the question names b; the camera frame's origin at 0), the log
-    of that distance, and ``names_b``. ``raw`` as for ``relation_features``.
-    Shapes: raw (B, R, F + 2), names_b (B,) -> (B, REFERENCE_DIMS)."""
-    centre = cell_readouts(raw[..., :-2])["centre"]  # (B, R, 3)
-    diff = centre[:, ROLES.index("a")] - names_b[:, None] * centre[:, ROLES.index("b")]
-    return torch.cat([diff, (diff.norm(dim=-1, keepdim=True) + 1e-2).log(), names_b[:, None]], -1)
 
 
 def text_tokenizer() -> TextTokenizer:

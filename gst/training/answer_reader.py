@@ -158,17 +158,15 @@ GROWABLE = {
     "relations": (("relation.",), ("relation",)),
     "word_roles": (("word_role.", "span_in."), ("span_in",)),
     "attribute_match": (("colour_words.", "shape_words."), ()),  # built near "any"
-    "camera_reference": (("names_b.", "reference."), ("reference",)),
-    "distance_prior": (("prior_weight.", "prior_log_width"), ()),  # built near zero weight
 }
 
 
 def grown(net: AnswerReader, config: AnswerReaderConfig) -> AnswerReader:
-    """``net`` itself, or, where ``config`` adds what ``GROWABLE`` names (``--init-from`` with one of its
-    flags), a network of ``config`` holding all of ``net``'s weights and the new modules: the relation
-    token starts as the same constant for every record (its last layer zero); the word roles and the camera
-    reference start adding nothing (the grown reader answers as ``net``); the attribute match starts near
-    "any" (a near-constant shift of the pointer logits), the distance prior near zero weight."""
+    """``net`` itself, or, where ``config`` adds what ``GROWABLE`` names (``--init-from`` with
+    ``--relations`` / ``--word-roles`` / ``--attribute-match``), a network of ``config`` holding all of
+    ``net``'s weights and the new modules: the relation token starts as the same constant for every record
+    (its last layer zero); the word roles start adding nothing (the grown reader answers as ``net``); the
+    attribute match starts near "any" (a near-constant shift of the pointer logits)."""
     if net.config == config:
         return net
     added = [name for name in GROWABLE if getattr(config, name) and not getattr(net.config, name)]
@@ -248,8 +246,6 @@ def train_answer_reader(args: argparse.Namespace) -> int:
         relations=args.relations,
         word_roles=args.word_roles,
         attribute_match=args.attribute_match,
-        camera_reference=args.camera_reference,
-        distance_prior=args.distance_prior,
     )
     grow = {name: getattr(config, name) for name in GROWABLE}
     if start is not None and replace(start.config, **grow) != config:
@@ -372,7 +368,7 @@ def training_loss(
         oracle, oracle_rows = hit, torch.rand(len(idx), generator=g) < args.teacher_pointer
     q, cells, shown, pose = inputs(tr, idx, args.no_image)
     q = dropped_words(q, tr, idx, args, g)
-    logits, ptr, values, roles, names_b = net(q, cells, shown, pose, slots, oracle, oracle_rows)
+    logits, ptr, values, roles = net(q, cells, shown, pose, slots, oracle, oracle_rows)
     loss = F.cross_entropy(logits.flatten(0, 1), target[:, :slots].flatten(), ignore_index=IGNORE)
     if roles is not None and args.word_role_weight:  # the words that name each role's objects
         where = q[:, : roles.shape[1]].ne(0).unsqueeze(-1) & tr["word_roles_defined"][idx].unsqueeze(1)
@@ -381,10 +377,6 @@ def training_loss(
             loss = loss + args.word_role_weight * F.binary_cross_entropy_with_logits(
                 roles[where], tags[where]
             )
-    if names_b is not None:  # whether the question names a role b (module docstring, "Camera reference")
-        loss = loss + F.binary_cross_entropy_with_logits(
-            names_b, tr["has_role"][idx, ROLES.index("b")].float()
-        )
     defined_num = tr["num_defined"][idx].clone()
     if values is not None and args.number_readout == "bins":
         defined_num[:, NUMERIC_SLICES["number"]] = False

@@ -14,8 +14,7 @@ scores against the most frequent answer, pointer IoU) and, with ``--heldout``, `
   objects (``--pointer-weight``); ``--oracle-pointer`` pools the true cells instead (a ceiling, val split
   only); ``--teacher-pointer P`` pools them for a fraction P of the training records. With
   ``--word-roles``: binary cross-entropy of each question word's role tags against the words of the
-  record's references (``--word-role-weight``; records of `gst data qa` carry them). With
-  ``--camera-reference``: binary cross-entropy of its gate against whether the record names a role b.
+  record's references (``--word-role-weight``; records of `gst data qa` carry them).
 - ``--no-image``: the same network on the question alone (the text-only row of `gst eval qa`).
 
     OMP_NUM_THREADS=1 gst train answer-reader --chat data/chat3_world128 --cells data/cache_world128_p64 \\
@@ -162,19 +161,6 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         help="with --word-roles: each role's words name a colour and a shape class (or any); a cell's "
         "pointer logit adds the log-probability that its cell heads' colour and shape are those",
     )
-    ap.add_argument(
-        "--camera-reference",
-        action="store_true",
-        help="with --relations and --word-roles: the relation token also reads role a's object against a "
-        "reference that is role b's object when the question names one (a gate on b's tags and pointer "
-        "mass, learnt against the records' roles) and the camera when it does not",
-    )
-    ap.add_argument(
-        "--distance-prior",
-        action="store_true",
-        help="with --camera-reference and --numeric-head (bins): the number bins' logits add a Gaussian in "
-        "log value around the distance it measures, weighted per question (learnt; near zero at the start)",
-    )
     ap.add_argument("--word-role-weight", type=float, default=1.0, help="weight of the word-role loss")
     ap.add_argument("--pointer-weight", type=float, default=1.0, help="weight of the pointers' cell loss")
     ap.add_argument(
@@ -205,8 +191,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         default=None,
         help="continue an answer reader (an answer_reader folder): its weights, question words and shape "
         "(its shape replaces --width, --layers, the pointer and numeric flags, --no-image; --relations, "
-        "--word-roles, --attribute-match, --camera-reference and --distance-prior may add what they name "
-        "to a reader without it); a fresh optimiser and schedule over --minutes",
+        "--word-roles and --attribute-match may add what they name to a reader without it); a fresh "
+        "optimiser and schedule over --minutes",
     )
     ap.add_argument("--num-val", type=int, default=4000, help="val records scored (all phrasings)")
     ap.add_argument("--seed", type=int, default=0)
