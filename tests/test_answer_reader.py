@@ -205,6 +205,10 @@ def test_answer_reader_saves_and_loads(tmp_path) -> None:
     meta.write_text(meta.read_text().replace('"format_version": 1', '"format_version": 99'))
     with pytest.raises(ValueError, match="version 99"):
         reader_io.load_answer_reader(out)
+    body = json.loads(meta.read_text().replace('"format_version": 99', '"format_version": 1'))
+    meta.write_text(json.dumps({**body, "config": {**body["config"], "retired_option": False}}))
+    with pytest.raises(ValueError, match=r"\['retired_option'\] are not options"):
+        reader_io.load_answer_reader(out)
 
 
 def test_answer_picks_candidates_and_reads_numbers() -> None:

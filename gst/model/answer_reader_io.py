@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,12 @@ def load_answer_reader(path: str | Path) -> tuple[AnswerReader, dict[str, int], 
         raise ValueError(
             f"{meta_path}: format {info.get('format')!r} version {info.get('format_version')!r}, expected "
             f"{ANSWER_READER_FORMAT!r} version {ANSWER_READER_FORMAT_VERSION}"
+        )
+    unknown = sorted(set(info["config"]) - {f.name for f in fields(AnswerReaderConfig)})
+    if unknown:
+        raise ValueError(
+            f"{meta_path}: config fields {unknown} are not options of this version's answer reader (written "
+            "by another version of gst); retrain it, or remove them from the file if they are false"
         )
     config = AnswerReaderConfig(**info["config"])
     vocab = {w: i + 2 for i, w in enumerate(info["question_words"])}
