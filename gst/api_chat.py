@@ -61,7 +61,7 @@ class ChatSession:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         self.gst, self.max_new_tokens, self.sampling = gst, max_new_tokens, sampling
         self.allow_segments, self.router = allow_segments, router
-        self._images: list[ImageInput] = []  # the images of the last turn that had any (for the router)
+        self._images: list[PreparedImage] = []  # the last turn's images that had any (for the router)
         self._generator = gst.generator(seed)
         self._system = [] if system is None else [self._message("system", [system])]
         self._turns: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -180,7 +180,9 @@ class ChatSession:
         ``constraint``: only replies it allows (e.g. ``NumberFormat``); segments are then never started.
         With a ``router`` (and no constraint), a question it answers (about this turn's images, else the
         last images given) is answered by it: the reply is its text, kept in the history as a text turn."""
-        self._images = list(images) or self._images
+        # each image tokenized once, for the router and the prompt (errors name unreadable files)
+        images = [img if isinstance(img, PreparedImage) else self.gst.prepare(img) for img in images]
+        self._images = images or self._images
         answer = None if self.router is None or constraint is not None else self.router(text, self._images)
         if answer is not None:
             user, _, _ = self._prompt(text, images)

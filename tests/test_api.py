@@ -451,21 +451,28 @@ def test_chat_multi_turn_history(gst: GST) -> None:
     )
 
 
-def test_chat_router_answers_the_questions_it_recognises(gst: GST) -> None:
+def test_chat_router_answers_the_questions_it_recognises(gst: GST, monkeypatch) -> None:
     """A router (`gst chat`: the answer reader) answers the questions it takes, with the turn's images or
-    else the last ones given; its reply joins the history as a text turn; the others go to the model."""
-    seen = []
+    else the last ones given (each tokenized once); its reply joins the history as a text turn; the others
+    go to the model."""
+    from gst.api_types import PreparedImage
+
+    seen, prepared = [], []
 
     def router(question, images):
+        assert all(isinstance(img, PreparedImage) for img in images)
         seen.append(len(images))
         return "3" if question.startswith("How many") else None
 
+    prepare = gst.prepare
+    monkeypatch.setattr(gst, "prepare", lambda *a, **k: prepared.append(1) or prepare(*a, **k))
     session = gst.start_chat(max_new_tokens=6, router=router)
     reply = session.ask("How many objects?", [_image(20, 20)])
     assert reply.answered_by == "answer-reader" and reply.text == "3" and reply.finished
     n1 = session.num_tokens
     assert n1 > 16 and int(reply.ids[-1]) == gst.layout.special_id("<|end|>")
     assert session.ask("How many now?").text == "3" and seen == [1, 1]  # the last images again
+    assert len(prepared) == 1  # the image of the first turn, tokenized once for the router and the prompt
     other = session.ask("Which colour?")
     assert other.answered_by == "model" and session.num_tokens > n1
     session.reset()
