@@ -45,9 +45,10 @@ from gst.model.backbone import load_gst_model
 from gst.tokenizers.numbers import NUMBER_BINS
 
 
-def view_objects(split, cells, cache) -> np.ndarray:
+def view_objects(split, cells, cache, array: str = "object") -> np.ndarray:
     """The object each cell of every view of a chat split shows (index into its scene's objects, -1 none),
-    from the cell labels of a token cache over the same scenes. Shapes: (M, n) int64."""
+    from the cell labels of a token cache over the same scenes; another label with ``array`` ("shape",
+    "colour": class indices, -1 none). Shapes: (M, n) int64."""
     if tuple(cells.info["grid_hw"]) != tuple(split.image_codes.shape[1:]):
         raise ValueError(f"{cells.root}: cell grid {cells.info['grid_hw']} is not the chat cache's")
     where = {scene: (name, i) for name, s in cache.splits.items() for i, scene in enumerate(s.scenes)}
@@ -59,7 +60,7 @@ def view_objects(split, cells, cache) -> np.ndarray:
             )
         name, i = where[r["scene"]]
         for v, row in zip(r["views"], r["image_rows"], strict=True):
-            out[row] = cells.arrays[name]["object"][i, v].reshape(-1)
+            out[row] = cells.arrays[name][array][i, v].reshape(-1)
     return out
 
 
