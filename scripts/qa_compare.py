@@ -9,7 +9,9 @@ Each file is the ``predictions.jsonl`` that ``gst eval qa --out DIR`` writes (on
 id, family, kind, phrasing split, answer, truth, score). The first file is the method under test; the
 table gives every method's mean score per family (and kind, with ``--kinds``), overall and per
 phrasing split, then the 95 % interval of (first - other) over resamples of the questions (the same
-question ids in both, resampled within the family) and marks where the interval lies above 0.
+question ids in both, resampled within the family) and marks where the interval lies above 0; then each
+method's phrasing gap (a question's training-phrasing score minus its held-out-phrasing score) with its
+interval.
 """
 
 from __future__ import annotations
@@ -93,6 +95,26 @@ def main() -> None:
             )
         print(f"| {row} | " + " | ".join(cells) + " |")
     print(f"\n* the interval lies above 0: {names[0]} leads beyond the noise of these questions")
+    if args.phrasings == "all":
+        print("\nPhrasing gap: training-phrasing score - held-out-phrasing score of the same question (95 %)")
+        for name, run in zip(names, runs, strict=True):
+            pairs = phrasing_pairs(run)
+            if pairs:
+                train = np.array([run[t]["score"] for t, _ in pairs], np.float64)
+                held = np.array([run[h]["score"] for _, h in pairs], np.float64)
+                lo, hi = paired_interval(train, held, rng, args.resamples)
+                print(
+                    f"- {name}: {train.mean() - held.mean():+.3f} [{lo:+.3f}, {hi:+.3f}], "
+                    f"{len(pairs)} questions"
+                )
+
+
+def phrasing_pairs(run: dict[str, dict]) -> list[tuple[str, str]]:
+    """(training-phrasing id, held-out-phrasing id) of every question asked in both (ids "<instance>/t" and
+    "<instance>/h", as `gst data qa` writes them)."""
+    by_split = {(qid.rsplit("/", 1)[0], d["phrasing_split"]): qid for qid, d in run.items()}
+    return [(qid, by_split[inst, "heldout"]) for (inst, split), qid in sorted(by_split.items())
+            if split == "train" and (inst, "heldout") in by_split]  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -380,3 +380,27 @@ def test_qa_compare_script(tmp_path) -> None:
         [sys.executable, str(script), str(model), str(other)], capture_output=True, text=True
     )
     assert bad.returncode != 0 and "not the same questions" in bad.stderr
+
+
+def test_qa_compare_phrasing_gap(tmp_path) -> None:
+    """scripts/qa_compare.py: each method's phrasing gap pairs a question's two phrasings ("<instance>/t",
+    "<instance>/h") and gives the mean of training minus held-out score."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    # 10 questions: the training phrasing right on all, the held-out one on 7 -> gap 0.3
+    lines = []
+    for i in range(10):
+        for split, score in (("train", 1.0), ("heldout", float(i < 7))):
+            qid = f"s/count/{i}/{split[0]}"
+            lines.append(
+                {"id": qid, "family": "counting", "kind": "count", "phrasing_split": split, "score": score}
+            )
+    path = tmp_path / "model" / "predictions.jsonl"
+    path.parent.mkdir()
+    path.write_text("".join(json.dumps(d) + "\n" for d in lines))
+    script = Path(__file__).resolve().parents[1] / "scripts" / "qa_compare.py"
+    out = subprocess.run([sys.executable, str(script), str(path)], capture_output=True, text=True, check=True)
+    gap = [line for line in out.stdout.splitlines() if line.startswith("- model:")]
+    assert gap and gap[0].startswith("- model: +0.300 [") and gap[0].endswith("], 10 questions")
