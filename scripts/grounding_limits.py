@@ -12,13 +12,13 @@ cells`), it prints:
    top-scoring cell shows the role's object; for colour+shape references also the same share when the
    cell is chosen from the pose reader's cell heads given the exact words (log P(object) + log P(colour)
    + log P(shape)): a ceiling of the attribute match on these heads.
-2. **Cell heads**: shape and colour accuracy of the pose reader's (frozen, linear) cell heads on the cells
+2. **Distances** (MRA, ``dist_cam`` / ``dist_pair``): the reader's answers; the distance between the
+   cell-head centres pooled by the reader's pointers (sigmoid weights, top-1 cell); pooled by the true
+   cells of the objects (a ceiling of that readout); the median answer of these records (a constant).
+3. **Cell heads**: shape and colour accuracy of the pose reader's (frozen, linear) cell heads on the cells
    that show an object; with ``--probe-minutes`` M > 0, heads trained for M CPU-minutes each on the
    frozen features of the train split's views (a linear head again, an MLP, a 3x3 conv over the features
    and code features) and scored the same way: is there more in the features than the linear head reads?
-3. **Distances** (MRA, ``dist_cam`` / ``dist_pair``): the reader's answers; the distance between the
-   cell-head centres pooled by the reader's pointers (sigmoid weights, top-1 cell); pooled by the true
-   cells of the objects (a ceiling of that readout); the median answer of these records (a constant).
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def cell_head_report(args, reader, cache, cells, val, val_rows) -> None:
     ro = cell_readouts(fva)
     s, c = attribute_accuracy(ro["shape"], ro["colour"], lva)
     m = int((lva["shape"] >= 0).sum())
-    print(f"\n2. cell heads on {m} object cells of {len(va_rows)} val views: shape {s:.3f}, colour {c:.3f}")
+    print(f"\n3. cell heads on {m} object cells of {len(va_rows)} val views: shape {s:.3f}, colour {c:.3f}")
     if args.probe_minutes <= 0:
         return
     train = open_chat_cache(args.chat).split("train")
@@ -195,7 +195,7 @@ def distance_report(net, d, hit, defined, ptr) -> None:
             ca = pooled(wa, i)
             value = ca.norm() if rec.kind == "dist_cam" else (ca - pooled(wb, i)).norm()
             out[rec.kind, name].append(mean_relative_accuracy(float(value), t))
-    print("\n3. distances, MRA")
+    print("\n2. distances, MRA")
     for kind in sorted(truth):
         median = float(np.median(truth[kind]))
         const = np.mean([mean_relative_accuracy(median, t) for t in truth[kind]])

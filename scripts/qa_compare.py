@@ -102,7 +102,7 @@ def main() -> None:
             if pairs:
                 train = np.array([run[t]["score"] for t, _ in pairs], np.float64)
                 held = np.array([run[h]["score"] for _, h in pairs], np.float64)
-                lo, hi = paired_interval(train, held, rng, args.resamples)
+                lo, hi = paired_interval(train, held, np.random.default_rng(args.seed), args.resamples)
                 print(
                     f"- {name}: {train.mean() - held.mean():+.3f} [{lo:+.3f}, {hi:+.3f}], "
                     f"{len(pairs)} questions"
