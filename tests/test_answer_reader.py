@@ -409,6 +409,13 @@ def test_train_and_eval_answer_reader_agree(qa_world, tmp_path, capsys) -> None:
     done = info["metadata"]["training"]["updates"]
     assert info2["metadata"]["training"]["total_updates"] == done + info2["metadata"]["training"]["updates"]
     assert info2["metadata"]["training"]["total_cpu_minutes"] == 0.04
+    # a growable flag adds its modules: --number-words sets the number words' values from the words
+    grow = [*more[: more.index("--out")], "--number-words", "--out", str(tmp_path / "run3")]
+    assert cli_main(grow) == 0
+    net3, vocab3, info3 = reader_io.load_answer_reader(tmp_path / "run3" / "answer_reader")
+    assert info3["config"] == {**info["config"], "number_words": True}
+    assert torch.equal(net3.word_values, reader.number_word_values(vocab3, len(vocab3) + 2))
+    assert net3.word_values[:, 0].sum() == sum(w[0].isdigit() for w in vocab3) > 0
     trained = {(d := json.loads(line))["id"]: d["answer_text"] for line in open(run / "answers.jsonl")}
     evaluate = ["eval", "qa", "--data", str(qa_world / "qa.jsonl"), "--eval-split", "all", "--method",
                 "answer-reader", "--checkpoint", str(SHIPPED), "--answer-reader", str(run / "answer_reader"),
@@ -484,3 +491,32 @@ def test_attribute_match_adds_the_named_colour_and_shape_of_each_cell() -> None:
     assert abs(float(box_role[0] - box_role[2])) < 1e-5 and float(box_role[0] - box_role[1]) > 10
     with pytest.raises(ValueError, match="attribute_match"):
         _net(pointer_layers=1, pointer_match="query", attribute_match=True)  # needs the word roles
+
+
+def test_number_words_add_each_number_word_value(tmp_path) -> None:
+    """--number-words: a number word's value features; grown from a reader without them it answers as that
+    reader; saved and loaded with the values."""
+    import math
+
+    vocab = {"turns": 2, "59": 3, "1.8": 4, "degrees": 5}
+    values = reader.number_word_values(vocab, 6)
+    assert values.shape == (6, reader.NUMBER_WORD_DIMS)
+    assert values[[0, 1, 2, 5]].abs().sum() == 0  # padding, unknown and the other words
+    assert torch.allclose(values[3], torch.tensor([1.0, math.log1p(59) / 3, 0.59, 5.9]))
+    assert torch.allclose(values[4], torch.tensor([1.0, math.log1p(1.8) / 3, 0.018, 0.18]))
+    torch.manual_seed(0)
+    plain = _net(numeric_head=True).eval()
+    more = grown(plain, replace(plain.config, number_words=True)).eval()
+    more.word_values.copy_(values)
+    q = torch.tensor([[2, 3, 5, 0], [2, 4, 0, 0]])
+    args = (q, torch.randn(2, 2, 4, 5), torch.tensor([[True, False], [True, True]]), torch.zeros(2, 13))
+    with torch.no_grad():
+        assert torch.allclose(plain(*args).numeric, more(*args).numeric, atol=1e-6)  # starts adding nothing
+        more.number_in[-1].weight.normal_()
+        changed = more(*args).numeric
+        assert not torch.allclose(plain(*args).numeric, changed, atol=1e-3)
+    out = reader_io.save_answer_reader(more, vocab, tmp_path / "ar")
+    loaded, _, info = reader_io.load_answer_reader(out)
+    assert info["config"]["number_words"] and torch.equal(loaded.word_values, values)
+    with torch.no_grad():
+        assert torch.equal(loaded(*args).numeric, changed)

@@ -44,6 +44,9 @@ The answer reader is that lookup, trained beside the backbone on what its pose r
   or a regressed log (``"log"``); a point's coordinates and a box's centre and log extents are regressed.
   Written back as the answer text of the question's answer type (gst.model.answer_numbers: its targets
   ``numeric_target``, its text ``numeric_text``).
+- Number words (``number_words``): each question word that is a number also adds an embedding of its
+  value (``number_word_values``: log and linear scales), so "turns 59 degrees" reads as a magnitude near
+  "turns 60 degrees", where a word embedding alone learns every number apart. It starts adding nothing.
 - ``no_image``: the cells and pose are zeroed; the same network on the question alone (the text-only row).
 
 Glossary: B batch, M distinct views, V views per record, n cells per view, F cell features, d width, R
@@ -52,6 +55,7 @@ roles (``ROLES``), K objects per role (at most ``MAX_OBJECTS``).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -78,6 +82,7 @@ ANSWER_READER_FORMAT, ANSWER_READER_FORMAT_VERSION = "gst-answer-reader", 1
 
 
 RELATION_DIMS = 15  # ``relation_features``
+NUMBER_WORD_DIMS = 4  # ``number_word_values``
 ANY_BIAS = 4.0  # ``attribute_match``: the "any" class's starting logit (the others' 0)
 
 
@@ -143,6 +148,7 @@ class AnswerReaderConfig:
     relations: bool = False
     word_roles: bool = False
     attribute_match: bool = False
+    number_words: bool = False
 
     def __post_init__(self) -> None:
         if self.attribute_match and (not self.word_roles or self.code_features):
@@ -186,6 +192,9 @@ class AnswerReader(nn.Module):
         layers, pointer_layers, pointer_match = config.layers, config.pointer_layers, config.pointer_match
         numeric_head, unit_bins = config.numeric_head, config.unit_bins
         self.tok = nn.Embedding(question_vocab, d)
+        if config.number_words:  # ``number_word_values`` of the words; saved with the weights
+            self.register_buffer("word_values", torch.zeros(question_vocab, NUMBER_WORD_DIMS))
+            self.number_in = nn.Sequential(nn.Linear(NUMBER_WORD_DIMS, d), nn.GELU(), nn.Linear(d, d))
         self.qpos = nn.Parameter(torch.randn(MAX_QUESTION, d) * 0.02)
         self.cell_in = nn.Sequential(nn.LayerNorm(feat), nn.Linear(feat, d), nn.GELU(), nn.Linear(d, d))
         self.cpos = nn.Parameter(torch.randn(MAX_VIEWS, n, d) * 0.02)
@@ -266,6 +275,8 @@ class AnswerReader(nn.Module):
         L = int(qmask.sum(1).max())
         q, qmask = q[:, :L], qmask[:, :L]
         x = self.tok(q) + self.qpos[:L]
+        if self.config.number_words:
+            x = x + self.number_in(self.word_values[q])
         n = cells.shape[2]
         xc = (self.cell_in(cells.float()) + self.cpos[: cells.shape[1]]).flatten(1, 2)  # (B, V n, d)
         mem = torch.cat([xc, self.pose_in(pose).unsqueeze(1)], 1)
@@ -364,6 +375,18 @@ def relation_features(raw: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     return torch.cat(
         [centre[:, a], centre[:, b], diff, (lengths + 1e-2).log(), uv[:, a] - uv[:, b], ratio[:, None]], -1
     )
+
+
+def number_word_values(vocab: dict[str, int], size: int) -> torch.Tensor:
+    """Per question word id (``vocab``: word -> id, ``size`` ids), the value features of a number word:
+    (1, log1p(v) / 3, v / 100, v / 10); zeros for the other words (padding, unknown, words).
+    Shapes: -> (size, NUMBER_WORD_DIMS)."""
+    out = torch.zeros(size, NUMBER_WORD_DIMS)
+    for word, i in vocab.items():
+        if word[0].isdigit():
+            v = float(word)
+            out[i] = torch.tensor([1.0, math.log1p(v) / 3, v / 100, v / 10])
+    return out
 
 
 def text_tokenizer() -> TextTokenizer:

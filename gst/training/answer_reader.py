@@ -36,6 +36,7 @@ from gst.model.answer_reader import (
     answer,
     encode_records,
     inputs,
+    number_word_values,
     text_tokenizer,
     word_role_targets,
     words,
@@ -159,15 +160,17 @@ GROWABLE = {
     "relations": (("relation.",), ("relation",)),
     "word_roles": (("word_role.", "span_in."), ("span_in",)),
     "attribute_match": (("colour_words.", "shape_words."), ()),  # built near "any"
+    "number_words": (("number_in.", "word_values"), ("number_in",)),
 }
 
 
 def grown(net: AnswerReader, config: AnswerReaderConfig) -> AnswerReader:
     """``net`` itself, or, where ``config`` adds what ``GROWABLE`` names (``--init-from`` with
-    ``--relations`` / ``--word-roles`` / ``--attribute-match``), a network of ``config`` holding all of
-    ``net``'s weights and the new modules: the relation token starts as the same constant for every record
-    (its last layer zero); the word roles start adding nothing (the grown reader answers as ``net``); the
-    attribute match starts near "any" (a near-constant shift of the pointer logits)."""
+    ``--relations`` / ``--word-roles`` / ``--attribute-match`` / ``--number-words``), a network of
+    ``config`` holding all of ``net``'s weights and the new modules: the relation token starts as the same
+    constant for every record (its last layer zero); the word roles and number words start adding nothing
+    (the grown reader answers as ``net``); the attribute match starts near "any" (a near-constant shift of
+    the pointer logits)."""
     if net.config == config:
         return net
     added = [name for name in GROWABLE if getattr(config, name) and not getattr(net.config, name)]
@@ -247,6 +250,7 @@ def train_answer_reader(args: argparse.Namespace) -> int:
         relations=args.relations,
         word_roles=args.word_roles,
         attribute_match=args.attribute_match,
+        number_words=args.number_words,
     )
     grow = {name: getattr(config, name) for name in GROWABLE}
     if start is not None and replace(start.config, **grow) != config:
@@ -254,6 +258,8 @@ def train_answer_reader(args: argparse.Namespace) -> int:
             f"--init-from {args.init_from}: built for other data ({start.config} against {config})"
         )
     net = AnswerReader(config) if start is None else grown(start, config).train()
+    if config.number_words:
+        net.word_values.copy_(number_word_values(vocab, config.question_vocab))
     params = sum(p.numel() for p in net.parameters())
     print(f"{len(tr['records'])} train records, {len(vocab)} question words, {params / 1e6:.2f}M parameters")
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.01)

@@ -156,6 +156,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         "needs --pointer-match query); each role's pointer query reads its tagged words",
     )
     ap.add_argument(
+        "--number-words",
+        action="store_true",
+        help="a question word that is a number also adds an embedding of its value (log and linear scales)",
+    )
+    ap.add_argument(
         "--attribute-match",
         action="store_true",
         help="with --word-roles: each role's words name a colour and a shape class (or any); a cell's "
