@@ -19,6 +19,9 @@ cells`), it prints:
    that show an object; with ``--probe-minutes`` M > 0, heads trained for M CPU-minutes each on the
    frozen features of the train split's views (a linear head again, an MLP, a 3x3 conv over the features
    and code features) and scored the same way: is there more in the features than the linear head reads?
+   With ``--pixel-probe-minutes`` M > 0, a small CNN trained from scratch for M CPU-minutes on the
+   pixels the image tokenizer's decoder makes of the codes of ``--pixel-views`` training views: do the
+   codes hold more shape than the pose reader's features?
 """
 
 from __future__ import annotations
@@ -118,7 +121,6 @@ def attribute_accuracy(shape_logits, colour_logits, labels) -> tuple[float, floa
 
 
 def cell_head_report(args, reader, cache, cells, val, val_rows) -> None:
-    S = len(SHAPE_CLASSES)
     va_rows, lva = attribute_labels(val, cells, cache, val_rows)
 
     def features(split, image_rows, codes_too):
@@ -134,36 +136,82 @@ def cell_head_report(args, reader, cache, cells, val, val_rows) -> None:
     s, c = attribute_accuracy(ro["shape"], ro["colour"], lva)
     m = int((lva["shape"] >= 0).sum())
     print(f"\n3. cell heads on {m} object cells of {len(va_rows)} val views: shape {s:.3f}, colour {c:.3f}")
-    if args.probe_minutes <= 0:
+    if args.probe_minutes <= 0 and args.pixel_probe_minutes <= 0:
         return
     train = open_chat_cache(args.chat).split("train")
     tr_rows = np.random.default_rng(args.seed).permutation(train.rows("train"))[: args.num * 4]
     tr_image_rows, ltr = attribute_labels(train, cells, cache, tr_rows)
     grid = tuple(val.image_codes.shape[1:])
-    for kind, codes_too in (("linear", False), ("mlp", False), ("conv", True)):
-        xtr, xva = features(train, tr_image_rows, codes_too), features(val, va_rows, codes_too)
-        mu, sd = xtr.mean((0, 1)), xtr.std((0, 1)) + 1e-3
-        xtr, xva = (xtr - mu) / sd, (xva - mu) / sd
-        torch.manual_seed(args.seed)
-        head = ProbeHead(xtr.shape[-1], kind, grid)
-        opt = torch.optim.AdamW(head.parameters(), 2e-3, weight_decay=0.01)
-        start, steps, g = time.process_time(), 0, torch.Generator().manual_seed(args.seed)
-        while time.process_time() - start < args.probe_minutes * 60:
-            idx = torch.randint(0, len(xtr), (128,), generator=g)
-            y = head(xtr[idx])
-            loss = sum(
-                F.cross_entropy(part.flatten(0, 1), ltr[a][idx].flatten(), ignore_index=-1)
-                for part, a in ((y[..., :S], "shape"), (y[..., S:], "colour"))
+    if args.probe_minutes > 0:
+        for kind, codes_too in (("linear", False), ("mlp", False), ("conv", True)):
+            xtr, xva = features(train, tr_image_rows, codes_too), features(val, va_rows, codes_too)
+            mu, sd = xtr.mean((0, 1)), xtr.std((0, 1)) + 1e-3
+            torch.manual_seed(args.seed)
+            head = ProbeHead(xtr.shape[-1], kind, grid)
+            steps, (s, c) = train_probe(
+                head, (xtr - mu) / sd, ltr, (xva - mu) / sd, lva, args.probe_minutes, args
             )
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            steps += 1
-        with torch.no_grad():
-            y = head(xva)
-        s, c = attribute_accuracy(y[..., :S], y[..., S:], lva)
-        inputs_ = "features + code features" if codes_too else "features"
-        print(f"   {kind} head on the frozen {inputs_}, {steps} updates: shape {s:.3f}, colour {c:.3f}")
+            inputs_ = "features + code features" if codes_too else "features"
+            print(f"   {kind} head on the frozen {inputs_}, {steps} updates: shape {s:.3f}, colour {c:.3f}")
+    if args.pixel_probe_minutes > 0:  # what the codes hold: a CNN from scratch on their decoded pixels
+        from gst.api import GST
+
+        gst = GST.from_pretrained(args.checkpoint)
+        n_tr = min(args.pixel_views, len(tr_image_rows))
+
+        def pixels(split, image_rows):
+            codes = torch.from_numpy(split.image_codes[image_rows].astype(np.int64)).flatten(1)
+            return torch.cat([gst.decode_images(codes[i : i + 256] + gst.layout.image_offset)
+                              for i in range(0, len(codes), 256)])  # fmt: skip
+
+        pick = np.sort(np.random.default_rng(args.seed).permutation(len(tr_image_rows))[:n_tr])
+        xtr, xva = pixels(train, tr_image_rows[pick]), pixels(val, va_rows)
+        torch.manual_seed(args.seed)
+        net = PixelProbe(grid)
+        ltr_px = {a: v[torch.from_numpy(pick)] for a, v in ltr.items()}
+        steps, (s, c) = train_probe(net, xtr, ltr_px, xva, lva, args.pixel_probe_minutes, args, batch=32)
+        what = f"CNN on the decoded pixels of {n_tr} train views, {steps} updates"
+        print(f"   {what}: shape {s:.3f}, colour {c:.3f}")
+
+
+def train_probe(head, xtr, ltr, xva, lva, minutes: float, args, batch: int = 128) -> tuple[int, tuple]:
+    """Train ``head`` (inputs -> (B, n, S + C) logits) for ``minutes`` of process CPU time on the cells'
+    shape and colour classes; its updates and its (shape, colour) accuracy on the val views."""
+    S = len(SHAPE_CLASSES)
+    opt = torch.optim.AdamW(head.parameters(), 2e-3, weight_decay=0.01)
+    start, steps, g = time.process_time(), 0, torch.Generator().manual_seed(args.seed)
+    while time.process_time() - start < minutes * 60:
+        idx = torch.randint(0, len(xtr), (batch,), generator=g)
+        y = head(xtr[idx])
+        loss = sum(
+            F.cross_entropy(part.flatten(0, 1), ltr[a][idx].flatten(), ignore_index=-1)
+            for part, a in ((y[..., :S], "shape"), (y[..., S:], "colour"))
+        )
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        steps += 1
+    with torch.no_grad():
+        y = torch.cat([head(xva[i : i + 256]) for i in range(0, len(xva), 256)])
+    return steps, attribute_accuracy(y[..., :S], y[..., S:], lva)
+
+
+class PixelProbe(nn.Module):
+    """A small CNN from an image to one shape + colour logit vector per cell of the code grid."""
+
+    def __init__(self, grid: tuple[int, int]):
+        super().__init__()
+        out = len(SHAPE_CLASSES) + len(COLOUR_CLASSES)
+        self.grid = grid
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 32, 3, padding=1), nn.GELU(), nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(64, 96, 3, stride=2, padding=1), nn.GELU(), nn.Conv2d(96, 128, 3, stride=2, padding=1),
+            nn.GELU(), nn.Conv2d(128, 128, 3, padding=1), nn.GELU(), nn.Conv2d(128, out, 1),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) in [0, 1] -> (B, n, S + C)
+        y = F.adaptive_avg_pool2d(self.net(x * 2 - 1), self.grid)
+        return y.flatten(2).transpose(1, 2)
 
 
 def distance_report(net, d, hit, defined, ptr) -> None:
@@ -213,6 +261,15 @@ def main() -> int:
     ap.add_argument("--checkpoint", default="assets/gst-tiny", help="the pose reader it was trained over")
     ap.add_argument("--num", type=int, default=3000, help="val records (and 4x as many train for probes)")
     ap.add_argument("--probe-minutes", type=float, default=0.0, help="CPU-minutes per probe head (0: none)")
+    ap.add_argument(
+        "--pixel-probe-minutes",
+        type=float,
+        default=0.0,
+        help="CPU-minutes of a CNN on decoded pixels (0: none)",
+    )
+    ap.add_argument(
+        "--pixel-views", type=int, default=4000, help="training views decoded for the pixel probe"
+    )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(1)
