@@ -414,7 +414,7 @@ def test_train_and_eval_answer_reader_agree(qa_world, tmp_path, capsys) -> None:
     assert cli_main(grow) == 0
     net3, vocab3, info3 = reader_io.load_answer_reader(tmp_path / "run3" / "answer_reader")
     assert info3["config"] == {**info["config"], "number_words": True}
-    assert torch.equal(net3.word_values, reader.number_word_values(vocab3, len(vocab3) + 2))
+    assert torch.equal(net3.word_values, numbers.number_word_values(vocab3, len(vocab3) + 2))
     assert net3.word_values[:, 0].sum() == sum(w[0].isdigit() for w in vocab3) > 0
     trained = {(d := json.loads(line))["id"]: d["answer_text"] for line in open(run / "answers.jsonl")}
     evaluate = ["eval", "qa", "--data", str(qa_world / "qa.jsonl"), "--eval-split", "all", "--method",
@@ -499,8 +499,8 @@ def test_number_words_add_each_number_word_value(tmp_path) -> None:
     import math
 
     vocab = {"turns": 2, "59": 3, "1.8": 4, "degrees": 5}
-    values = reader.number_word_values(vocab, 6)
-    assert values.shape == (6, reader.NUMBER_WORD_DIMS)
+    values = numbers.number_word_values(vocab, 6)
+    assert values.shape == (6, numbers.NUMBER_WORD_DIMS)
     assert values[[0, 1, 2, 5]].abs().sum() == 0  # padding, unknown and the other words
     assert torch.allclose(values[3], torch.tensor([1.0, math.log1p(59) / 3, 0.59, 5.9]))
     assert torch.allclose(values[4], torch.tensor([1.0, math.log1p(1.8) / 3, 0.018, 0.18]))

@@ -2,15 +2,20 @@
 for an answer and the answer text it writes back. Points and boxes regress their values
 (``NUMERIC_SLICES``); a number is a regressed log or a distribution over the number-token bins
 (``NUMBER_BINS``, decoded to the value of highest expected MRA), one set of bins per unit with
-``--unit-bins`` (``UNITS``)."""
+``--unit-bins`` (``UNITS``). Numbers in questions (``--number-words``): ``number_word_values``."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import torch
 
 from gst.data.qa_types import UNIT_DECIMALS, Answer, box_answer, number_answer, point_answer
 from gst.eval.qa_metrics import token_mbr_number
 from gst.tokenizers.numbers import NUMBER_BINS
+
+NUMBER_WORD_DIMS = 4  # ``number_word_values``
 
 IGNORE = -100  # a target that is not learnt
 NUMERIC_SLICES = {"number": slice(0, 1), "point": slice(1, 4), "box": slice(4, 10)}
@@ -54,3 +59,15 @@ def numeric_text(answer: Answer, values: np.ndarray, bins: bool = False) -> str:
     if answer.type == "point":
         return point_answer(v.tolist()).text
     return box_answer(v[:3].tolist(), np.exp(np.clip(v[3:], -5, 3)).tolist()).text
+
+
+def number_word_values(vocab: dict[str, int], size: int) -> torch.Tensor:
+    """Per question word id (``vocab``: word -> id, ``size`` ids), the value features of a number word:
+    (1, log1p(v) / 3, v / 100, v / 10); zeros for the other words (padding, unknown, words).
+    Shapes: -> (size, NUMBER_WORD_DIMS)."""
+    out = torch.zeros(size, NUMBER_WORD_DIMS)
+    for word, i in vocab.items():
+        if word[0].isdigit():
+            v = float(word)
+            out[i] = torch.tensor([1.0, math.log1p(v) / 3, v / 100, v / 10])
+    return out

@@ -45,8 +45,9 @@ The answer reader is that lookup, trained beside the backbone on what its pose r
   Written back as the answer text of the question's answer type (gst.model.answer_numbers: its targets
   ``numeric_target``, its text ``numeric_text``).
 - Number words (``number_words``): each question word that is a number also adds an embedding of its
-  value (``number_word_values``: log and linear scales), so "turns 59 degrees" reads as a magnitude near
-  "turns 60 degrees", where a word embedding alone learns every number apart. It starts adding nothing.
+  value (gst.model.answer_numbers ``number_word_values``: log and linear scales), so "turns 59 degrees"
+  reads as a magnitude near "turns 60 degrees", where a word embedding alone learns every number apart.
+  It starts adding nothing.
 - ``no_image``: the cells and pose are zeroed; the same network on the question alone (the text-only row).
 
 Glossary: B batch, M distinct views, V views per record, n cells per view, F cell features, d width, R
@@ -55,7 +56,6 @@ roles (``ROLES``), K objects per role (at most ``MAX_OBJECTS``).
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,7 +68,7 @@ from torch import nn
 from gst.data.cell_labels import COLOUR_CLASSES, SHAPE_CLASSES
 from gst.data.qa_types import QARecord
 from gst.eval.qa_baselines import closed_candidates
-from gst.model.answer_numbers import NUMERIC_DIMS, NUMERIC_SLICES, UNITS, numeric_text
+from gst.model.answer_numbers import NUMBER_WORD_DIMS, NUMERIC_DIMS, NUMERIC_SLICES, UNITS, numeric_text
 from gst.tokenizers.numbers import NUMBER_BINS
 from gst.tokenizers.text import TextTokenizer
 
@@ -82,7 +82,6 @@ ANSWER_READER_FORMAT, ANSWER_READER_FORMAT_VERSION = "gst-answer-reader", 1
 
 
 RELATION_DIMS = 15  # ``relation_features``
-NUMBER_WORD_DIMS = 4  # ``number_word_values``
 ANY_BIAS = 4.0  # ``attribute_match``: the "any" class's starting logit (the others' 0)
 
 
@@ -375,18 +374,6 @@ def relation_features(raw: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     return torch.cat(
         [centre[:, a], centre[:, b], diff, (lengths + 1e-2).log(), uv[:, a] - uv[:, b], ratio[:, None]], -1
     )
-
-
-def number_word_values(vocab: dict[str, int], size: int) -> torch.Tensor:
-    """Per question word id (``vocab``: word -> id, ``size`` ids), the value features of a number word:
-    (1, log1p(v) / 3, v / 100, v / 10); zeros for the other words (padding, unknown, words).
-    Shapes: -> (size, NUMBER_WORD_DIMS)."""
-    out = torch.zeros(size, NUMBER_WORD_DIMS)
-    for word, i in vocab.items():
-        if word[0].isdigit():
-            v = float(word)
-            out[i] = torch.tensor([1.0, math.log1p(v) / 3, v / 100, v / 10])
-    return out
 
 
 def text_tokenizer() -> TextTokenizer:

@@ -24,7 +24,14 @@ from gst.data.token_cache import open_token_cache
 from gst.eval.qa_baselines import MostFrequentBaseline
 from gst.eval.qa_metrics import score_texts, summarize
 from gst.hashing import file_sha256
-from gst.model.answer_numbers import IGNORE, NUMERIC_DIMS, NUMERIC_SLICES, UNITS, numeric_target
+from gst.model.answer_numbers import (
+    IGNORE,
+    NUMERIC_DIMS,
+    NUMERIC_SLICES,
+    UNITS,
+    number_word_values,
+    numeric_target,
+)
 from gst.model.answer_reader import (
     ANSWER_READER_DIR,
     MAX_ANSWER,
@@ -36,7 +43,6 @@ from gst.model.answer_reader import (
     answer,
     encode_records,
     inputs,
-    number_word_values,
     text_tokenizer,
     word_role_targets,
     words,
