@@ -35,15 +35,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gst.api_checkpoint import resolve_checkpoint
-from gst.data.cell_labels import COLOUR_CLASSES, SHAPE_CLASSES, open_cell_labels
+from gst.data.cell_labels import COLOUR_CLASSES, SHAPE_CLASSES
 from gst.data.chat_cache import open_chat_cache
-from gst.data.token_cache import open_token_cache
 from gst.eval.qa_metrics import mean_relative_accuracy
 from gst.model.answer_reader import ROLES, answer, cell_readouts, inputs, text_tokenizer, view_features
-from gst.model.answer_reader_io import load_answer_reader
-from gst.model.backbone import load_gst_model
-from gst.training.answer_reader import encode_split, pointer_targets, view_objects
+from gst.training.answer_reader import pointer_targets, val_sample, view_objects
 
 POSITION_WORDS = ("left", "right", "closest", "nearest", "farthest", "furthest")
 
@@ -273,15 +269,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    reader = load_gst_model(resolve_checkpoint(args.checkpoint).model_dir).eval().stem_reader
-    net, vocab, _ = load_answer_reader(args.answer_reader)
-    val = open_chat_cache(args.chat).split("val")
-    cache = open_token_cache(args.cells)
-    cells = open_cell_labels(cache)
-    rows = np.sort(np.random.default_rng(args.seed).permutation(val.rows("all"))[: args.num])
-    d = encode_split(val, rows, reader, vocab, text_tokenizer(), view_objects(val, cells, cache))
+    sample = val_sample(args.answer_reader, args.chat, args.cells, args.checkpoint, args.num, args.seed)
+    net, rows, d = sample.net, sample.rows, sample.d
     hit, defined = pointer_targets(d, torch.arange(len(rows)))
-    net.eval()
     with torch.no_grad():
         ptr = torch.cat(
             [net(*inputs(d, torch.arange(s, min(s + 250, len(rows))), False), num_slots=1).pointers
@@ -290,7 +280,7 @@ def main() -> int:
     print(f"{args.answer_reader}: {len(rows)} val records of {args.chat}")
     pointer_report(d, hit, defined, ptr)
     distance_report(net, d, hit, defined, ptr)
-    cell_head_report(args, reader, cache, cells, val, rows)
+    cell_head_report(args, sample.reader, sample.cache, sample.labels, sample.val, rows)
     return 0
 
 

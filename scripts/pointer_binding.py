@@ -19,14 +19,8 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from gst.api_checkpoint import resolve_checkpoint
-from gst.data.cell_labels import open_cell_labels
-from gst.data.chat_cache import open_chat_cache
-from gst.data.token_cache import open_token_cache
-from gst.model.answer_reader import ROLES, inputs, text_tokenizer
-from gst.model.answer_reader_io import load_answer_reader
-from gst.model.backbone import load_gst_model
-from gst.training.answer_reader import encode_split, pointer_targets, view_objects
+from gst.model.answer_reader import ROLES, inputs
+from gst.training.answer_reader import pointer_targets, val_sample
 
 
 def main() -> int:
@@ -39,15 +33,10 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    reader = load_gst_model(resolve_checkpoint(args.checkpoint).model_dir).eval().stem_reader
-    net, vocab, _ = load_answer_reader(args.answer_reader)
+    sample = val_sample(args.answer_reader, args.chat, args.cells, args.checkpoint, args.num, args.seed)
+    net, rows, d = sample.net, sample.rows, sample.d
     if not net.config.pointer_layers:
         raise SystemExit(f"--answer-reader {args.answer_reader}: has no pointers")
-    val = open_chat_cache(args.chat).split("val")
-    token_cache = open_token_cache(args.cells)
-    objects = view_objects(val, open_cell_labels(token_cache), token_cache)
-    rows = np.sort(np.random.default_rng(args.seed).permutation(val.rows("all"))[: args.num])
-    d = encode_split(val, rows, reader, vocab, text_tokenizer(), objects)
     iou, own, other = defaultdict(list), defaultdict(list), defaultdict(list)
     with torch.no_grad():
         for start in range(0, len(rows), 250):

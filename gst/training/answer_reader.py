@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -137,6 +138,21 @@ def pointer_targets(d: dict, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 
 
 @torch.no_grad()
+def val_sample(answer_reader, chat, cells, checkpoint, num: int, seed: int) -> SimpleNamespace:
+    """What the diagnostic scripts read (scripts/pointer_binding.py, scripts/grounding_limits.py): ``num``
+    records of a chat cache's val split (seeded, sorted), encoded with their pointer targets from the cell
+    labels of the token cache ``cells``, beside the answer reader ``net`` (eval mode), the checkpoint's pose
+    ``reader``, the ``val`` split, the token ``cache`` and its cell ``labels``."""
+    reader = load_gst_model(resolve_checkpoint(checkpoint).model_dir).eval().stem_reader
+    net, vocab, _ = load_answer_reader(answer_reader)
+    val = open_chat_cache(chat).split("val")
+    cache = open_token_cache(cells)
+    labels = open_cell_labels(cache)
+    rows = np.sort(np.random.default_rng(seed).permutation(val.rows("all"))[:num])
+    d = encode_split(val, rows, reader, vocab, text_tokenizer(), view_objects(val, labels, cache))
+    return SimpleNamespace(net=net.eval(), reader=reader, val=val, cache=cache, labels=labels, rows=rows, d=d)
+
+
 def pointer_iou(net: nn.Module, d: dict) -> dict[str, float]:
     """Per role, the mean intersection over union of the cells the pointer picks (logit > 0) and the cells
     that show the role's objects, over records whose role shows in at least one cell."""
