@@ -119,16 +119,15 @@ def attribute_accuracy(shape_logits, colour_logits, labels) -> tuple[float, floa
 def cell_head_report(args, reader, cache, cells, val, val_rows) -> None:
     va_rows, lva = attribute_labels(val, cells, cache, val_rows)
 
-    def features(split, image_rows, codes_too):
+    def features(split, image_rows):  # the reader's features and readouts, then the code features
         codes = split.image_codes[image_rows]
         with torch.no_grad():
-            f = view_features(reader, codes).float()
-            if codes_too:
-                f = torch.cat([f, reader.code_feats(torch.from_numpy(codes.astype(np.int64)).flatten(1))], -1)
-        return f
+            ids = torch.from_numpy(codes.astype(np.int64)).flatten(1)
+            return torch.cat([view_features(reader, codes).float(), reader.code_feats(ids)], -1)
 
-    fva = features(val, va_rows, False)
-    ro = cell_readouts(fva)
+    fva = features(val, va_rows)
+    base = fva.shape[-1] - reader.code_feats.embedding_dim  # without the code features
+    ro = cell_readouts(fva[..., :base])
     s, c = attribute_accuracy(ro["shape"], ro["colour"], lva)
     m = int((lva["shape"] >= 0).sum())
     print(f"\n3. cell heads on {m} object cells of {len(va_rows)} val views: shape {s:.3f}, colour {c:.3f}")
@@ -139,8 +138,9 @@ def cell_head_report(args, reader, cache, cells, val, val_rows) -> None:
     tr_image_rows, ltr = attribute_labels(train, cells, cache, tr_rows)
     grid = tuple(val.image_codes.shape[1:])
     if args.probe_minutes > 0:
+        ftr = features(train, tr_image_rows)
         for kind, codes_too in (("linear", False), ("mlp", False), ("conv", True)):
-            xtr, xva = features(train, tr_image_rows, codes_too), features(val, va_rows, codes_too)
+            xtr, xva = (f if codes_too else f[..., :base] for f in (ftr, fva))
             mu, sd = xtr.mean((0, 1)), xtr.std((0, 1)) + 1e-3
             torch.manual_seed(args.seed)
             head = ProbeHead(xtr.shape[-1], kind, grid)
