@@ -1,12 +1,14 @@
 """How much of a motion-visibility answer the observed image can hold: "<camera motion>. Will the <object>
-(out of view now) be visible afterwards?" (``vis_yesno``, gst.data.qa_families.motion_visibility).
+be visible afterwards?" (gst.data.qa_families.motion_visibility), for ``vis_yesno`` (the object is out of
+view now) or ``vis_stay`` (it is in view now).
 
-    OMP_NUM_THREADS=1 python scripts/visibility_evidence.py --scenes data/world128 [--num-scenes 800]
+    OMP_NUM_THREADS=1 python scripts/visibility_evidence.py --scenes data/world128 [--num-scenes 800] \
+        [--kind vis_yesno|vis_stay]
 
-Every ``vis_yesno`` question the generator could ask in the first ``--num-scenes`` scenes (the objects out
-of view in the observed view and clearly in or out of the target view), answered by three small
-classifiers (an MLP on standardised features, trained on 80 % of the scenes, stopped early on a fifth of
-those questions, scored on the questions of the other 20 % of the scenes):
+Every question of ``--kind`` the generator could ask in the first ``--num-scenes`` scenes (the objects out
+of view, or in view, in the observed view and clearly in or out of the target view), answered by three
+small classifiers (an MLP on standardised features, trained on 80 % of the scenes, stopped early on a
+fifth of those questions, scored on the questions of the other 20 % of the scenes):
 
 - **motion**: the five numbers of the motion the question states (turn, tilt, forward, left, up): all a
   text-only reader has;
@@ -14,10 +16,11 @@ those questions, scored on the questions of the other 20 % of the scenes):
   without error: how many objects are clearly / partly in view, and the azimuth (atan2(x, z)) and depth of
   the ones clearly in view (min, mean, max), the camera's pitch and height;
 - **motion + the object's position**: also the asked object's centre in the observed camera frame
-  (azimuth, elevation, log distance), which the image does not show (a ceiling).
+  (azimuth, elevation, log distance). For ``vis_yesno`` the image does not show it (a ceiling); for
+  ``vis_stay`` it does (the object is in view): what perfect perception of the named object gives.
 
-If the second is level with the first, the image holds no evidence for these questions beyond the
-motion: the family cannot be answered by looking, whatever the model. Paired bootstrap intervals
+If the second is level with the first for ``vis_yesno``, the image holds no evidence for these questions
+beyond the motion: they cannot be answered by looking, whatever the model. Paired bootstrap intervals
 (2,000 resamples of the test questions).
 """
 
@@ -52,8 +55,9 @@ def view_summary(ctx, i: int) -> list[float]:
             max(depth), pitch, height]  # fmt: skip
 
 
-def questions(scenes: list[Path], seed: int) -> tuple[np.ndarray, ...]:
-    """Features (motion, image, object) and answers of every vis_yesno question of ``scenes``."""
+def questions(scenes: list[Path], seed: int, kind: str = "vis_yesno") -> tuple[np.ndarray, ...]:
+    """Features (motion, image, object) and answers of every ``kind`` question of ``scenes``."""
+    now = {"vis_yesno": OUT, "vis_stay": IN}[kind]  # the asked object's status in the observed view
     motion, image, obj, ans, scene_of = [], [], [], [], []
     for s, path in enumerate(scenes):
         ctx = scene_context(load_scene(path), QAConfig(), seed)
@@ -62,7 +66,7 @@ def questions(scenes: list[Path], seed: int) -> tuple[np.ndarray, ...]:
             summary = view_summary(ctx, i)
             for o in ctx.objects:
                 sj = ctx.status(o, j)
-                if ctx.status(o, i) != OUT or sj not in (IN, OUT) or not ctx.unique(o):
+                if ctx.status(o, i) != now or sj not in (IN, OUT) or not ctx.unique(o):
                     continue
                 p = ctx.p(o, i)
                 motion.append([m.turn_left_deg, m.tilt_up_deg, m.forward_m, m.left_m, m.up_m])
@@ -107,20 +111,21 @@ def main() -> int:
     ap.add_argument("--num-scenes", type=int, default=800)
     ap.add_argument("--steps", type=int, default=1500, help="full-batch updates per classifier")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--kind", choices=("vis_yesno", "vis_stay"), default="vis_yesno")
     args = ap.parse_args()
     torch.set_num_threads(1)
     scenes = sorted(p for p in Path(args.scenes).iterdir() if p.is_dir())[: args.num_scenes]
     if not scenes:
         raise SystemExit(f"--scenes {args.scenes}: no scene folders")
-    motion, image, obj, ans, scene_of = questions(scenes, args.seed)
+    motion, image, obj, ans, scene_of = questions(scenes, args.seed, args.kind)
     # the generator balances the answers of a kind (`gst data qa`): as many "yes" as "no", drawn at random
     rng = np.random.default_rng(args.seed)
-    yes, no = np.flatnonzero(ans == 1), np.flatnonzero(ans == 0)
-    keep = np.sort(np.concatenate([no, rng.choice(yes, min(len(yes), len(no)), replace=False)]))
+    few, many = sorted((np.flatnonzero(ans == 0), np.flatnonzero(ans == 1)), key=len)  # "no" first on ties
+    keep = np.sort(np.concatenate([few, rng.choice(many, len(few), replace=False)]))
     motion, image, obj, ans, scene_of = (a[keep] for a in (motion, image, obj, ans, scene_of))
     test = scene_of >= int(0.8 * len(scenes))
     n_test = int(test.sum())
-    print(f"{len(ans)} vis_yesno questions (balanced) of {len(scenes)} scenes, {n_test} on the test scenes")
+    print(f"{len(ans)} {args.kind} questions (balanced) of {len(scenes)} scenes, {n_test} on the test scenes")
     majority = float(ans[~test].mean() >= 0.5)
     rows = {
         "the training majority answer": np.full(test.sum(), majority),

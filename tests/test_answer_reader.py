@@ -520,3 +520,25 @@ def test_number_words_add_each_number_word_value(tmp_path) -> None:
     assert info["config"]["number_words"] and torch.equal(loaded.word_values, values)
     with torch.no_grad():
         assert torch.equal(loaded(*args).numeric, changed)
+
+
+def test_new_question_words_grow_as_the_unknown_word() -> None:
+    """--init-from on data with words the reader never read: their embeddings start as the unknown word's
+    (id 1, how it read them), so the grown reader answers as before; a smaller vocabulary is refused."""
+    torch.manual_seed(0)
+    plain = _net(numeric_head=True, number_words=True).eval()
+    more = grown(plain, replace(plain.config, question_vocab=8)).eval()
+    assert more.tok.weight.shape[0] == 8 and torch.equal(more.tok.weight[6:], plain.tok.weight[[1, 1]])
+    assert more.word_values.shape[0] == 8
+    cells, shown, pose = (
+        torch.randn(2, 2, 4, 5),
+        torch.tensor([[True, False], [True, True]]),
+        torch.zeros(2, 13),
+    )
+    old_ids, new_ids = torch.tensor([[2, 1, 5, 1], [1, 3, 0, 0]]), torch.tensor([[2, 6, 5, 7], [7, 3, 0, 0]])
+    with torch.no_grad():
+        before, after = plain(old_ids, cells, shown, pose, 2), more(new_ids, cells, shown, pose, 2)
+        assert torch.allclose(before.logits, after.logits, atol=1e-6)
+        assert torch.allclose(before.numeric, after.numeric, atol=1e-6)
+    with pytest.raises(ValueError, match="cannot grow"):
+        grown(more, plain.config)

@@ -169,6 +169,21 @@ def test_motion_visibility(candidates) -> None:
     assert which.target_view == 1 and which.motion is not None
     # going back from view 1 to view 0 nothing new appears
     assert find(candidates, "vis_count", (1,))[0].answer.value == 0
+    # vis_stay asks about the objects in view now: turning back from view 1 loses the green cone
+    stay = {(c.views[0], c.slots["a"]): c.answer.value for c in find(candidates, "vis_stay")}
+    assert stay == {
+        (0, "the red box"): "yes",
+        (0, "the blue sphere"): "yes",
+        (1, "the red box"): "yes",
+        (1, "the blue sphere"): "yes",
+        (1, "the green cone"): "no",
+    }
+    red = find(candidates, "vis_stay", (0,), a="the red box")[0]
+    assert red.target_view == 1 and red.objects == {"a": (0,)}
+    # no left/right superlative names its object (it would tell which way it leaves the frame)
+    assert (
+        "the leftmost object" not in red.forms["a"] and "the object closest to the camera" in red.forms["a"]
+    )
 
 
 def test_objects_name_the_roles_a_question_is_about(candidates) -> None:

@@ -43,6 +43,7 @@ COUNTS = {
     "vis_which": (26, 8),
     "g3d_point": (25, 11),
     "g3d_box": (24, 16),
+    "vis_stay": (34, 8),
 }
 # kind -> the slots every one of its templates must use (a template without {b} could not be answered)
 SLOTS = {
@@ -67,6 +68,7 @@ SLOTS = {
     "vis_which": {"motion"},
     "g3d_point": {"a"},
     "g3d_box": {"a"},
+    "vis_stay": {"motion", "a"},
 }
 FILL = {
     "a": "the red box",
@@ -109,7 +111,7 @@ def test_counts_per_kind() -> None:
     assert tuple(PATTERNS) == tuple(KIND_FAMILY) == tuple(TEMPLATES) == tuple(COUNTS)
     assert {k: (len(t), len(h)) for k, (t, h) in TEMPLATES.items()} == COUNTS
     assert min(t for t, _ in COUNTS.values()) >= 24 and min(h for _, h in COUNTS.values()) >= 6
-    assert sum(t for t, _ in COUNTS.values()) == 541 and sum(h for _, h in COUNTS.values()) == 202
+    assert sum(t for t, _ in COUNTS.values()) == 575 and sum(h for _, h in COUNTS.values()) == 210
 
 
 def test_held_out_phrasings_stay_held_out() -> None:
@@ -223,7 +225,7 @@ def test_wording_never_changes_the_questions_or_answers(monkeypatch) -> None:
     assert {r.phrasing_id[-3:] for r in fixed} == {"/t0", "/h0"}
     # the records of the hand scene, seed 3, with their drawn wording
     got = {r.id: (r.phrasing_id, r.question, r.answer_text) for r in records}
-    assert len(records) == 136 and sum(r.phrasing_split == "heldout" for r in records) == 68
+    assert len(records) == 144 and sum(r.phrasing_split == "heldout" for r in records) == 72
     assert got["hand_scene/rel_lr/1/t"] == (
         "rel_lr/t20",
         "Relative to the blue object, is the object closest to the camera on the left or the right?",
@@ -244,6 +246,12 @@ def test_wording_never_changes_the_questions_or_answers(monkeypatch) -> None:
         "Suppose you turn 30 degrees left and then step 1.0 m right. "
         "Name the object that appears afterwards.",
         "green cone",
+    )
+    assert got["hand_scene/vis_stay/0/h"] == (
+        "vis_stay/h7",
+        "Suppose you turn 30 degrees right and then step 0.5 m ahead and 0.9 m left. "
+        "Will you still see the green cone afterwards?",
+        "no",
     )
     for r in records:  # every question is one of its kind's templates of its split
         table = TEMPLATES[r.kind][0 if r.phrasing_split == "train" else 1]

@@ -17,7 +17,12 @@ Families and kinds (``gst.data.qa_phrasings.KIND_FAMILY``), answers typed as in 
   move left/right (definitions in ``gst.data.qa_geometry``);
 - motion_visibility: the observed view plus a motion described in words (to the target view, which is
   not shown): ``vis_yesno`` does object A (out of view now) become visible, ``vis_count`` how many
-  objects come into view, ``vis_which`` which one (per-view visible fractions of the metadata);
+  objects come into view, ``vis_which`` which one, ``vis_stay`` does object A (in view now) stay in view
+  (per-view visible fractions of the metadata). Only ``vis_stay`` can be read off the image: where its
+  object is in the view decides, with the motion, whether the motion takes it out of the frame
+  (``scripts/visibility_evidence.py`` measures this); the other three ask about objects the observed
+  view does not show. ``vis_stay`` is generated last (``KIND_FAMILY``), so adding it left every other
+  kind's questions and wordings as they were;
 - grounding_3d: ``g3d_point`` the object centre in the camera frame, ``g3d_box`` its camera-axis-aligned
   3D box (``gst.data.qa_types``).
 
@@ -30,7 +35,7 @@ Unambiguity rules (defaults in ``QAConfig``; every rejected question is counted 
   (where the metadata counts them); *out of view* when the visibility or the metadata fraction is at or
   below ``hidden_max`` (0.05); *partly visible* otherwise, including boxes straddling the camera
   plane. Questions only name
-  objects in view (except visibility questions, which ask about out-of-view ones). A count is skipped
+  objects in view (except ``vis_yesno``, which asks about out-of-view ones). A count is skipped
   when a matching object is partly visible; a superlative (leftmost, closest...) when its winner is
   partly visible, or when it beats a partly or clearly visible runner-up by less than the margin.
 - references: a question names an object only when "the <colour> <shape>" is unique among ALL the

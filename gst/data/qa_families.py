@@ -181,6 +181,7 @@ _NO_POSITIONAL: dict[str, tuple[str, ...]] = {
     "rel_fb": POSITIONAL_REFS[2:],
     "dist_cam": POSITIONAL_REFS[2:],
     "nf_object": POSITIONAL_REFS[2:],
+    "vis_stay": POSITIONAL_REFS[:2],  # "will the leftmost object stay in view" after a turn left
 }
 
 
@@ -436,13 +437,16 @@ def motion_visibility(ctx: SceneContext, pairs: list[tuple[int, int]]) -> list[C
         ]
         base = dict(views=(i,), motion=m, target_view=j)
         for o, (si, sj) in zip(ctx.objects, status, strict=True):
-            if si != OUT:
+            # vis_yesno asks about an object out of view now, vis_stay about one in view (the image shows
+            # where it is, so the answer can be read off the image and the motion)
+            kind = {OUT: "vis_yesno", IN: "vis_stay"}.get(si)
+            if kind is None:
                 continue
             if sj == PARTIAL or not ctx.unique(o):
-                ctx.skip("vis_yesno", "partly_visible" if sj == PARTIAL else "ambiguous_reference")
+                ctx.skip(kind, "partly_visible" if sj == PARTIAL else "ambiguous_reference")
                 continue
             ans = choice_answer("yes" if sj == IN else "no", YES_NO)
-            out.append(Candidate("vis_yesno", ans, **_object_slots(ctx, i, "vis_yesno", a=o), **base))
+            out.append(Candidate(kind, ans, **_object_slots(ctx, i, kind, a=o), **base))
         if unclear:
             ctx.skip("vis_count", "partly_visible")
             ctx.skip("vis_which", "partly_visible")

@@ -51,6 +51,9 @@ KIND_FAMILY: MappingProxyType[str, str] = MappingProxyType(
         "vis_which": "motion_visibility",
         "g3d_point": "grounding_3d",
         "g3d_box": "grounding_3d",
+        # last, so the questions and wordings of the kinds above are those drawn before it existed (each
+        # scene's sampling and wording streams are drawn from in this order); reported with its family
+        "vis_stay": "motion_visibility",
     }
 )
 FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(KIND_FAMILY.values()))
@@ -282,6 +285,16 @@ PATTERNS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
             "Ground {a} with a 3D bounding box relative to the camera. " + _CAM,
             "[Give|State] the 3D box that encloses {a} in [camera coordinates|the camera frame]. " + _CAM,
             "[!Which 3D box] in [camera coordinates|the camera frame] encloses {a}? " + _CAM,
+        ),
+        "vis_stay": (
+            "{motion} [Will|Would] {a} still be [visible|in view] [then|afterwards|after that]?",
+            "{motion} Is {a} still [in view|visible][| then| after that]?",
+            "{motion} Does {a} stay [in view|visible][| then| afterwards]?",
+            "{motion} Can you still [see|spot] {a}[| afterwards| then]?",
+            "{motion} Does {a} remain [in view|visible][| afterwards]?",
+            "{motion} [!Would {a} stay] [in view|visible][| afterwards]?",
+            "{motion} [!Is {a} still there] [afterwards|then]?",
+            "{motion} [!Will you still see] {a}[| afterwards]?",
         ),
     }
 )

@@ -188,18 +188,27 @@ GROWABLE = {
 
 def grown(net: AnswerReader, config: AnswerReaderConfig) -> AnswerReader:
     """``net`` itself, or, where ``config`` adds what ``GROWABLE`` names (``--init-from`` with
-    ``--relations`` / ``--word-roles`` / ``--attribute-match`` / ``--number-words``), a network of
-    ``config`` holding all of ``net``'s weights and the new modules: the relation token starts as the same
-    constant for every record (its last layer zero); the word roles and number words start adding nothing
-    (the grown reader answers as ``net``); the attribute match starts near "any" (a near-constant shift of
-    the pointer logits)."""
+    ``--relations`` / ``--word-roles`` / ``--attribute-match`` / ``--number-words``) or more question
+    words, a network of ``config`` holding all of ``net``'s weights and the new modules: the relation token
+    starts as the same constant for every record (its last layer zero); the word roles and number words
+    start adding nothing (the grown reader answers as ``net``); the attribute match starts near "any" (a
+    near-constant shift of the pointer logits); each new word (ids from ``net.config.question_vocab`` on)
+    starts as the unknown word (id 1), which is how ``net`` read it, so the reader answers as before."""
     if net.config == config:
         return net
     added = [name for name in GROWABLE if getattr(config, name) and not getattr(net.config, name)]
-    if replace(net.config, **{name: True for name in added}) != config:
+    more = config.question_vocab - net.config.question_vocab
+    flags = {name: True for name in added}
+    if more < 0 or replace(net.config, question_vocab=config.question_vocab, **flags) != config:
         raise ValueError(f"cannot grow the answer reader {net.config} into {config}")
     new = AnswerReader(config)
-    missing, unexpected = new.load_state_dict(net.state_dict(), strict=False)
+    state = net.state_dict()
+    if more:
+        state["tok.weight"] = torch.cat([state["tok.weight"], state["tok.weight"][1:2].expand(more, -1)])
+        if "word_values" in state:  # set from the words by the caller
+            values = state["word_values"]
+            state["word_values"] = torch.cat([values, values.new_zeros(more, values.shape[1])])
+    missing, unexpected = new.load_state_dict(state, strict=False)
     prefixes = tuple(p for name in added for p in GROWABLE[name][0])
     if unexpected or any(not k.startswith(prefixes) for k in missing):
         raise ValueError(f"cannot grow the answer reader: missing {missing}, unexpected {unexpected}")
@@ -238,6 +247,10 @@ def train_answer_reader(args: argparse.Namespace) -> int:
         for name in GROWABLE:  # a growable flag may add what it names
             setattr(args, name, getattr(args, name) or getattr(start.config, name))
         earlier = (info.get("metadata") or {}).get("training", {})
+        new_words = sorted(w for w in counts if w not in vocab)
+        if new_words:  # training words it never read (new phrasings): appended, grown as the unknown word
+            vocab = {**vocab, **{w: len(vocab) + 2 + i for i, w in enumerate(new_words)}}
+            print(f"--init-from {args.init_from}: {len(new_words)} new question words {new_words[:12]}")
     val_split = cache.split("val")
     objects = {"train": None, "val": None}
     if args.cells:
@@ -275,7 +288,7 @@ def train_answer_reader(args: argparse.Namespace) -> int:
         number_words=args.number_words,
     )
     grow = {name: getattr(config, name) for name in GROWABLE}
-    if start is not None and replace(start.config, **grow) != config:
+    if start is not None and replace(start.config, question_vocab=config.question_vocab, **grow) != config:
         raise ValueError(
             f"--init-from {args.init_from}: built for other data ({start.config} against {config})"
         )
