@@ -353,7 +353,7 @@ def test_word_roles_tag_the_words_that_name_each_role() -> None:
     tr["word_roles"][0, 1, a] = 1.0
     args = argparse.Namespace(cells=None, oracle_pointer=False, teacher_pointer=0.0, no_image=False,
                               word_dropout=0.0, number_readout="bins", unit_bins=False, pointer_weight=0.0,
-                              word_role_weight=1.0, construction_dropout=0.0)  # fmt: skip
+                              word_role_weight=1.0, construction_dropout=0.0, keep_motion=False)  # fmt: skip
     g = torch.Generator().manual_seed(0)
     with_tags = training_loss(more, tr, torch.arange(2), args, g)
     args.word_role_weight = 0.0
@@ -369,6 +369,11 @@ def test_word_roles_tag_the_words_that_name_each_role() -> None:
     tr["word_roles"][0, 2, b] = 1.0
     q = dropped_words(tr["q"], tr, torch.arange(2), args, g)
     assert q.tolist() == [[1, 3, 4, 1], [5, 2, 0, 0]]  # record 1 names no object: kept
+    # --keep-motion: a question that states a camera motion keeps every word
+    tr["motion"] = torch.tensor([True, False])
+    assert dropped_words(tr["q"], tr, torch.arange(2), args, g).tolist() == [[1, 3, 4, 1], [5, 2, 0, 0]]
+    args.keep_motion = True
+    assert dropped_words(tr["q"], tr, torch.arange(2), args, g).tolist() == [[2, 3, 4, 5], [5, 2, 0, 0]]
 
 
 @pytest.fixture(scope="module")

@@ -123,6 +123,7 @@ def encode_split(
         "has_role": torch.from_numpy(has_role),
         "word_roles": torch.from_numpy(tags),
         "word_roles_defined": torch.from_numpy(tagged),
+        "motion": torch.tensor([r.target_view is not None for r in records], dtype=torch.bool),
         "cell_objects": None if objects is None else torch.from_numpy(objects),
     }
 
@@ -351,6 +352,7 @@ def train_answer_reader(args: argparse.Namespace) -> int:
                 "lr": args.lr,
                 "word_dropout": args.word_dropout,
                 "construction_dropout": args.construction_dropout,
+                "keep_motion": args.keep_motion,
                 "word_role_weight": args.word_role_weight if args.word_roles else None,
                 "teacher_pointer": args.teacher_pointer,
                 "pointer_weight": args.pointer_weight,
@@ -386,12 +388,16 @@ def dropped_words(
     """The question ids ``q`` (B, MAX_QUESTION) of training records ``idx`` with known words read as
     unknown (id 1): any word at ``--word-dropout`` (held-out phrasings' new words), and in a record that
     names objects each word outside its references at ``--construction-dropout`` (the answer must also
-    follow from which objects the question names, not only from its construction)."""
+    follow from which objects the question names, not only from its construction), except, with
+    ``--keep-motion``, in a question that states a camera motion (motion visibility: the motion's words
+    decide the answer, they are not its construction)."""
     if args.word_dropout:
         q = torch.where((q > 1) & (torch.rand(q.shape, generator=g) < args.word_dropout), 1, q)
     if args.construction_dropout:
         named = tr["word_roles"][idx, : q.shape[1]].sum(-1) > 0
         around = tr["word_roles_defined"][idx].any(1, keepdim=True) & ~named
+        if args.keep_motion:
+            around = around & ~tr["motion"][idx, None]
         q = torch.where(
             (q > 1) & around & (torch.rand(q.shape, generator=g) < args.construction_dropout), 1, q
         )

@@ -185,6 +185,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         "references) read as unknown: the answer must also follow from which objects the question names",
     )
     ap.add_argument(
+        "--keep-motion",
+        action="store_true",
+        help="--construction-dropout spares the questions that state a camera motion (motion visibility: "
+        "the motion's words decide the answer)",
+    )
+    ap.add_argument(
         "--teacher-pointer",
         type=float,
         default=0.0,
