@@ -154,6 +154,7 @@ def val_sample(answer_reader, chat, cells, checkpoint, num: int, seed: int) -> S
     return SimpleNamespace(net=net.eval(), reader=reader, val=val, cache=cache, labels=labels, rows=rows, d=d)
 
 
+@torch.no_grad()
 def pointer_iou(net: nn.Module, d: dict) -> dict[str, float]:
     """Per role, the mean intersection over union of the cells the pointer picks (logit > 0) and the cells
     that show the role's objects, over records whose role shows in at least one cell."""
