@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from gst.cli import main as cli_main
+from gst.data.qa_geometry import camera_motion, to_camera
 from gst.data.qa_types import box_answer, choice_answer, number_answer, parse_like, point_answer
 from gst.model import answer_numbers as numbers
 from gst.model import answer_reader as reader
@@ -79,7 +80,7 @@ def test_answer_net_pools_the_oracle_cells_into_object_tokens() -> None:
     assert not torch.allclose(oracle_logits, logits)
     # oracle_rows picks the records that pool the true cells: record 0 as with the oracle, record 1 not
     with torch.no_grad():
-        mixed = net(q, cells, d["shown"], pose, 3, hit, torch.tensor([True, False]))[0]
+        mixed = net(q, cells, d["shown"], pose, None, 3, hit, torch.tensor([True, False]))[0]
     assert torch.allclose(mixed[0], oracle_logits[0], atol=1e-6) and torch.allclose(
         mixed[1], logits[1], atol=1e-6
     )
@@ -168,6 +169,63 @@ class _Reader(torch.nn.Module):
 
     def read_pairs(self, obs: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         return (obs + tgt).sum(1, keepdim=True).float().expand(-1, reader.POSE_DIMS)
+
+
+def test_motion_token_moves_the_pooled_object_into_the_camera_after_the_motion() -> None:
+    """--motion-token: the stated motion parsed from the question; role a's pooled centre moved by it is
+    where the target camera sees the object when the cameras are level."""
+    motion = reader.stated_motions(
+        ["The camera turns 90 degrees to the left and moves 1.0 m forward.", "Hi?"]
+    )
+    assert motion.tolist() == [[1.0, 90.0, 0.0, 1.0, 0.0, 0.0], [0.0] * reader.STATED_DIMS]
+    # an object 2 m ahead: after stepping 1 m forward and turning left by 90 degrees it is 1 m to the right
+    raw = torch.zeros(2, len(reader.ROLES), 7)
+    a = reader.ROLES.index("a")
+    raw[:, a, 1:4] = torch.tensor([0.0, 0.0, 2.0])
+    feats = reader.motion_features(motion, raw, torch.ones(2, len(reader.ROLES)))
+    assert feats.shape == (2, reader.MOTION_DIMS)
+    assert torch.allclose(feats[0, 8:11], torch.tensor([1.0, 0.0, 0.0]), atol=1e-6)  # x right, in the plane
+    assert feats[0, 13] == 0 and feats[1, 13] == 1  # behind / still in front
+    assert torch.allclose(feats[1, 8:11], torch.tensor([0.0, 0.0, 2.0]))  # no motion stated: where it was
+    # a level camera turned, tilted and moved: the moved centre is the object in the target camera's frame
+    yaw0, yaw1, pitch1 = 0.3, 1.2, 0.2
+    cams = []
+    for yaw, pitch, eye in ((yaw0, 0.0, [0.0, 0.0, 1.0]), (yaw1, pitch1, [1.0, -0.5, 1.5])):
+        f = np.array([np.cos(pitch) * np.cos(yaw), np.cos(pitch) * np.sin(yaw), np.sin(pitch)])
+        right = np.cross(f, [0.0, 0.0, 1.0])
+        right /= np.linalg.norm(right)
+        rot = np.stack([right, np.cross(f, right), f])
+        w2c = np.eye(4)
+        w2c[:3, :3], w2c[:3, 3] = rot, -rot @ np.array(eye)
+        cams.append(w2c)
+    m = camera_motion(cams[0], cams[1])
+    point = np.array([[2.0, 1.0, 0.5]])
+    raw[0, a, 1:4] = torch.tensor(to_camera(cams[0], point)[0], dtype=torch.float32)
+    stated = torch.tensor([[1.0, m.turn_left_deg, m.tilt_up_deg, m.forward_m, m.left_m, m.up_m]])
+    moved = reader.motion_features(stated, raw[:1], torch.ones(1, len(reader.ROLES)))[0, 8:11]
+    assert torch.allclose(moved, torch.tensor(to_camera(cams[1], point)[0], dtype=torch.float32), atol=1e-5)
+    # the network reads the token; grown from a reader without it, every weight is kept and its last
+    # layer starts at zero; it needs the stated motions
+    torch.manual_seed(0)
+    d = _records()
+    net = _net(pointer_layers=1, pointer_match="query", motion_token=True).eval()
+    q, pose, cells = (
+        torch.tensor([[2, 3, 4, 0], [5, 2, 0, 0]]),
+        torch.zeros(2, reader.POSE_DIMS),
+        torch.randn(2, 2, 4, 5),
+    )
+    with torch.no_grad():
+        logits = net(q, cells, d["shown"], pose, motion, num_slots=3).logits
+        assert not torch.allclose(net(q, cells, d["shown"], pose, motion * 2, num_slots=3).logits, logits)
+    with pytest.raises(ValueError, match="stated motions"):
+        net(q, cells, d["shown"], pose, num_slots=3)
+    with pytest.raises(ValueError, match="motion_token"):
+        _net(motion_token=True)
+    plain = _net(pointer_layers=1, pointer_match="query")
+    more = grown(plain, replace(plain.config, motion_token=True))
+    kept = more.state_dict()
+    assert all(torch.equal(v, kept[k]) for k, v in plain.state_dict().items())
+    assert not more.motion_in[-1].weight.any() and not more.motion_in[-1].bias.any()
 
 
 def test_encode_records_reads_questions_views_and_pairs() -> None:

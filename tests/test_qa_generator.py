@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import string
+from dataclasses import astuple
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,14 @@ from gst.cli import main as gst_main
 from gst.data.pairs import scene_split
 from gst.data.qa import QAConfig, generate_qa, generate_scene_qa, scene_context
 from gst.data.qa_families import all_candidates
-from gst.data.qa_geometry import camera_motion, describe_motion, frame_fraction, to_camera
+from gst.data.qa_geometry import (
+    CameraMotion,
+    camera_motion,
+    describe_motion,
+    frame_fraction,
+    parse_motion,
+    to_camera,
+)
 from gst.data.qa_phrasings import FAMILIES, KIND_FAMILY, TEMPLATES, phrasing_ids, render
 from gst.data.qa_types import QARecord, parse_like, read_jsonl
 from gst.data.scene import Scene
@@ -158,6 +166,24 @@ def test_camera_motion_answers(candidates) -> None:
     assert describe_motion(m, "camera") == "The camera turns 30 degrees to the left and moves 1.0 m right."
     assert describe_motion(m, "you") == "Suppose you turn 30 degrees left and then step 1.0 m right."
     assert describe_motion(m, "readout") == "turned 30 degrees left, moved 1.0 m right"
+
+
+def test_parse_motion_reads_every_wording_back() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        values = [rng.uniform(-120, 120), rng.uniform(-40, 40), *rng.uniform(-3, 3, 3)]
+        m = CameraMotion(*[v if rng.random() < 0.7 else 0.0 for v in values])
+        rounded = (round(m.turn_left_deg), round(m.tilt_up_deg), *(round(v, 1) for v in astuple(m)[2:]))
+        for style in ("camera", "you", "readout"):
+            got = parse_motion(describe_motion(m, style))
+            assert astuple(got) == pytest.approx(rounded), (style, m)
+    assert parse_motion("The camera stays where it is. Is the red box visible?") == CameraMotion(
+        0, 0, 0, 0, 0
+    )
+    assert parse_motion("How far is the red box from the camera?") is None
+    assert parse_motion("Suppose you tilt 5 degrees down, then step 2.5 m back.") == CameraMotion(
+        0, -5, -2.5, 0, 0
+    )
 
 
 def test_motion_visibility(candidates) -> None:

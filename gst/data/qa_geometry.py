@@ -22,6 +22,7 @@ Glossary: V views, N objects.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -247,3 +248,31 @@ def describe_motion(motion: CameraMotion, style: str = "camera") -> str:
     if move:
         rot.append("then step " + _join(move) if rot else "step " + _join(move))
     return "Suppose you " + (_join(rot) if rot else "stay where you are") + "."
+
+
+_TURN = re.compile(r"\bturn(?:s|ed)?\s+(\d+(?:\.\d+)?)\s*degrees?\s+(?:to\s+the\s+)?(left|right)\b")
+_TILT = re.compile(r"\btilt(?:s|ed)?\s+(\d+(?:\.\d+)?)\s*degrees?\s+(up|down)\b")
+_MOVE = re.compile(r"(\d+(?:\.\d+)?)\s*m\s+(forward|ahead|backwards?|back|left|right|up|down)\b")
+_STILL = re.compile(r"\b(?:stays? where|did not move|does not move|stands? still)\b")
+_MOVE_AXES = {"forward": (2, 1), "ahead": (2, 1), "back": (2, -1), "backward": (2, -1), "backwards": (2, -1),
+              "left": (3, 1), "right": (3, -1), "up": (4, 1), "down": (4, -1)}  # fmt: skip
+
+
+def parse_motion(text: str) -> CameraMotion | None:
+    """The camera motion a text states in ``describe_motion``'s wordings (any style: "turns 35 degrees to
+    the left", "turn 35 degrees left", "tilted 10 degrees up", "0.8 m forward" / "ahead" / "back" /
+    "left" / "right" / "up" / "down"; "stays where it is" / "did not move" for none), or None when it
+    states none. A component stated twice counts once (the first)."""
+    low, values, found = text.lower(), [0.0] * 5, False
+    for pattern, index, positive in ((_TURN, 0, "left"), (_TILT, 1, "up")):
+        if m := pattern.search(low):
+            values[index], found = float(m.group(1)) * (1 if m.group(2) == positive else -1), True
+    seen = set()
+    for m in _MOVE.finditer(low):
+        index, sign = _MOVE_AXES[m.group(2)]
+        if index not in seen:
+            values[index], found = sign * float(m.group(1)), True
+            seen.add(index)
+    if not found and not _STILL.search(low):
+        return None
+    return CameraMotion(*values)

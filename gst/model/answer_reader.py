@@ -48,6 +48,13 @@ The answer reader is that lookup, trained beside the backbone on what its pose r
   value (gst.model.answer_numbers ``number_word_values``: log and linear scales), so "turns 59 degrees"
   reads as a magnitude near "turns 60 degrees", where a word embedding alone learns every number apart.
   It starts adding nothing.
+- Motion token (``motion_token``): the camera motion a question states, parsed from its words
+  (gst.data.qa_geometry ``parse_motion``, ``stated_motions``: turn, tilt and the three displacements,
+  and whether one is stated), read as one more token for the answer slots together with explicit
+  geometry (``motion_features``): the centre of the object that role a's pointer pools, moved into the
+  camera after the motion (the camera taken as level) and projected, which a network reading "turns 56
+  degrees to the right and moves 3.5 m left" word by word would otherwise have to learn to compute. The
+  text-only network reads the same parsed motion (its pooled centre is that of zeroed cells).
 - ``no_image``: the cells and pose are zeroed; the same network on the question alone (the text-only row).
 
 Glossary: B batch, M distinct views, V views per record, n cells per view, F cell features, d width, R
@@ -66,6 +73,7 @@ import torch
 from torch import nn
 
 from gst.data.cell_labels import COLOUR_CLASSES, SHAPE_CLASSES
+from gst.data.qa_geometry import parse_motion
 from gst.data.qa_types import QARecord
 from gst.eval.qa_baselines import closed_candidates
 from gst.model.answer_numbers import NUMBER_WORD_DIMS, NUMERIC_DIMS, NUMERIC_SLICES, UNITS, numeric_text
@@ -82,6 +90,8 @@ ANSWER_READER_FORMAT, ANSWER_READER_FORMAT_VERSION = "gst-answer-reader", 1
 
 
 RELATION_DIMS = 15  # ``relation_features``
+STATED_DIMS = 6  # ``stated_motions``: whether stated, turn and tilt (degrees), forward, left, up (metres)
+MOTION_DIMS = 15  # ``motion_features``
 ANY_BIAS = 4.0  # ``attribute_match``: the "any" class's starting logit (the others' 0)
 
 
@@ -148,8 +158,11 @@ class AnswerReaderConfig:
     word_roles: bool = False
     attribute_match: bool = False
     number_words: bool = False
+    motion_token: bool = False
 
     def __post_init__(self) -> None:
+        if self.motion_token and (not self.pointer_layers or self.code_features):
+            raise ValueError("motion_token: needs pointer_layers > 0 and the cells without code_features")
         if self.attribute_match and (not self.word_roles or self.code_features):
             raise ValueError("attribute_match: needs word_roles and the cells without code_features")
         if self.word_roles and (not self.pointer_layers or self.pointer_match != "query"):
@@ -241,6 +254,10 @@ class AnswerReader(nn.Module):
             self.relation = nn.Sequential(
                 nn.LayerNorm(RELATION_DIMS), nn.Linear(RELATION_DIMS, d), nn.GELU(), nn.Linear(d, d)
             )
+        if config.motion_token:  # one token of the stated motion and role a's object moved by it
+            self.motion_in = nn.Sequential(
+                nn.LayerNorm(MOTION_DIMS), nn.Linear(MOTION_DIMS, d), nn.GELU(), nn.Linear(d, d)
+            )
         self.slots = nn.Parameter(torch.randn(MAX_ANSWER, d) * 0.02)
         self.alayers = nn.ModuleList([layer() for _ in range(2)])
         self.out = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, vocab + 2))
@@ -262,12 +279,14 @@ class AnswerReader(nn.Module):
         cells,
         shown,
         pose,
+        motion: torch.Tensor | None = None,
         num_slots: int = MAX_ANSWER,
         oracle: torch.Tensor | None = None,
         oracle_rows: torch.Tensor | None = None,
     ) -> ReaderOutput:
-        """Shapes: q (B, Lq) ids (0 pad), cells (B, V, n, F), shown (B, V) bool, pose (B, 13) ->
-        ``ReaderOutput`` (its docstring; S = ``num_slots``).
+        """Shapes: q (B, Lq) ids (0 pad), cells (B, V, n, F), shown (B, V) bool, pose (B, 13), motion
+        (B, STATED_DIMS) (``stated_motions``; needed with ``motion_token``) -> ``ReaderOutput`` (its
+        docstring; S = ``num_slots``).
         ``oracle`` (B, V n, R): pool each role's cells with these weights instead of the pointers', in the
         records ``oracle_rows`` (B,) bool (all records when None)."""
         qmask = q != 0
@@ -331,6 +350,11 @@ class AnswerReader(nn.Module):
             if self.config.relations:
                 rel = self.relation(relation_features(pooled_raw, count))
                 objs = torch.cat([objs, rel.unsqueeze(1)], 1)
+            if self.config.motion_token:
+                if motion is None:
+                    raise ValueError("motion_token: give the stated motions (stated_motions)")
+                moved = self.motion_in(motion_features(motion.float(), pooled_raw, count))
+                objs = torch.cat([objs, moved.unsqueeze(1)], 1)
             mem = torch.cat([objs, mem], 1)
             mpad = torch.cat([torch.zeros_like(mpad[:, : objs.shape[1]]), mpad], 1)
         mem, mpad = torch.cat([x, mem], 1), torch.cat([~qmask, mpad], 1)
@@ -373,6 +397,53 @@ def relation_features(raw: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     ratio = (count[:, a] + 1e-2).log() - (count[:, b] + 1e-2).log()
     return torch.cat(
         [centre[:, a], centre[:, b], diff, (lengths + 1e-2).log(), uv[:, a] - uv[:, b], ratio[:, None]], -1
+    )
+
+
+def stated_motions(questions: Sequence[str]) -> torch.Tensor:
+    """The camera motion each question states (``parse_motion``): 1 and its turn left and tilt up
+    (degrees), forward, left and up (metres), or zeros when it states none. Shapes: -> (B, STATED_DIMS)."""
+    out = torch.zeros(len(questions), STATED_DIMS)
+    for i, question in enumerate(questions):
+        m = parse_motion(question)
+        if m is not None:
+            out[i] = torch.tensor([1.0, m.turn_left_deg, m.tilt_up_deg, m.forward_m, m.left_m, m.up_m])
+    return out
+
+
+def motion_features(motion: torch.Tensor, raw: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """The motion token's input (``motion_token``): the stated motion (``stated_motions``; angles as
+    their sine and cosine, metres as they are) and explicit geometry of the object that role a's pointer
+    pools: its centre (camera frame, OpenCV) moved into the camera after the motion, taking the camera as
+    level (forward +z, left -x, up -y): the displacement subtracted, then turned about the up axis and
+    tilted; that point, its image-plane ratios x/z and y/z (z at least 0.1 m, clamped to +-4), whether it
+    is in front, and the log of role a's pointer mass (whether the pointer found the object at all).
+    Shapes: motion (B, STATED_DIMS), raw (B, R, F + 2), count (B, R) -> (B, MOTION_DIMS)."""
+    a = ROLES.index("a")
+    centre = cell_readouts(raw[:, a, :-2])["centre"]  # (B, 3)
+    turn, tilt = torch.deg2rad(motion[:, 1]), torch.deg2rad(motion[:, 2])
+    shift = torch.stack([-motion[:, 4], -motion[:, 5], motion[:, 3]], -1)  # (forward, left, up) in x, y, z
+    p = centre - shift
+    ct, st, cp, sp = turn.cos(), turn.sin(), tilt.cos(), tilt.sin()
+    # after the turn: right (ct, 0, st), down (0, 1, 0), forward (-st, 0, ct); the tilt then rotates
+    # forward towards up (0, -1, 0)
+    x = p[:, 0] * ct + p[:, 2] * st
+    z_turned = -p[:, 0] * st + p[:, 2] * ct
+    z = z_turned * cp - p[:, 1] * sp
+    y = p[:, 1] * cp + z_turned * sp
+    depth = z.clamp_min(0.1)
+    ratios = torch.stack([x / depth, y / depth], -1).clamp(-4, 4)
+    return torch.cat(
+        [
+            motion[:, :1],
+            torch.stack([st, ct, sp, cp], -1),
+            motion[:, 3:],
+            torch.stack([x, y, z], -1),
+            ratios,
+            (z > 0).float()[:, None],
+            (count[:, a : a + 1] + 1e-2).log(),
+        ],
+        -1,
     )
 
 
@@ -429,8 +500,8 @@ def encode_records(
     code_features: bool = False,
 ) -> dict[str, Any]:
     """What the network reads of ``records``: question ids ``q``, view rows ``views`` and ``shown``, pair
-    poses ``pose``, the cells of every view ``feats`` (``view_features``, with ``code_features``) and the
-    ``records``.
+    poses ``pose``, the stated motions ``stated_motion`` (``stated_motions``), the cells of every view
+    ``feats`` (``view_features``, with ``code_features``) and the ``records``.
     ``view_rows[i]``: the rows of ``codes`` (M, h, w) that record i shows, in its view order."""
     views = np.zeros((len(records), MAX_VIEWS), np.int64)
     shown = np.zeros((len(records), MAX_VIEWS), bool)
@@ -442,6 +513,7 @@ def encode_records(
         "views": torch.from_numpy(views),
         "shown": torch.from_numpy(shown),
         "pose": pair_poses(reader, codes, views, shown),
+        "stated_motion": stated_motions([r.question for r in records]),
         "feats": view_features(reader, codes, code_features),
         "records": list(records),
     }
@@ -449,11 +521,13 @@ def encode_records(
 
 def inputs(d: dict, idx: torch.Tensor, no_image: bool) -> tuple[torch.Tensor, ...]:
     """The network's inputs for records ``idx`` of ``encode_records``' dict; zeroed cells and pose when
-    ``no_image``. Shapes: -> q (B, Lq), cells (B, V, n, F), shown (B, V), pose (B, POSE_DIMS)."""
+    ``no_image`` (the stated motion is the question's; None where the dict has none). Shapes: -> q (B, Lq),
+    cells (B, V, n, F), shown (B, V), pose (B, POSE_DIMS), motion (B, STATED_DIMS)."""
     cells, pose = d["feats"][d["views"][idx]], d["pose"][idx]
     if no_image:
         cells, pose = torch.zeros_like(cells), torch.zeros_like(pose)
-    return d["q"][idx], cells, d["shown"][idx], pose
+    motion = d["stated_motion"][idx] if "stated_motion" in d else None
+    return d["q"][idx], cells, d["shown"][idx], pose, motion
 
 
 @torch.no_grad()

@@ -185,17 +185,19 @@ GROWABLE = {
     "word_roles": (("word_role.", "span_in."), ("span_in",)),
     "attribute_match": (("colour_words.", "shape_words."), ()),  # built near "any"
     "number_words": (("number_in.", "word_values"), ("number_in",)),
+    "motion_token": (("motion_in.",), ("motion_in",)),
 }
 
 
 def grown(net: AnswerReader, config: AnswerReaderConfig) -> AnswerReader:
     """``net`` itself, or, where ``config`` adds what ``GROWABLE`` names (``--init-from`` with
-    ``--relations`` / ``--word-roles`` / ``--attribute-match`` / ``--number-words``) or more question
-    words, a network of ``config`` holding all of ``net``'s weights and the new modules: the relation token
-    starts as the same constant for every record (its last layer zero); the word roles and number words
-    start adding nothing (the grown reader answers as ``net``); the attribute match starts near "any" (a
-    near-constant shift of the pointer logits); each new word (ids from ``net.config.question_vocab`` on)
-    starts as the unknown word (id 1), which is how ``net`` read it, so the reader answers as before."""
+    ``--relations`` / ``--word-roles`` / ``--attribute-match`` / ``--number-words`` / ``--motion-token``)
+    or more question words, a network of ``config`` holding all of ``net``'s weights and the new modules:
+    the relation and motion tokens start as the same constant for every record (their last layer zero);
+    the word roles and number words start adding nothing (the grown reader answers as ``net``); the
+    attribute match starts near "any" (a near-constant shift of the pointer logits); each new word (ids
+    from ``net.config.question_vocab`` on) starts as the unknown word (id 1), which is how ``net`` read it,
+    so the reader answers as before."""
     if net.config == config:
         return net
     added = [name for name in GROWABLE if getattr(config, name) and not getattr(net.config, name)]
@@ -288,6 +290,7 @@ def train_answer_reader(args: argparse.Namespace) -> int:
         word_roles=args.word_roles,
         attribute_match=args.attribute_match,
         number_words=args.number_words,
+        motion_token=args.motion_token,
     )
     grow = {name: getattr(config, name) for name in GROWABLE}
     if start is not None and replace(start.config, question_vocab=config.question_vocab, **grow) != config:
@@ -415,9 +418,9 @@ def training_loss(
     oracle, oracle_rows = (hit, None) if args.oracle_pointer else (None, None)
     if args.teacher_pointer:  # these records' answers read the true cells; the rest the pointers'
         oracle, oracle_rows = hit, torch.rand(len(idx), generator=g) < args.teacher_pointer
-    q, cells, shown, pose = inputs(tr, idx, args.no_image)
+    q, cells, shown, pose, motion = inputs(tr, idx, args.no_image)
     q = dropped_words(q, tr, idx, args, g)
-    logits, ptr, values, roles = net(q, cells, shown, pose, slots, oracle, oracle_rows)
+    logits, ptr, values, roles = net(q, cells, shown, pose, motion, slots, oracle, oracle_rows)
     loss = F.cross_entropy(logits.flatten(0, 1), target[:, :slots].flatten(), ignore_index=IGNORE)
     if roles is not None and args.word_role_weight:  # the words that name each role's objects
         where = q[:, : roles.shape[1]].ne(0).unsqueeze(-1) & tr["word_roles_defined"][idx].unsqueeze(1)

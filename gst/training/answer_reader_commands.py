@@ -161,6 +161,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         help="a question word that is a number also adds an embedding of its value (log and linear scales)",
     )
     ap.add_argument(
+        "--motion-token",
+        action="store_true",
+        help="the answer slots also read one token of the camera motion the question states (parsed from "
+        "its words) and of role a's object moved into the camera after that motion (explicit geometry)",
+    )
+    ap.add_argument(
         "--attribute-match",
         action="store_true",
         help="with --word-roles: each role's words name a colour and a shape class (or any); a cell's "
