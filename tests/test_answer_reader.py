@@ -50,6 +50,15 @@ def _records() -> dict:
     }
 
 
+def _question_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Question ids, zero poses and random cells for the two records of ``_records``."""
+    return (
+        torch.tensor([[2, 3, 4, 0], [5, 2, 0, 0]]),
+        torch.zeros(2, reader.POSE_DIMS),
+        torch.randn(2, 2, 4, 5),
+    )
+
+
 def test_pointer_targets_mark_the_cells_of_each_role() -> None:
     d = _records()
     hit, defined = pointer_targets(d, torch.arange(2))
@@ -209,11 +218,7 @@ def test_motion_token_moves_the_pooled_object_into_the_camera_after_the_motion()
     torch.manual_seed(0)
     d = _records()
     net = _net(pointer_layers=1, pointer_match="query", motion_token=True).eval()
-    q, pose, cells = (
-        torch.tensor([[2, 3, 4, 0], [5, 2, 0, 0]]),
-        torch.zeros(2, reader.POSE_DIMS),
-        torch.randn(2, 2, 4, 5),
-    )
+    q, pose, cells = _question_inputs()
     with torch.no_grad():
         logits = net(q, cells, d["shown"], pose, motion, num_slots=3).logits
         assert not torch.allclose(net(q, cells, d["shown"], pose, motion * 2, num_slots=3).logits, logits)
@@ -339,11 +344,7 @@ def test_relation_features_measure_the_pooled_objects() -> None:
     torch.manual_seed(0)
     d = _records()
     net = _net(pointer_layers=1, pointer_match="query", relations=True).eval()
-    q, pose, cells = (
-        torch.tensor([[2, 3, 4, 0], [5, 2, 0, 0]]),
-        torch.zeros(2, reader.POSE_DIMS),
-        torch.randn(2, 2, 4, 5),
-    )
+    q, pose, cells = _question_inputs()
     with torch.no_grad():
         logits = net(q, cells, d["shown"], pose, num_slots=3).logits
         assert logits.shape == (2, 3, 12) and torch.isfinite(logits).all()
@@ -386,11 +387,7 @@ def test_word_roles_tag_the_words_that_name_each_role() -> None:
     # --word-roles) it answers exactly as that reader until the tagged words' projection learns
     torch.manual_seed(0)
     d = _records()
-    q, pose, cells = (
-        torch.tensor([[2, 3, 4, 0], [5, 2, 0, 0]]),
-        torch.zeros(2, reader.POSE_DIMS),
-        torch.randn(2, 2, 4, 5),
-    )
+    q, pose, cells = _question_inputs()
     plain = _net(pointer_layers=1, pointer_match="query").eval()
     more = grown(plain, replace(plain.config, word_roles=True)).eval()
     with torch.no_grad():
