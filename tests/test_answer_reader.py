@@ -16,12 +16,14 @@ import pytest
 import torch
 
 from gst.cli import main as cli_main
+from gst.data.chat_cache import open_chat_cache
+from gst.data.loaders import load_scene
 from gst.data.qa_geometry import camera_motion, to_camera
 from gst.data.qa_types import box_answer, choice_answer, number_answer, parse_like, point_answer
 from gst.model import answer_numbers as numbers
 from gst.model import answer_reader as reader
 from gst.model import answer_reader_io as reader_io
-from gst.training.answer_reader import dropped_words, grown, pointer_targets, training_loss
+from gst.training.answer_reader import dropped_words, grown, pointer_targets, training_loss, view_elevations
 
 SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "gst-tiny"
 
@@ -79,12 +81,12 @@ def test_answer_net_pools_the_oracle_cells_into_object_tokens() -> None:
     q = torch.tensor([[2, 3, 4, 0], [5, 2, 0, 0]])
     cells = torch.randn(2, 2, 4, 5)
     pose = torch.zeros(2, 13)
-    logits, ptr, values, _ = net(q, cells, d["shown"], pose, num_slots=3)
+    logits, ptr, values, *_ = net(q, cells, d["shown"], pose, num_slots=3)
     assert values is None  # no numeric head
     assert logits.shape == (2, 3, 12) and ptr.shape == (2, 8, len(reader.ROLES))
     hit, _ = pointer_targets(d, torch.arange(2))
     with torch.no_grad():
-        oracle_logits, oracle_ptr, _, _ = net(q, cells, d["shown"], pose, num_slots=3, oracle=hit)
+        oracle_logits, oracle_ptr, *_ = net(q, cells, d["shown"], pose, num_slots=3, oracle=hit)
     assert torch.allclose(oracle_ptr, ptr, atol=1e-5)  # the same pointer logits; only the pooling changes
     assert not torch.allclose(oracle_logits, logits)
     # oracle_rows picks the records that pool the true cells: record 0 as with the oracle, record 1 not
@@ -109,7 +111,7 @@ def test_query_pointers_and_numeric_head_shapes() -> None:
     d = _records()
     net = _net(pointer_layers=1, pointer_match="query", numeric_head=True).eval()
     q = torch.tensor([[2, 3, 4, 0], [5, 2, 0, 0]])
-    logits, ptr, values, _ = net(q, torch.randn(2, 2, 4, 5), d["shown"], torch.zeros(2, 13), num_slots=3)
+    logits, ptr, values, *_ = net(q, torch.randn(2, 2, 4, 5), d["shown"], torch.zeros(2, 13), num_slots=3)
     assert logits.shape == (2, 3, 12) and ptr.shape == (2, 8, len(reader.ROLES))
     assert values.shape == (2, numbers.NUMERIC_DIMS + reader.NUMBER_BINS.num_tokens)
     # a role's logits differ between the two questions: the role queries read the question
@@ -180,6 +182,18 @@ class _Reader(torch.nn.Module):
         return (obs + tgt).sum(1, keepdim=True).float().expand(-1, reader.POSE_DIMS)
 
 
+def _look(yaw: float, pitch: float, eye: list[float]) -> np.ndarray:
+    """A world-to-camera matrix (OpenCV) at ``eye`` with heading ``yaw`` and elevation ``pitch`` (radians,
+    world +z up). Shapes: -> (4, 4)."""
+    f = np.array([np.cos(pitch) * np.cos(yaw), np.cos(pitch) * np.sin(yaw), np.sin(pitch)])
+    right = np.cross(f, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    rot = np.stack([right, np.cross(f, right), f])
+    w2c = np.eye(4)
+    w2c[:3, :3], w2c[:3, 3] = rot, -rot @ np.array(eye)
+    return w2c
+
+
 def test_motion_token_moves_the_pooled_object_into_the_camera_after_the_motion() -> None:
     """--motion-token: the stated motion parsed from the question; role a's pooled centre moved by it is
     where the target camera sees the object when the cameras are level."""
@@ -197,22 +211,24 @@ def test_motion_token_moves_the_pooled_object_into_the_camera_after_the_motion()
     assert feats[0, 13] == 0 and feats[1, 13] == 1  # behind / still in front
     assert torch.allclose(feats[1, 8:11], torch.tensor([0.0, 0.0, 2.0]))  # no motion stated: where it was
     # a level camera turned, tilted and moved: the moved centre is the object in the target camera's frame
-    yaw0, yaw1, pitch1 = 0.3, 1.2, 0.2
-    cams = []
-    for yaw, pitch, eye in ((yaw0, 0.0, [0.0, 0.0, 1.0]), (yaw1, pitch1, [1.0, -0.5, 1.5])):
-        f = np.array([np.cos(pitch) * np.cos(yaw), np.cos(pitch) * np.sin(yaw), np.sin(pitch)])
-        right = np.cross(f, [0.0, 0.0, 1.0])
-        right /= np.linalg.norm(right)
-        rot = np.stack([right, np.cross(f, right), f])
-        w2c = np.eye(4)
-        w2c[:3, :3], w2c[:3, 3] = rot, -rot @ np.array(eye)
-        cams.append(w2c)
+    yaw0 = 0.3
+    cams = [_look(yaw0, 0.0, [0.0, 0.0, 1.0]), _look(1.2, 0.2, [1.0, -0.5, 1.5])]
     m = camera_motion(cams[0], cams[1])
     point = np.array([[2.0, 1.0, 0.5]])
     raw[0, a, 1:4] = torch.tensor(to_camera(cams[0], point)[0], dtype=torch.float32)
     stated = torch.tensor([[1.0, m.turn_left_deg, m.tilt_up_deg, m.forward_m, m.left_m, m.up_m]])
     moved = reader.motion_features(stated, raw[:1], torch.ones(1, len(reader.ROLES)))[0, 8:11]
     assert torch.allclose(moved, torch.tensor(to_camera(cams[1], point)[0], dtype=torch.float32), atol=1e-5)
+    # a camera looking 30 degrees down: exact given its elevation (--elevation-head), off taken as level
+    cams[0] = _look(yaw0, -np.pi / 6, [0.0, 0.0, 1.0])
+    m = camera_motion(cams[0], cams[1])
+    raw[0, a, 1:4] = torch.tensor(to_camera(cams[0], point)[0], dtype=torch.float32)
+    stated = torch.tensor([[1.0, m.turn_left_deg, m.tilt_up_deg, m.forward_m, m.left_m, m.up_m]])
+    target = torch.tensor(to_camera(cams[1], point)[0], dtype=torch.float32)
+    ones = torch.ones(1, len(reader.ROLES))
+    moved = reader.motion_features(stated, raw[:1], ones, torch.tensor([-30.0]))[0, 8:11]
+    assert torch.allclose(moved, target, atol=1e-5)
+    assert not torch.allclose(reader.motion_features(stated, raw[:1], ones)[0, 8:11], target, atol=0.1)
     # the network reads the token; grown from a reader without it, every weight is kept and its last
     # layer starts at zero; it needs the stated motions
     torch.manual_seed(0)
@@ -231,6 +247,16 @@ def test_motion_token_moves_the_pooled_object_into_the_camera_after_the_motion()
     kept = more.state_dict()
     assert all(torch.equal(v, kept[k]) for k, v in plain.state_dict().items())
     assert not more.motion_in[-1].weight.any() and not more.motion_in[-1].bias.any()
+    # the elevation head, grown, starts at 0 degrees: the camera taken as level, the token as before
+    tilted = grown(more, replace(more.config, elevation_head=True)).eval()
+    with torch.no_grad():
+        out, before = (
+            tilted(q, cells, d["shown"], pose, motion, num_slots=3),
+            more.eval()(q, cells, d["shown"], pose, motion, num_slots=3),
+        )
+    assert out.elevation.tolist() == [0.0, 0.0] and torch.allclose(out.logits, before.logits)
+    with pytest.raises(ValueError, match="elevation_head"):
+        _net(pointer_layers=1, pointer_match="query", elevation_head=True)
 
 
 def test_encode_records_reads_questions_views_and_pairs() -> None:
@@ -307,7 +333,7 @@ def test_softmax_pool_ignores_hidden_views_and_code_features_widen_cells() -> No
     q, pose = torch.tensor([[2, 3, 4, 0], [5, 2, 0, 0]]), torch.zeros(2, reader.POSE_DIMS)
     cells = torch.randn(2, 2, 4, 5)
     with torch.no_grad():
-        logits, ptr, _, _ = net(q, cells, d["shown"], pose, num_slots=3)
+        logits, ptr, *_ = net(q, cells, d["shown"], pose, num_slots=3)
         moved = cells.clone()
         moved[0, 1] += 5.0  # record 0 shows one view: its second view's cells never enter the pool
         assert torch.allclose(net(q, moved, d["shown"], pose, num_slots=3)[0], logits, atol=1e-6)
@@ -476,6 +502,20 @@ def test_train_and_eval_answer_reader_agree(qa_world, tmp_path, capsys) -> None:
     assert info3["config"] == {**info["config"], "number_words": True}
     assert torch.equal(net3.word_values, numbers.number_word_values(vocab3, len(vocab3) + 2))
     assert net3.word_values[:, 0].sum() == sum(w[0].isdigit() for w in vocab3) > 0
+    # --motion-token --elevation-head: the elevation target is each record's first camera
+    tilt = ["train", "answer-reader", "--chat", str(qa_world / "chat"), "--checkpoint", str(SHIPPED),
+            "--minutes", "0.02", "--width", "16", "--layers", "1", "--pointer-layers", "1", "--pointer-match",
+            "query", "--pointer-weight", "0", "--motion-token", "--elevation-head",
+            "--out", str(tmp_path / "run4")]  # fmt: skip
+    assert cli_main(tilt) == 0
+    result4 = json.loads((tmp_path / "run4" / "results.json").read_text())
+    assert set(result4["val_elevation_error_deg"]) == {"median", "mean"}
+    split = open_chat_cache(qa_world / "chat").split("val")
+    elevations = view_elevations(split, qa_world / "scenes")
+    rec = split.records[0]
+    w2c = load_scene(qa_world / "scenes" / rec["scene"]).w2c[rec["views"][0]].numpy()
+    assert elevations[rec["image_rows"][0]] == pytest.approx(np.degrees(np.arcsin(w2c[2, 2])), abs=1e-3)
+    assert np.isfinite(elevations).all() and (elevations < 0).all()  # the world's cameras look down
     trained = {(d := json.loads(line))["id"]: d["answer_text"] for line in open(run / "answers.jsonl")}
     evaluate = ["eval", "qa", "--data", str(qa_world / "qa.jsonl"), "--eval-split", "all", "--method",
                 "answer-reader", "--checkpoint", str(SHIPPED), "--answer-reader", str(run / "answer_reader"),
@@ -597,7 +637,10 @@ def test_new_question_words_grow_as_the_unknown_word() -> None:
     )
     old_ids, new_ids = torch.tensor([[2, 1, 5, 1], [1, 3, 0, 0]]), torch.tensor([[2, 6, 5, 7], [7, 3, 0, 0]])
     with torch.no_grad():
-        before, after = plain(old_ids, cells, shown, pose, 2), more(new_ids, cells, shown, pose, 2)
+        before, after = (
+            plain(old_ids, cells, shown, pose, num_slots=2),
+            more(new_ids, cells, shown, pose, num_slots=2),
+        )
         assert torch.allclose(before.logits, after.logits, atol=1e-6)
         assert torch.allclose(before.numeric, after.numeric, atol=1e-6)
     with pytest.raises(ValueError, match="cannot grow"):

@@ -55,6 +55,11 @@ The answer reader is that lookup, trained beside the backbone on what its pose r
   camera after the motion (the camera taken as level) and projected, which a network reading "turns 56
   degrees to the right and moves 3.5 m left" word by word would otherwise have to learn to compute. The
   text-only network reads the same parsed motion (its pooled centre is that of zeroed cells).
+- Elevation (``elevation_head``, with ``motion_token``): the observed camera's elevation (the angle of
+  its forward axis above the horizontal, degrees) read from its cells (a head over their mean, trained on
+  the scenes' cameras by `gst train answer-reader --elevation-weight`); the motion token then untilts the
+  object's centre by it before moving it (the camera's turn is about the world's up axis, not the image's
+  vertical; this world's cameras look 10 to 60 degrees down). It starts at 0 (the camera taken as level).
 - ``no_image``: the cells and pose are zeroed; the same network on the question alone (the text-only row).
 
 Glossary: B batch, M distinct views, V views per record, n cells per view, F cell features, d width, R
@@ -92,6 +97,7 @@ ANSWER_READER_FORMAT, ANSWER_READER_FORMAT_VERSION = "gst-answer-reader", 1
 RELATION_DIMS = 15  # ``relation_features``
 STATED_DIMS = 6  # ``stated_motions``: whether stated, turn and tilt (degrees), forward, left, up (metres)
 MOTION_DIMS = 15  # ``motion_features``
+ELEVATION_SCALE = 30.0  # degrees per unit of the elevation head's output
 ANY_BIAS = 4.0  # ``attribute_match``: the "any" class's starting logit (the others' 0)
 
 
@@ -159,8 +165,11 @@ class AnswerReaderConfig:
     attribute_match: bool = False
     number_words: bool = False
     motion_token: bool = False
+    elevation_head: bool = False
 
     def __post_init__(self) -> None:
+        if self.elevation_head and not self.motion_token:
+            raise ValueError("elevation_head: needs motion_token")
         if self.motion_token and (not self.pointer_layers or self.code_features):
             raise ValueError("motion_token: needs pointer_layers > 0 and the cells without code_features")
         if self.attribute_match and (not self.word_roles or self.code_features):
@@ -180,12 +189,14 @@ class AnswerReaderConfig:
 class ReaderOutput(NamedTuple):
     """``AnswerReader.forward``: answer slot logits (B, S, vocab + 2); pointer logits (B, V n, R) or None
     without pointer layers; numeric head outputs (B, NUMERIC_DIMS + bins) or None without it; word-role
-    logits (B, Lq, R) or None without ``word_roles``."""
+    logits (B, Lq, R) or None without ``word_roles``; the observed camera's elevation in degrees (B,) or
+    None without ``elevation_head``."""
 
     logits: torch.Tensor
     pointers: torch.Tensor | None
     numeric: torch.Tensor | None
     word_roles: torch.Tensor | None
+    elevation: torch.Tensor | None = None
 
 
 class AnswerReader(nn.Module):
@@ -258,6 +269,8 @@ class AnswerReader(nn.Module):
             self.motion_in = nn.Sequential(
                 nn.LayerNorm(MOTION_DIMS), nn.Linear(MOTION_DIMS, d), nn.GELU(), nn.Linear(d, d)
             )
+        if config.elevation_head:  # the observed camera's elevation from the mean of its cells
+            self.elevation_head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
         self.slots = nn.Parameter(torch.randn(MAX_ANSWER, d) * 0.02)
         self.alayers = nn.ModuleList([layer() for _ in range(2)])
         self.out = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, vocab + 2))
@@ -301,7 +314,10 @@ class AnswerReader(nn.Module):
         mpad = torch.cat([~shown.repeat_interleave(n, 1), ~shown[:, 1:2]], 1)
         for lay in self.qlayers:
             x = lay(x, mem, tgt_key_padding_mask=~qmask, memory_key_padding_mask=mpad)
-        ptr, roles = None, None
+        ptr, roles, elevation = None, None, None
+        if self.config.elevation_head:
+            first = self.cell_in(cells[:, 0].float()).mean(1)  # (B, d): the observed view's cells
+            elevation = ELEVATION_SCALE * self.elevation_head(first)[:, 0]
         if self.pointer_layers:
             cpad = mpad[:, :-1]  # (B, V n)
             c = xc
@@ -353,7 +369,7 @@ class AnswerReader(nn.Module):
             if self.config.motion_token:
                 if motion is None:
                     raise ValueError("motion_token: give the stated motions (stated_motions)")
-                moved = self.motion_in(motion_features(motion.float(), pooled_raw, count))
+                moved = self.motion_in(motion_features(motion.float(), pooled_raw, count, elevation))
                 objs = torch.cat([objs, moved.unsqueeze(1)], 1)
             mem = torch.cat([objs, mem], 1)
             mpad = torch.cat([torch.zeros_like(mpad[:, : objs.shape[1]]), mpad], 1)
@@ -362,11 +378,11 @@ class AnswerReader(nn.Module):
         for lay in self.alayers:
             y = lay(y, mem, memory_key_padding_mask=mpad)
         if self.numeric is None:
-            return ReaderOutput(self.out(y), ptr, None, roles)
+            return ReaderOutput(self.out(y), ptr, None, roles, elevation)
         v = self.value_query.expand(q.shape[0], -1, -1)
         for lay in self.value_layers:
             v = lay(v, mem, memory_key_padding_mask=mpad)
-        return ReaderOutput(self.out(y), ptr, self.numeric(v[:, 0]), roles)
+        return ReaderOutput(self.out(y), ptr, self.numeric(v[:, 0]), roles, elevation)
 
     def attribute_logits(self, cells: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
         """Module docstring, "Attribute match": log P(the cell's colour and shape are those the role's words
@@ -411,17 +427,30 @@ def stated_motions(questions: Sequence[str]) -> torch.Tensor:
     return out
 
 
-def motion_features(motion: torch.Tensor, raw: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+def motion_features(
+    motion: torch.Tensor, raw: torch.Tensor, count: torch.Tensor, elevation: torch.Tensor | None = None
+) -> torch.Tensor:
     """The motion token's input (``motion_token``): the stated motion (``stated_motions``; angles as
     their sine and cosine, metres as they are) and explicit geometry of the object that role a's pointer
-    pools: its centre (camera frame, OpenCV) moved into the camera after the motion, taking the camera as
-    level (forward +z, left -x, up -y): the displacement subtracted, then turned about the up axis and
-    tilted; that point, its image-plane ratios x/z and y/z (z at least 0.1 m, clamped to +-4), whether it
-    is in front, and the log of role a's pointer mass (whether the pointer found the object at all).
-    Shapes: motion (B, STATED_DIMS), raw (B, R, F + 2), count (B, R) -> (B, MOTION_DIMS)."""
+    pools: its centre (camera frame, OpenCV) moved into the camera after the motion: untilted by the
+    observed camera's ``elevation`` (degrees; None: the camera taken as level) into the level frame
+    (forward, left, up), the displacement subtracted, then turned about the up axis and tilted to the
+    target camera's elevation; that point, its image-plane ratios x/z and y/z (z at least 0.1 m, clamped to
+    +-4), whether it is in front, and the log of role a's pointer mass (whether the pointer found the
+    object at all). Shapes: motion (B, STATED_DIMS), raw (B, R, F + 2), count (B, R), elevation (B,) ->
+    (B, MOTION_DIMS)."""
     a = ROLES.index("a")
     centre = cell_readouts(raw[:, a, :-2])["centre"]  # (B, 3)
-    turn, tilt = torch.deg2rad(motion[:, 1]), torch.deg2rad(motion[:, 2])
+    tilt = motion[:, 2]
+    if elevation is not None:  # the centre in the level frame; the target camera tilted from the level
+        e = torch.deg2rad(elevation)
+        y0, z0 = (
+            centre[:, 1] * e.cos() - centre[:, 2] * e.sin(),
+            centre[:, 1] * e.sin() + centre[:, 2] * e.cos(),
+        )
+        centre = torch.stack([centre[:, 0], y0, z0], -1)
+        tilt = tilt + elevation
+    turn, tilt = torch.deg2rad(motion[:, 1]), torch.deg2rad(tilt)
     shift = torch.stack([-motion[:, 4], -motion[:, 5], motion[:, 3]], -1)  # (forward, left, up) in x, y, z
     p = centre - shift
     ct, st, cp, sp = turn.cos(), turn.sin(), tilt.cos(), tilt.sin()

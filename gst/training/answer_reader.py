@@ -20,6 +20,8 @@ from torch import nn
 from gst.api_checkpoint import resolve_checkpoint
 from gst.data.cell_labels import open_cell_labels
 from gst.data.chat_cache import open_chat_cache
+from gst.data.loaders import read_json
+from gst.data.qa_geometry import WORLD_UP
 from gst.data.qa_types import QARecord
 from gst.data.token_cache import open_token_cache
 from gst.eval.qa_baselines import MostFrequentBaseline
@@ -35,6 +37,7 @@ from gst.model.answer_numbers import (
 )
 from gst.model.answer_reader import (
     ANSWER_READER_DIR,
+    ELEVATION_SCALE,
     MAX_ANSWER,
     MAX_OBJECTS,
     MAX_QUESTION,
@@ -72,6 +75,28 @@ def view_objects(split, cells, cache, array: str = "object") -> np.ndarray:
     return out
 
 
+def view_elevations(split, scenes_root: str | Path) -> np.ndarray:
+    """The elevation of the camera of every view of a chat split (degrees, its forward axis above the
+    horizontal plane of the world's up axis ``WORLD_UP``), read from each scene's ``transforms.json``
+    under ``scenes_root`` (OpenGL camera-to-world ``transform_matrix``, as the procedural world writes).
+    Shapes: -> (M,) float32."""
+    out = np.full(len(split.image_codes), np.nan, np.float32)
+    up, frames = np.asarray(WORLD_UP), {}
+    for r in split.records:
+        if r["scene"] not in frames:
+            path = Path(scenes_root) / r["scene"] / "transforms.json"
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"{path}: missing; the elevation target reads the cameras of the chat cache's scenes "
+                    "(give --elevation-weight 0 to train without it)"
+                )
+            frames[r["scene"]] = read_json(path)["frames"]
+        for v, row in zip(r["views"], r["image_rows"], strict=True):
+            forward = -np.asarray(frames[r["scene"]][v]["transform_matrix"], np.float64)[:3, 2]
+            out[row] = np.degrees(np.arcsin(np.clip(forward @ up / np.linalg.norm(forward), -1, 1)))
+    return out
+
+
 def encode_split(
     split,
     rows: np.ndarray,
@@ -80,11 +105,13 @@ def encode_split(
     text,
     objects: np.ndarray | None = None,
     code_features: bool = False,
+    elevations: np.ndarray | None = None,
 ) -> dict:
     """``encode_records`` of the chat split's records ``rows``, with the training targets: answer ids
-    ``a``, the numeric head's targets, and with ``objects`` (``view_objects``) each record's pointer
+    ``a``, the numeric head's targets, with ``objects`` (``view_objects``) each record's pointer
     targets: the objects of each role (``ROLES``, -2 padded), whether the record has that role, and the
-    object of each cell of its views."""
+    object of each cell of its views; with ``elevations`` (``view_elevations``) the elevation of each
+    record's first view (NaN without)."""
     end = text.vocab_size + 1
     refs = np.full((len(rows), len(ROLES), MAX_OBJECTS), -2, np.int64)
     has_role = np.zeros((len(rows), len(ROLES)), bool)
@@ -125,6 +152,9 @@ def encode_split(
         "word_roles_defined": torch.from_numpy(tagged),
         "motion": torch.tensor([r.target_view is not None for r in records], dtype=torch.bool),
         "cell_objects": None if objects is None else torch.from_numpy(objects),
+        "elevation": torch.tensor(
+            [np.nan if elevations is None else float(elevations[rows_[0]]) for rows_ in view_rows]
+        ),
     }
 
 
@@ -186,6 +216,7 @@ GROWABLE = {
     "attribute_match": (("colour_words.", "shape_words."), ()),  # built near "any"
     "number_words": (("number_in.", "word_values"), ("number_in",)),
     "motion_token": (("motion_in.",), ("motion_in",)),
+    "elevation_head": (("elevation_head.",), ("elevation_head",)),
 }
 
 
@@ -267,10 +298,23 @@ def train_answer_reader(args: argparse.Namespace) -> int:
         )
     if args.oracle_pointer and (args.heldout or not args.pointer_layers):
         raise ValueError("--oracle-pointer: a val-only ceiling; give --pointer-layers and no --heldout")
-    code = args.code_features
-    tr = encode_split(train_split, train_split.rows("train"), reader, vocab, text, objects["train"], code)
+    code, elevations = args.code_features, {"train": None, "val": None}
+    if args.elevation_head and args.elevation_weight:
+        elevations = {
+            name: view_elevations(cache.split(name), cache.manifest["scenes_root"]) for name in elevations
+        }
+    tr = encode_split(
+        train_split,
+        train_split.rows("train"),
+        reader,
+        vocab,
+        text,
+        objects["train"],
+        code,
+        elevations["train"],
+    )
     val_rows = np.sort(np.random.default_rng(args.seed).permutation(val_split.rows("all"))[: args.num_val])
-    va = encode_split(val_split, val_rows, reader, vocab, text, objects["val"], code)
+    va = encode_split(val_split, val_rows, reader, vocab, text, objects["val"], code, elevations["val"])
     config = AnswerReaderConfig(
         text_vocab=text.vocab_size,
         question_vocab=len(vocab) + 2,
@@ -291,6 +335,7 @@ def train_answer_reader(args: argparse.Namespace) -> int:
         attribute_match=args.attribute_match,
         number_words=args.number_words,
         motion_token=args.motion_token,
+        elevation_head=args.elevation_head,
     )
     grow = {name: getattr(config, name) for name in GROWABLE}
     if start is not None and replace(start.config, question_vocab=config.question_vocab, **grow) != config:
@@ -340,6 +385,9 @@ def train_answer_reader(args: argparse.Namespace) -> int:
     if args.pointer_layers and args.cells:
         result["val_pointer_iou"] = pointer_iou(net, va)
         print("val pointer IoU (cells > 0.5 against the role's cells):", result["val_pointer_iou"])
+    if config.elevation_head and torch.isfinite(va["elevation"]).any():
+        result["val_elevation_error_deg"] = elevation_error(net, va)
+        print("val elevation error (degrees, median / mean):", result["val_elevation_error_deg"])
     result["val_most_frequent"] = base_s
     if not args.oracle_pointer:  # a ceiling pools the true cells: nothing to ship
         metadata = {
@@ -357,6 +405,7 @@ def train_answer_reader(args: argparse.Namespace) -> int:
                 "word_dropout": args.word_dropout,
                 "construction_dropout": args.construction_dropout,
                 "keep_motion": args.keep_motion,
+                "elevation_weight": args.elevation_weight if args.elevation_head else None,
                 "word_role_weight": args.word_role_weight if args.word_roles else None,
                 "teacher_pointer": args.teacher_pointer,
                 "pointer_weight": args.pointer_weight,
@@ -384,6 +433,20 @@ def train_answer_reader(args: argparse.Namespace) -> int:
         print(f"{len(lines)} held-out answers -> {out / 'answers.jsonl'}")
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     return 0
+
+
+@torch.no_grad()
+def elevation_error(net: AnswerReader, d: dict) -> dict[str, float]:
+    """The elevation head's absolute error on the records of ``d`` that have a target (degrees, median and
+    mean)."""
+    errors = []
+    for start in range(0, len(d["records"]), 256):
+        idx = torch.arange(start, min(start + 256, len(d["records"])))
+        pred = net(*inputs(d, idx, net.config.no_image), num_slots=1).elevation
+        errors.append((pred - d["elevation"][idx]).abs())
+    e = torch.cat(errors)
+    e = e[torch.isfinite(e)]
+    return {"median": round(float(e.median()), 2), "mean": round(float(e.mean()), 2)}
 
 
 def dropped_words(
@@ -420,7 +483,7 @@ def training_loss(
         oracle, oracle_rows = hit, torch.rand(len(idx), generator=g) < args.teacher_pointer
     q, cells, shown, pose, motion = inputs(tr, idx, args.no_image)
     q = dropped_words(q, tr, idx, args, g)
-    logits, ptr, values, roles = net(q, cells, shown, pose, motion, slots, oracle, oracle_rows)
+    logits, ptr, values, roles, elevation = net(q, cells, shown, pose, motion, slots, oracle, oracle_rows)
     loss = F.cross_entropy(logits.flatten(0, 1), target[:, :slots].flatten(), ignore_index=IGNORE)
     if roles is not None and args.word_role_weight:  # the words that name each role's objects
         where = q[:, : roles.shape[1]].ne(0).unsqueeze(-1) & tr["word_roles_defined"][idx].unsqueeze(1)
@@ -441,6 +504,12 @@ def training_loss(
         loss = loss + F.smooth_l1_loss(
             values[:, :NUMERIC_DIMS][defined_num], tr["num"][idx][defined_num], beta=0.05
         )
+    if elevation is not None and args.elevation_weight:  # the observed camera's elevation, where known
+        target = tr["elevation"][idx]
+        known = torch.isfinite(target)
+        if known.any():
+            error = (elevation[known] - target[known]) / ELEVATION_SCALE
+            loss = loss + args.elevation_weight * F.smooth_l1_loss(error, torch.zeros_like(error), beta=0.1)
     if ptr is not None and args.pointer_weight and not args.oracle_pointer:
         loss = loss + args.pointer_weight * F.binary_cross_entropy_with_logits(ptr[defined], hit[defined])
     return loss

@@ -167,6 +167,18 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         "its words) and of role a's object moved into the camera after that motion (explicit geometry)",
     )
     ap.add_argument(
+        "--elevation-head",
+        action="store_true",
+        help="with --motion-token: read the observed camera's elevation from its cells (trained on the "
+        "scenes' cameras) and untilt role a's object by it before moving it",
+    )
+    ap.add_argument(
+        "--elevation-weight",
+        type=float,
+        default=1.0,
+        help="weight of the elevation head's loss (0: no target; it then learns only through the answers)",
+    )
+    ap.add_argument(
         "--attribute-match",
         action="store_true",
         help="with --word-roles: each role's words name a colour and a shape class (or any); a cell's "
