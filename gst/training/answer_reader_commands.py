@@ -14,7 +14,10 @@ scores against the most frequent answer, pointer IoU) and, with ``--heldout``, `
   objects (``--pointer-weight``); ``--oracle-pointer`` pools the true cells instead (a ceiling, val split
   only); ``--teacher-pointer P`` pools them for a fraction P of the training records. With
   ``--word-roles``: binary cross-entropy of each question word's role tags against the words of the
-  record's references (``--word-role-weight``; records of `gst data qa` carry them).
+  record's references (``--word-role-weight``; records of `gst data qa` carry them). With
+  ``--elevation-head`` (and ``--motion-token``): smooth L1 of the observed camera's elevation against the
+  cameras of the chat cache's scenes (``transforms.json`` under its ``scenes_root``;
+  ``--elevation-weight``), its val error in ``results.json``.
 - ``--no-image``: the same network on the question alone (the text-only row of `gst eval qa`).
 
     OMP_NUM_THREADS=1 gst train answer-reader --chat data/chat3_world128 --cells data/cache_world128_p64 \\
