@@ -404,3 +404,38 @@ def test_qa_compare_phrasing_gap(tmp_path) -> None:
     out = subprocess.run([sys.executable, str(script), str(path)], capture_output=True, text=True, check=True)
     gap = [line for line in out.stdout.splitlines() if line.startswith("- model:")]
     assert gap and gap[0].startswith("- model: +0.300 [") and gap[0].endswith("], 10 questions")
+
+
+def test_qa_compare_by_scene(tmp_path) -> None:
+    """scripts/qa_compare.py --by-scene resamples scenes: two scenes of ten questions, the model right on
+    every question of one and level with the baseline on the other, lead beyond the noise of 20 questions
+    but not of two scenes (resamples of two scenes: means 1, 0.5 or 0)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def write(name: str, score) -> Path:
+        lines = [
+            {"id": f"{scene}/count/{i}/t", "family": "counting", "kind": "count", "phrasing_split": "train",
+             "score": score(scene)}
+            for scene in ("scene_a", "scene_b") for i in range(10)
+        ]  # fmt: skip
+        path = tmp_path / name / "predictions.jsonl"
+        path.parent.mkdir()
+        path.write_text("".join(json.dumps(d) + "\n" for d in lines))
+        return path
+
+    model, base = write("model", lambda s: float(s == "scene_a")), write("base", lambda s: 0.0)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "qa_compare.py"
+
+    def counting_row(*extra: str) -> str:
+        out = subprocess.run(
+            [sys.executable, str(script), str(model), str(base), *extra],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return next(line for line in out.splitlines() if line.startswith("| counting |"))
+
+    assert counting_row().endswith("* |") and "+0.500 [" in counting_row()
+    assert counting_row("--by-scene").endswith("| +0.500 [+0.000, +1.000] |")
