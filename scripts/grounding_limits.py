@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from gst.data.cell_labels import COLOUR_CLASSES, SHAPE_CLASSES
 from gst.data.chat_cache import open_chat_cache
 from gst.eval.qa_metrics import mean_relative_accuracy
-from gst.model.answer_reader import ROLES, answer, cell_readouts, inputs, text_tokenizer, view_features
+from gst.model.answer_geometry import cell_readouts
+from gst.model.answer_reader import ROLES, answer, inputs, text_tokenizer, view_features
 from gst.training.answer_reader import pointer_targets, val_sample, view_objects
 
 POSITION_WORDS = ("left", "right", "closest", "nearest", "farthest", "furthest")

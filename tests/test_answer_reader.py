@@ -20,6 +20,7 @@ from gst.data.chat_cache import open_chat_cache
 from gst.data.loaders import load_scene
 from gst.data.qa_geometry import camera_motion, to_camera
 from gst.data.qa_types import box_answer, choice_answer, number_answer, parse_like, point_answer
+from gst.model import answer_geometry as geo
 from gst.model import answer_numbers as numbers
 from gst.model import answer_reader as reader
 from gst.model import answer_reader_io as reader_io
@@ -197,16 +198,14 @@ def _look(yaw: float, pitch: float, eye: list[float]) -> np.ndarray:
 def test_motion_token_moves_the_pooled_object_into_the_camera_after_the_motion() -> None:
     """--motion-token: the stated motion parsed from the question; role a's pooled centre moved by it is
     where the target camera sees the object when the cameras are level."""
-    motion = reader.stated_motions(
-        ["The camera turns 90 degrees to the left and moves 1.0 m forward.", "Hi?"]
-    )
-    assert motion.tolist() == [[1.0, 90.0, 0.0, 1.0, 0.0, 0.0], [0.0] * reader.STATED_DIMS]
+    motion = geo.stated_motions(["The camera turns 90 degrees to the left and moves 1.0 m forward.", "Hi?"])
+    assert motion.tolist() == [[1.0, 90.0, 0.0, 1.0, 0.0, 0.0], [0.0] * geo.STATED_DIMS]
     # an object 2 m ahead: after stepping 1 m forward and turning left by 90 degrees it is 1 m to the right
     raw = torch.zeros(2, len(reader.ROLES), 7)
     a = reader.ROLES.index("a")
     raw[:, a, 1:4] = torch.tensor([0.0, 0.0, 2.0])
-    feats = reader.motion_features(motion, raw, torch.ones(2, len(reader.ROLES)))
-    assert feats.shape == (2, reader.MOTION_DIMS)
+    feats = geo.motion_features(motion, raw, torch.ones(2, len(reader.ROLES)))
+    assert feats.shape == (2, geo.MOTION_DIMS)
     assert torch.allclose(feats[0, 8:11], torch.tensor([1.0, 0.0, 0.0]), atol=1e-6)  # x right, in the plane
     assert feats[0, 13] == 0 and feats[1, 13] == 1  # behind / still in front
     assert torch.allclose(feats[1, 8:11], torch.tensor([0.0, 0.0, 2.0]))  # no motion stated: where it was
@@ -217,7 +216,7 @@ def test_motion_token_moves_the_pooled_object_into_the_camera_after_the_motion()
     point = np.array([[2.0, 1.0, 0.5]])
     raw[0, a, 1:4] = torch.tensor(to_camera(cams[0], point)[0], dtype=torch.float32)
     stated = torch.tensor([[1.0, m.turn_left_deg, m.tilt_up_deg, m.forward_m, m.left_m, m.up_m]])
-    moved = reader.motion_features(stated, raw[:1], torch.ones(1, len(reader.ROLES)))[0, 8:11]
+    moved = geo.motion_features(stated, raw[:1], torch.ones(1, len(reader.ROLES)))[0, 8:11]
     assert torch.allclose(moved, torch.tensor(to_camera(cams[1], point)[0], dtype=torch.float32), atol=1e-5)
     # a camera looking 30 degrees down: exact given its elevation (--elevation-head), off taken as level
     cams[0] = _look(yaw0, -np.pi / 6, [0.0, 0.0, 1.0])
@@ -226,9 +225,9 @@ def test_motion_token_moves_the_pooled_object_into_the_camera_after_the_motion()
     stated = torch.tensor([[1.0, m.turn_left_deg, m.tilt_up_deg, m.forward_m, m.left_m, m.up_m]])
     target = torch.tensor(to_camera(cams[1], point)[0], dtype=torch.float32)
     ones = torch.ones(1, len(reader.ROLES))
-    moved = reader.motion_features(stated, raw[:1], ones, torch.tensor([-30.0]))[0, 8:11]
+    moved = geo.motion_features(stated, raw[:1], ones, torch.tensor([-30.0]))[0, 8:11]
     assert torch.allclose(moved, target, atol=1e-5)
-    assert not torch.allclose(reader.motion_features(stated, raw[:1], ones)[0, 8:11], target, atol=0.1)
+    assert not torch.allclose(geo.motion_features(stated, raw[:1], ones)[0, 8:11], target, atol=0.1)
     # the network reads the token; grown from a reader without it, every weight is kept and its last
     # layer starts at zero; it needs the stated motions
     torch.manual_seed(0)
@@ -359,8 +358,8 @@ def test_relation_features_measure_the_pooled_objects() -> None:
     raw[0, a, 5:], raw[0, b, 5:] = torch.tensor([0.5, 0.0]), torch.tensor([-0.5, 0.25])
     count = torch.ones(2, len(reader.ROLES))
     count[0, b] = 3.0
-    rel = reader.relation_features(raw, count)
-    assert rel.shape == (2, reader.RELATION_DIMS)
+    rel = geo.relation_features(raw, count)
+    assert rel.shape == (2, geo.RELATION_DIMS)
     assert torch.allclose(rel[0, 6:9], torch.tensor([3.0, 0.0, 4.0]))  # a - b
     assert torch.allclose(rel[0, 9:12].exp() - 1e-2, torch.tensor([5.0, 17**0.5, 2.0]), atol=1e-5)
     assert torch.allclose(rel[0, 12:14], torch.tensor([1.0, -0.25]))

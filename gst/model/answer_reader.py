@@ -62,6 +62,9 @@ The answer reader is that lookup, trained beside the backbone on what its pose r
   vertical; this world's cameras look 10 to 60 degrees down). It starts at 0 (the camera taken as level).
 - ``no_image``: the cells and pose are zeroed; the same network on the question alone (the text-only row).
 
+The explicit geometry (cell readouts by name, the relation and motion tokens' inputs) is
+gst.model.answer_geometry.
+
 Glossary: B batch, M distinct views, V views per record, n cells per view, F cell features, d width, R
 roles (``ROLES``), K objects per role (at most ``MAX_OBJECTS``).
 """
@@ -78,15 +81,22 @@ import torch
 from torch import nn
 
 from gst.data.cell_labels import COLOUR_CLASSES, SHAPE_CLASSES
-from gst.data.qa_geometry import parse_motion
 from gst.data.qa_types import QARecord
 from gst.eval.qa_baselines import closed_candidates
+from gst.model.answer_geometry import (
+    MOTION_DIMS,
+    RELATION_DIMS,
+    ROLES,
+    cell_readouts,
+    motion_features,
+    relation_features,
+    stated_motions,
+)
 from gst.model.answer_numbers import NUMBER_WORD_DIMS, NUMERIC_DIMS, NUMERIC_SLICES, UNITS, numeric_text
 from gst.tokenizers.numbers import NUMBER_BINS
 from gst.tokenizers.text import TextTokenizer
 
 MAX_QUESTION, MAX_ANSWER, MAX_VIEWS, MAX_OBJECTS = 48, 48, 2, 16
-ROLES = ("a", "b", "counted", "answer")  # QARecord.objects roles, one pointer each
 WORD = re.compile(r"[a-z]+|\d+(?:\.\d+)?|[^\sa-z\d]")
 POSE_DIMS = 13  # the pose reader's pair readout
 ANSWER_READER_DIR = "answer_reader"  # inside a checkpoint folder
@@ -94,9 +104,6 @@ ANSWER_READER_FILE = "answer_reader.json"
 ANSWER_READER_FORMAT, ANSWER_READER_FORMAT_VERSION = "gst-answer-reader", 1
 
 
-RELATION_DIMS = 15  # ``relation_features``
-STATED_DIMS = 6  # ``stated_motions``: whether stated, turn and tilt (degrees), forward, left, up (metres)
-MOTION_DIMS = 15  # ``motion_features``
 ELEVATION_SCALE = 30.0  # degrees per unit of the elevation head's output
 ANY_BIAS = 4.0  # ``attribute_match``: the "any" class's starting logit (the others' 0)
 
@@ -123,21 +130,6 @@ def view_features(
             feats.append(reader.code_feats(ids))
         out.append(torch.cat(feats, -1).half())
     return torch.cat(out)
-
-
-def cell_readouts(cells: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The cell-head readouts at the end of ``view_features``' layout (without code features), by name:
-    object logit, shape and colour probabilities (``SHAPE_CLASSES``, ``COLOUR_CLASSES``), centre in the
-    camera frame, log depth. Shapes: (..., F) -> (...,), (..., S), (..., C), (..., 3), (...,)."""
-    S, C = len(SHAPE_CLASSES), len(COLOUR_CLASSES)
-    tail = cells[..., -(1 + S + C + 3 + 1) :]
-    return {
-        "object": tail[..., 0],
-        "shape": tail[..., 1 : 1 + S],
-        "colour": tail[..., 1 + S : 1 + S + C],
-        "centre": tail[..., -4:-1],
-        "log_depth": tail[..., -1],
-    }
 
 
 @dataclass(frozen=True)
@@ -397,83 +389,6 @@ class AnswerReader(nn.Module):
                 + (probs @ named[..., :k].transpose(1, 2) + named[..., k].unsqueeze(1)).clamp_min(1e-6).log()
             )
         return out
-
-
-def relation_features(raw: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
-    """Explicit geometry of the objects that the pointers of roles a and b pool (``relations``): both
-    centres in the camera frame (the pooled cell-head readouts), their difference, the log of its length
-    and of each centre's distance from the camera, their offset in the image grid and the log ratio of the
-    two pointers' mass (an apparent size ratio).
-    ``raw`` (B, R, F + 2): each role's pooled cells (``cell_readouts``) and grid position; ``count`` (B, R)
-    the pointers' mass. Shapes: -> (B, RELATION_DIMS)."""
-    a, b = ROLES.index("a"), ROLES.index("b")
-    centre, uv = cell_readouts(raw[..., :-2])["centre"], raw[..., -2:]  # (B, R, 3), (B, R, 2)
-    diff = centre[:, a] - centre[:, b]
-    lengths = torch.stack([diff.norm(dim=-1), centre[:, a].norm(dim=-1), centre[:, b].norm(dim=-1)], -1)
-    ratio = (count[:, a] + 1e-2).log() - (count[:, b] + 1e-2).log()
-    return torch.cat(
-        [centre[:, a], centre[:, b], diff, (lengths + 1e-2).log(), uv[:, a] - uv[:, b], ratio[:, None]], -1
-    )
-
-
-def stated_motions(questions: Sequence[str]) -> torch.Tensor:
-    """The camera motion each question states (``parse_motion``): 1 and its turn left and tilt up
-    (degrees), forward, left and up (metres), or zeros when it states none. Shapes: -> (B, STATED_DIMS)."""
-    out = torch.zeros(len(questions), STATED_DIMS)
-    for i, question in enumerate(questions):
-        m = parse_motion(question)
-        if m is not None:
-            out[i] = torch.tensor([1.0, m.turn_left_deg, m.tilt_up_deg, m.forward_m, m.left_m, m.up_m])
-    return out
-
-
-def motion_features(
-    motion: torch.Tensor, raw: torch.Tensor, count: torch.Tensor, elevation: torch.Tensor | None = None
-) -> torch.Tensor:
-    """The motion token's input (``motion_token``): the stated motion (``stated_motions``; angles as
-    their sine and cosine, metres as they are) and explicit geometry of the object that role a's pointer
-    pools: its centre (camera frame, OpenCV) moved into the camera after the motion: untilted by the
-    observed camera's ``elevation`` (degrees; None: the camera taken as level) into the level frame
-    (forward, left, up), the displacement subtracted, then turned about the up axis and tilted to the
-    target camera's elevation; that point, its image-plane ratios x/z and y/z (z at least 0.1 m, clamped to
-    +-4), whether it is in front, and the log of role a's pointer mass (whether the pointer found the
-    object at all). Shapes: motion (B, STATED_DIMS), raw (B, R, F + 2), count (B, R), elevation (B,) ->
-    (B, MOTION_DIMS)."""
-    a = ROLES.index("a")
-    centre = cell_readouts(raw[:, a, :-2])["centre"]  # (B, 3)
-    tilt = motion[:, 2]
-    if elevation is not None:  # the centre in the level frame; the target camera tilted from the level
-        e = torch.deg2rad(elevation)
-        y0, z0 = (
-            centre[:, 1] * e.cos() - centre[:, 2] * e.sin(),
-            centre[:, 1] * e.sin() + centre[:, 2] * e.cos(),
-        )
-        centre = torch.stack([centre[:, 0], y0, z0], -1)
-        tilt = tilt + elevation
-    turn, tilt = torch.deg2rad(motion[:, 1]), torch.deg2rad(tilt)
-    shift = torch.stack([-motion[:, 4], -motion[:, 5], motion[:, 3]], -1)  # (forward, left, up) in x, y, z
-    p = centre - shift
-    ct, st, cp, sp = turn.cos(), turn.sin(), tilt.cos(), tilt.sin()
-    # after the turn: right (ct, 0, st), down (0, 1, 0), forward (-st, 0, ct); the tilt then rotates
-    # forward towards up (0, -1, 0)
-    x = p[:, 0] * ct + p[:, 2] * st
-    z_turned = -p[:, 0] * st + p[:, 2] * ct
-    z = z_turned * cp - p[:, 1] * sp
-    y = p[:, 1] * cp + z_turned * sp
-    depth = z.clamp_min(0.1)
-    ratios = torch.stack([x / depth, y / depth], -1).clamp(-4, 4)
-    return torch.cat(
-        [
-            motion[:, :1],
-            torch.stack([st, ct, sp, cp], -1),
-            motion[:, 3:],
-            torch.stack([x, y, z], -1),
-            ratios,
-            (z > 0).float()[:, None],
-            (count[:, a : a + 1] + 1e-2).log(),
-        ],
-        -1,
-    )
 
 
 def text_tokenizer() -> TextTokenizer:
