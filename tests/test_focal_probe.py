@@ -1,0 +1,65 @@
+"""scripts/focal_probe.py: the views it reads, their focal targets, and a run's report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gst.data.loaders import load_scene
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "focal_probe.py"
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("focal") / "scenes"
+    synth = ["data", "synth", "--out", str(root), "--num-scenes", "2", "--views-per-scene", "4",
+             "--resolution", "64", "--seed", "3", "--quiet"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # a subprocess keeps the rasterizer's EGL context out
+    assert subprocess.run([sys.executable, "-m", "gst.cli", *synth], env=env, check=False).returncode == 0
+    return root
+
+
+def _probe():
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import focal_probe
+    finally:
+        sys.path.pop(0)
+    return focal_probe
+
+
+def test_views_and_focal_targets(scenes) -> None:
+    probe = _probe()
+    images, targets, scene_of = probe.load_views(str(scenes), None, 64)
+    assert images.shape == (8, 3, 64, 64) and images.dtype == torch.uint8 and scene_of == [0] * 4 + [1] * 4
+    first = load_scene(scenes / "scene_00000")
+    assert torch.allclose(targets[:4], (first.K[:, 0, 0].float() / 64).log(), atol=1e-6)
+    half, _, _ = probe.load_views(str(scenes), 1, 32)  # resized: fx / W is unchanged
+    assert half.shape == (4, 3, 32, 32)
+    for size in (64, 128):
+        assert probe.network(size)(torch.zeros(2, 3, size, size)).shape == (2, 1)
+
+
+def test_run_reports_errors(scenes, tmp_path) -> None:
+    out = tmp_path / "probe.json"
+    cmd = [sys.executable, str(SCRIPT), "--scenes", str(scenes), "--heldout", str(scenes), "--size", "64",
+           "--minutes", "0.01", "--batch", "4", "--out", str(out)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    assert subprocess.run(cmd, env=env, capture_output=True, check=False).returncode == 0
+    result = json.loads(out.read_text())
+    assert result["train_views"] == result["heldout_views"] == 8 and result["updates"] > 0
+    # the constant is the training median of log(fx / W): its errors on the same views
+    folders = sorted(p for p in scenes.iterdir() if (p / "transforms.json").exists())
+    f = np.array([load_scene(p).K[:, 0, 0].numpy() / 64 for p in folders]).ravel()
+    want = np.median(np.abs(np.exp(np.median(np.log(f))) / f - 1))
+    assert result["constant_median_focal_error"] == pytest.approx(want, rel=1e-4)
+    lo, hi = result["heldout_median_interval_by_scene"]
+    assert 0 <= lo <= hi and 0 <= result["share_within_10pct"] <= 1
