@@ -53,6 +53,7 @@ from gst.api_chat import ChatRouter, ChatSession
 from gst.api_checkpoint import (
     CheckpointFiles,
     export_checkpoint,
+    load_checkpoint_focal_reader,
     load_components,
     resolve_checkpoint,
     verify_manifest_files,
@@ -88,6 +89,7 @@ from gst.model import (
     generate_image_given_camera,
     read_pose_head,
 )
+from gst.model.focal_reader import with_focal_reading
 from gst.model.sampling import GREEDY
 from gst.tokenizers.camera import symmetric_camera_vector
 from gst.tokenizers.image import to_signed, to_unit
@@ -119,6 +121,7 @@ class GST:
         sequence: SequenceConfig,
         checkpoint: Path | None = None,
         crop: CropMode = "center_crop",
+        focal_reader: Any = None,
     ) -> None:
         if crop not in ("center_crop", "stretch"):
             raise ValueError(f"crop must be center_crop or stretch, got {crop!r}")
@@ -130,6 +133,12 @@ class GST:
         self.checkpoint, self.crop = checkpoint, crop
         self.image_hw: tuple[int, int] = tuple(image_tokenizer.config.image_hw)  # type: ignore[assignment]
         self._number_formats: dict[tuple[str, int], Any] = {}  # (unit, decimals) -> NumberFormat
+        # gst.model.focal_reader.FocalReader or None: with the pose head, the target's focal length
+        self.focal_reader = focal_reader
+        if focal_reader is not None and (focal_reader.config.image_size,) * 2 != self.image_hw:
+            raise ValueError(
+                f"focal reader reads {focal_reader.config.image_size} px views, the model {self.image_hw}"
+            )
 
     @classmethod
     def from_pretrained(
@@ -149,6 +158,7 @@ class GST:
     def _from_files(cls, files: CheckpointFiles, device: str | torch.device, crop: CropMode) -> GST:
         parts = load_components(files, device)
         return cls(
+            focal_reader=load_checkpoint_focal_reader(files, device),
             model=parts.model,
             image_tokenizer=parts.image_tokenizer,
             camera_tokenizer=parts.camera_tokenizer,
@@ -242,6 +252,8 @@ class GST:
             vector = symmetric_camera_vector(both[:1], both[1:])
         else:
             vector = read_pose_head(self.model, obs.ids, tgt.ids, seq_cfg=self.sequence)  # (1, P)
+        if self.focal_reader is not None:  # the target's log focal, with the focal reader's reading
+            vector = with_focal_reading(vector, self.focal_reader, tgt.image[None])
         params = self.camera_tokenizer.params_from_vector(vector.to(self.device))
         K_model = params.K()[0].double().cpu()  # (3, 3) model pixels
         scale = self.camera_tokenizer.config.pose_scale

@@ -241,6 +241,17 @@ def load_components(files: CheckpointFiles, device: str | torch.device = "cpu") 
     return parts
 
 
+def load_checkpoint_focal_reader(files: CheckpointFiles, device: str | torch.device = "cpu") -> Any:
+    """The checkpoint's ``focal_reader/`` (gst.model.focal_reader) on ``device``, or None without one."""
+    from gst.model.focal_reader import FOCAL_READER_DIR, load_focal_reader
+
+    folder = files.root / FOCAL_READER_DIR
+    if not folder.is_dir():
+        return None
+    net, _ = _guarded(lambda: load_focal_reader(folder), folder, "focal reader")
+    return net.to(device)
+
+
 def check_consistency(where: Path, parts: Components) -> None:
     """Offsets, code counts, grids and resolutions of the parts must agree; the error lists what differs."""
     from gst.model import TokenLayout
@@ -297,6 +308,7 @@ def export_checkpoint(
     backbone_dtype: str = "float32",
     overwrite: bool = False,
     answer_reader: str | Path | None = None,
+    focal_reader: str | Path | None = None,
 ) -> Path:
     """Assemble a self-contained checkpoint folder from a ``gst train gst`` export, checkpoint or run folder.
 
@@ -307,7 +319,8 @@ def export_checkpoint(
     files in ``out_dir`` (the README.md model card) are kept. ``answer_reader``: an answer reader folder
     (`gst train answer-reader`, gst.model.answer_reader) copied to ``answer_reader/`` (default: the
     source checkpoint folder's own, if it has one); it must have been trained over the written pose
-    reader's weights (checked by hash).
+    reader's weights (checked by hash). ``focal_reader``: a focal reader folder (`gst train focal-reader`,
+    gst.model.focal_reader) copied to ``focal_reader/`` (default: the source checkpoint folder's own).
     """
     from gst.data.cache_tokenizers import tokenizer_dirs
 
@@ -320,6 +333,12 @@ def export_checkpoint(
     load_components(files)
     if answer_reader is None and (files.root / "answer_reader").is_dir():
         answer_reader = files.root / "answer_reader"
+    if focal_reader is None and (files.root / "focal_reader").is_dir():
+        focal_reader = files.root / "focal_reader"
+    if focal_reader is not None:
+        from gst.model.focal_reader import load_focal_reader
+
+        load_focal_reader(focal_reader)  # checked before anything is written
     reader_pose_sha = None
     if answer_reader is not None:
         from gst.model.answer_reader_io import load_answer_reader
@@ -331,9 +350,10 @@ def export_checkpoint(
         raise ValueError(f"{out}: already holds a checkpoint; pass --overwrite to replace it")
     out.mkdir(parents=True, exist_ok=True)
     (out / CHECKPOINT_MANIFEST).unlink(missing_ok=True)  # written last: a half-copied folder never loads
-    parts = ("model", "tokenizers", "answer_reader")
-    if answer_reader is not None and Path(answer_reader).resolve() == (out / "answer_reader").resolve():
-        raise ValueError(f"--answer-reader {answer_reader}: inside --out; copy it elsewhere first")
+    parts = ("model", "tokenizers", "answer_reader", "focal_reader")
+    for part, given in (("answer_reader", answer_reader), ("focal_reader", focal_reader)):
+        if given is not None and Path(given).resolve() == (out / part).resolve():
+            raise ValueError(f"--{part.replace('_', '-')} {given}: inside --out; copy it elsewhere first")
     for sub in parts:
         shutil.rmtree(out / sub, ignore_errors=True)
     _copy_part(files.model_dir, out / "model", ("gst_model.json",), _BACKBONE_DTYPES[backbone_dtype])
@@ -347,6 +367,8 @@ def export_checkpoint(
                 f"--checkpoint {out}`"
             )
         shutil.copytree(answer_reader, out / "answer_reader")
+    if focal_reader is not None:
+        shutil.copytree(focal_reader, out / "focal_reader")
     extra = read_json(files.model_dir / "gst_model.json").get("extra", {})
     written = sorted(
         p for sub in parts if (out / sub).is_dir() for p in (out / sub).rglob("*") if p.is_file()
@@ -378,6 +400,7 @@ __all__ = [
     "CheckpointFiles",
     "Components",
     "export_checkpoint",
+    "load_checkpoint_focal_reader",
     "file_sha256",
     "load_components",
     "load_text_tokenizer",

@@ -325,6 +325,7 @@ def run_export(args: argparse.Namespace) -> int:
         backbone_dtype=args.backbone_dtype,
         overwrite=args.overwrite,
         answer_reader=args.answer_reader,
+        focal_reader=args.focal_reader,
     )
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"{out}: checkpoint written ({size / 1e6:.1f} MB); load it with GST.from_pretrained({str(out)!r})")
@@ -361,6 +362,13 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="an answer reader folder (`gst train answer-reader --out DIR` writes DIR/answer_reader) to "
         "ship as OUT/answer_reader (default: the source checkpoint's own, if any)",
+    )
+    p.add_argument(
+        "--focal-reader",
+        type=Path,
+        default=None,
+        help="a focal reader folder (`gst train focal-reader --out DIR` writes DIR/focal_reader) to ship "
+        "as OUT/focal_reader (default: the source checkpoint's own, if any)",
     )
     p.set_defaults(func=run_export)
 

@@ -10,6 +10,23 @@ target is 10 % and the pose head sits at 12.3 % on held-out pairs, 12.2 % on tra
 Views are resized with the loaders' antialiased ``crop_resize`` (the scenes are square, so fx / W does not
 change); the network ends at a 4x4 map either way (one more stride-2 block at 128 px), flattened, so the
 position of what it sees (the horizon, the ground's convergence) is kept.
+
+``--zoom Z``: each training view is, with probability one half, a crop of side 1/s of the view (s
+log-uniform in [1, Z], anywhere in the view) resized back, its label log(fx / W) + log s: the same
+scene seen through a longer lens, so that a network cannot tie a scene's look to its focal length. The
+views are then kept at twice ``--size`` and every training view (cropped or not) is shrunk by the same
+antialiased resize.
+
+``--pair``: does a second view of the same scene, with the observed camera's focal length given (as
+``gst eval pose`` gives every method ``K_obs``), tell the target's? The network reads both views through
+the reader's trunk (shared), its two 4x4 maps flattened side by side with log(fx_obs / W) into the MLP,
+and regresses log(fx_tgt / fx_obs); trained on the pairs the evaluation's rule keeps (baseline 10-90
+degrees, co-visible objects: ``gst.data.pairs.candidate_pairs``), scored on the held-out pairs ``gst eval
+pose`` draws (``--eval-pairs``, seed 0). ``--no-observed-focal`` gives it zero instead of the observed
+focal length (then it regresses log(fx_tgt / W)): what the pair alone tells.
+
+``--predictions FILE`` writes every held-out view's reading (JSON lines: scene
+folder, view, predicted and true log(fx / W)), to combine with other readouts.
 """
 
 from __future__ import annotations
@@ -24,50 +41,94 @@ import numpy as np
 import torch
 from torch import nn
 
-from gst.data.loaders import load_scene
-from gst.data.views import crop_resize
+from gst.model.focal_reader import FocalReader, FocalReaderConfig
+from gst.training.focal_reader import load_views, relative_errors, scene_folders, shrink, train_focal_reader
 
 
-def load_views(root: str, num_scenes: int | None, size: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """Every view of the first ``num_scenes`` scenes under ``root``: images (N, 3, size, size) uint8,
-    log(fx / W) (N,), and each view's scene index."""
-    folders = sorted(p for p in Path(root).iterdir() if (p / "transforms.json").exists())[:num_scenes]
-    if not folders:
-        raise SystemExit(f"{root}: no scene folders with transforms.json; render them with `gst data synth`")
-    images, targets, scene_of = [], [], []
-    for s, folder in enumerate(folders):
-        scene = load_scene(folder)
-        img, K = crop_resize(scene.load_images(), scene.K.float(), (size, size))
-        images.append((img.clamp(0, 1) * 255).round().to(torch.uint8))
-        targets.append((K[:, 0, 0] / size).log())
-        scene_of += [s] * len(img)
-    return torch.cat(images), torch.cat(targets), scene_of
+class PairFocal(nn.Module):
+    """Two views (B, 3, S, S) each and log(fx_obs / W) (B,) -> log(fx_tgt / fx_obs) (B,), or log(fx_tgt /
+    W) when the observed focal length is not given."""
+
+    def __init__(self, config: FocalReaderConfig, hidden: int = 256) -> None:
+        super().__init__()
+        self.trunk = FocalReader(config).net[:-3]  # conv blocks and Flatten: (B, C * 16)
+        width = config.channels[-1] * 16
+        self.head = nn.Sequential(nn.Linear(2 * width + 1, hidden), nn.GELU(), nn.Linear(hidden, 1))
+
+    def forward(self, obs: torch.Tensor, tgt: torch.Tensor, log_f_obs: torch.Tensor) -> torch.Tensor:
+        feats = self.trunk(torch.cat([obs, tgt])).chunk(2)
+        return self.head(torch.cat([*feats, log_f_obs[:, None]], dim=1)).squeeze(1)
 
 
-def network(size: int) -> nn.Module:
-    """Stride-2 conv blocks down to 4x4 (a second conv in each block from 16x16 on), flattened, an MLP to
-    one number."""
-    chans = ([3, 16] if size == 128 else [3]) + [32, 64, 96, 128]
-    if size // 2 ** (len(chans) - 1) != 4:
-        raise SystemExit(f"--size {size}: 64 or 128")
-    blocks, side = [], size
-    for cin, cout in zip(chans[:-1], chans[1:], strict=True):
-        side //= 2
-        blocks += [nn.Conv2d(cin, cout, 3, 2, 1), nn.BatchNorm2d(cout), nn.GELU()]
-        if side <= 16:
-            blocks += [nn.Conv2d(cout, cout, 3, 1, 1), nn.BatchNorm2d(cout), nn.GELU()]
-    return nn.Sequential(*blocks, nn.Flatten(), nn.Linear(128 * 16, 256), nn.GELU(), nn.Linear(256, 1))
+def training_pairs(root: str, num_scenes: int | None, scene_of: list[int]) -> torch.Tensor:
+    """The ordered view pairs (P, 2) of the first ``num_scenes`` scenes the evaluation's pair rule keeps,
+    as indices into ``load_views``' views (which list every scene's views in order)."""
+    from gst.data.loaders import load_scene
+    from gst.data.pairs import PairConfig, candidate_pairs
+
+    first = {}
+    for i, s in enumerate(scene_of):
+        first.setdefault(s, i)
+    out = []
+    for s, folder in enumerate(scene_folders(root, num_scenes)):
+        pairs, _, _, _ = candidate_pairs(load_scene(folder), PairConfig())
+        out.append(torch.as_tensor(pairs) + first[s])
+    return torch.cat(out)
 
 
-def errors(net: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
-    """Relative focal error |f_pred - f| / f of every view."""
+def run_pair(args: argparse.Namespace) -> dict:
+    """``--pair``: train ``PairFocal`` and score it on the held-out pairs (module docstring)."""
+    from gst.eval.data import build_evalset
+
+    wide = (16, 32, 64, 96, 128) if args.size == 128 else (32, 64, 96, 128)
+    net = PairFocal(FocalReaderConfig(image_size=args.size, channels=wide))
+    images, logf, scene_of = load_views(args.scenes, args.num_scenes, args.size)
+    pairs = training_pairs(args.scenes, args.num_scenes, scene_of)
+    print(f"{len(images)} training views, {len(pairs)} training pairs at {args.size} px", flush=True)
+    given = 0.0 if args.no_observed_focal else 1.0
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.01)
+    rng, start, steps = torch.Generator().manual_seed(args.seed), time.process_time(), 0
+    budget = 60 * args.minutes
+    while (used := time.process_time() - start) < budget:
+        for group in opt.param_groups:  # cosine decay over the CPU budget
+            group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * used / budget))
+        pick = pairs[torch.randint(0, len(pairs), (args.batch,), generator=rng)]
+        obs, tgt = images[pick[:, 0]].float() / 255, images[pick[:, 1]].float() / 255
+        flip = torch.rand(args.batch, 1, 1, 1, generator=rng) < 0.5  # both views mirrored: focal-neutral
+        obs, tgt = torch.where(flip, obs.flip(-1), obs), torch.where(flip, tgt.flip(-1), tgt)
+        f_obs = logf[pick[:, 0]] * given
+        loss = nn.functional.smooth_l1_loss(net(obs, tgt, f_obs), logf[pick[:, 1]] - f_obs, beta=0.05)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        steps += 1
+        if steps % 1000 == 0:
+            print(f"update {steps}: loss {loss.item():.4f}, {used / 60:.1f} CPU-min", flush=True)
+    evalset = build_evalset(args.heldout, num_pairs=args.eval_pairs, seed=0, resolution=args.size)
     net.eval()
+    err, scenes = [], []
     with torch.no_grad():
-        pred = torch.cat(
-            [net(images[i : i + 256].float() / 255).squeeze(1) for i in range(0, len(images), 256)]
-        )
-    net.train()
-    return ((pred - targets).exp() - 1).abs().numpy()
+        for p in evalset.pairs:
+            W = evalset.image_hw(p.scene_index)[1]
+            f_obs = math.log(float(evalset.K(p.scene_index, p.obs)[0, 0]) / W) * given
+            f_tgt = math.log(float(evalset.K(p.scene_index, p.tgt)[0, 0]) / W)
+            obs, tgt = evalset.image(p.scene_index, p.obs)[None], evalset.image(p.scene_index, p.tgt)[None]
+            pred = float(net(obs, tgt, torch.tensor([f_obs]))) + f_obs
+            err.append(abs(math.expm1(pred - f_tgt)))
+            scenes.append(p.scene_index)
+    err = np.array(err)
+    return {
+        "mode": "pair, observed focal " + ("zero" if args.no_observed_focal else "given"),
+        "size": args.size,
+        "num_scenes": args.num_scenes,
+        "updates": steps,
+        "cpu_minutes": args.minutes,
+        "train_pairs": len(pairs),
+        "heldout_pairs": len(err),
+        "heldout_median_focal_error": float(np.median(err)),
+        "heldout_median_interval_by_scene": median_interval(err, scenes),
+        "share_within_10pct": float((err <= 0.10).mean()),
+    }
 
 
 def median_interval(err: np.ndarray, scene_of: list[int], seed: int = 0) -> list[float]:
@@ -89,38 +150,49 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--zoom", type=float, default=1.0, help="largest crop zoom of training views (1: none)")
     ap.add_argument("--out", required=True, help="results JSON")
+    ap.add_argument("--predictions", help="JSON lines of every held-out view's reading")
+    ap.add_argument("--pair", action="store_true", help="read the target's focal from both views")
+    ap.add_argument("--no-observed-focal", action="store_true", help="--pair without the observed focal")
+    ap.add_argument("--eval-pairs", type=int, default=1000, help="--pair: held-out pairs (default 1000)")
     args = ap.parse_args()
+    if args.pair:
+        torch.manual_seed(args.seed)
+        result = run_pair(args)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        print(json.dumps(result, indent=1))
+        return
+    if args.zoom < 1.0:
+        raise SystemExit(f"--zoom {args.zoom}: at least 1 (1 = no zoom)")
     torch.manual_seed(args.seed)
-    net = network(args.size)
-    train_x, train_y, _ = load_views(args.scenes, args.num_scenes, args.size)
+    if args.size not in (64, 128):
+        raise SystemExit(f"--size {args.size}: 64 or 128")
+    wide = (16, 32, 64, 96, 128) if args.size == 128 else (32, 64, 96, 128)
+    net = FocalReader(FocalReaderConfig(image_size=args.size, channels=wide))
+    load_size = 2 * args.size if args.zoom > 1.0 else args.size
+    train_x, train_y, _ = load_views(args.scenes, args.num_scenes, load_size)
     test_x, test_y, test_scene = load_views(args.heldout, None, args.size)
     print(f"{len(train_x)} training views, {len(test_x)} held-out views at {args.size} px")
     constant = float(train_y.quantile(0.5))  # as np.median
-    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.01)
-    rng, start, steps = torch.Generator().manual_seed(args.seed), time.process_time(), 0
-    budget = 60 * args.minutes
-    while (used := time.process_time() - start) < budget:
-        for group in opt.param_groups:  # cosine decay over the CPU budget
-            group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * used / budget))
-        idx = torch.randint(0, len(train_x), (args.batch,), generator=rng)
-        x = train_x[idx].float() / 255
-        x = torch.where(torch.rand(args.batch, 1, 1, 1, generator=rng) < 0.5, x, x.flip(-1))  # focal-neutral
-        loss = nn.functional.smooth_l1_loss(net(x).squeeze(1), train_y[idx], beta=0.05)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        steps += 1
-        if steps % 1000 == 0:
-            print(f"update {steps}: loss {loss.item():.4f}, {used / 60:.1f} CPU-min", flush=True)
-    test_err = errors(net, test_x, test_y)
-    train_err = errors(net, train_x[:2400], train_y[:2400])
+    steps = train_focal_reader(
+        net, train_x, train_y, minutes=args.minutes, zoom=args.zoom, batch=args.batch, lr=args.lr,
+        seed=args.seed, log=lambda m: print(m, flush=True),
+    )  # fmt: skip
+    num_train = len(train_x)
+    test_pred = net.read(test_x)
+    test_err = relative_errors(test_pred, test_y)
+    train_x = shrink(train_x[:2400], args.size) if args.zoom > 1.0 else train_x[:2400]
+    train_err = relative_errors(net.read(train_x), train_y[:2400])
     const_err = ((constant - test_y).exp() - 1).abs().numpy()
     result = {
         "size": args.size,
+        "zoom": args.zoom,
+        "num_scenes": args.num_scenes,
         "updates": steps,
         "cpu_minutes": args.minutes,
-        "train_views": len(train_x),
+        "train_views": num_train,
         "heldout_views": len(test_x),
         "heldout_median_focal_error": float(np.median(test_err)),
         "heldout_median_interval_by_scene": median_interval(test_err, test_scene),
@@ -130,6 +202,12 @@ def main() -> None:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    if args.predictions:
+        folders, views = scene_folders(args.heldout, None), {}
+        with open(args.predictions, "w") as f:
+            for s, pred, true in zip(test_scene, test_pred.tolist(), test_y.tolist(), strict=True):
+                v = views[s] = views.get(s, -1) + 1
+                f.write(json.dumps({"scene": folders[s].name, "view": v, "true": true, "pred": pred}) + "\n")
     print(json.dumps(result, indent=1))
 
 

@@ -120,6 +120,11 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
         "inverted and averaged in; auto (default): the head of a model with a convolutional reader, "
         "else the codes",
     )
+    pose.add_argument(
+        "--no-focal-reader",
+        action="store_true",
+        help="--checkpoint: the pose head's own focal length, without the checkpoint's focal reader",
+    )
     pose.set_defaults(func=run_pose)
 
     nvs = sub.add_parser(
@@ -177,6 +182,10 @@ def _model_predictor(args: argparse.Namespace, kind: str) -> tuple[object, dict]
             "head": "pose head readout",
             "head-sym": "pose head readout, both orders averaged",
         }[readout]
+        if args.no_focal_reader:
+            gst.focal_reader = None
+        if gst.focal_reader is not None and readout != "codes":
+            decoding += f"; focal length with the focal reader (weight {gst.focal_reader.config.weight:g})"
     else:
         from gst.model import SamplingConfig
 
