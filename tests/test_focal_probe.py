@@ -70,3 +70,46 @@ def test_run_reports_errors(scenes, tmp_path) -> None:
     assert [(r["scene"], r["view"]) for r in rows] == want
     np.testing.assert_allclose([r["true"] for r in rows], np.log(f), rtol=1e-5)
     assert json.loads((tmp_path / "zoom.json").read_text())["zoom"] == 1.5
+
+
+def test_pair_mode_runs_on_the_evaluation_pairs(scenes, tmp_path) -> None:
+    out = tmp_path / "pair.json"
+    cmd = [sys.executable, str(SCRIPT), "--pair", "--scenes", str(scenes), "--heldout", str(scenes),
+           "--minutes", "0.01", "--batch", "4", "--eval-pairs", "6", "--out", str(out)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(out.read_text())
+    assert result["mode"] == "pair, observed focal given" and result["heldout_pairs"] == 6
+    assert result["train_pairs"] > 0 and result["updates"] > 0
+
+
+def _fields():
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import focal_fields_probe
+    finally:
+        sys.path.pop(0)
+    return focal_fields_probe
+
+
+def test_perspective_fields_geometry_and_fit() -> None:
+    fp = _fields()
+    f, size = 40.0, 64
+    c = (size - 1) / 2
+    K = torch.tensor([[[f, 0, c], [0, f, c], [0, 0, 1]]], dtype=torch.float64)
+    # a level camera: world up is -y in the camera frame; latitude = -atan(y / sqrt(x^2 + f^2)) at pixel
+    # offsets (x, y) from the principal point, and up points straight up the image everywhere
+    level = fp.fields(fp.cell_rays(K, size), torch.tensor([[0.0, -1.0, 0.0]], dtype=torch.float64), K)[0]
+    v = torch.arange(16, dtype=torch.float64) * 4 + 1.5 - c  # cell centres relative to the centre row
+    torch.testing.assert_close(level[0, :, 0], torch.atan(-v / torch.sqrt(v[0] ** 2 + f**2)))
+    torch.testing.assert_close(level[1], torch.zeros(16, 16, dtype=torch.float64), atol=1e-9, rtol=0)
+    torch.testing.assert_close(level[2], -torch.ones(16, 16, dtype=torch.float64))
+    # a camera looking 30 degrees down: its fields fit back to its focal length
+    t = np.radians(30.0)
+    up = torch.tensor([[0.0, -np.cos(t), -np.sin(t)]])
+    Kf = K.float()
+    field = fp.fields(fp.cell_rays(Kf, size), up, Kf)
+    assert float(field[0, 0, 8, 8]) == pytest.approx(-t, abs=0.05)  # near the centre: 30 degrees down
+    log_f = fp.fit_focal(field, size, steps=400)
+    assert abs(float(log_f.exp()[0]) * size / f - 1) < 0.01
