@@ -21,10 +21,7 @@ the held-out scenes, with a 95 % interval over resampled scenes, and the fitted 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,7 +29,13 @@ from torch import nn
 
 from gst.data.loaders import load_scene
 from gst.data.views import crop_resize
-from gst.training.focal_reader import relative_errors, scene_folders
+from gst.training.focal_reader import (
+    cpu_budget,
+    median_interval_by_scene,
+    relative_errors,
+    scene_folders,
+    write_results,
+)
 
 GRID = 16  # field cells per side
 
@@ -130,15 +133,6 @@ def fit_focal(pred: torch.Tensor, size: int, steps: int = 400, up_weight: float 
     return log_f.detach()
 
 
-def median_interval(err: np.ndarray, scene_of: list[int], seed: int = 0) -> list[float]:
-    """95 % interval of the median error over resampled scenes."""
-    by_scene = [err[np.array(scene_of) == s] for s in sorted(set(scene_of))]
-    rng = np.random.default_rng(seed)
-    meds = [np.median(np.concatenate([by_scene[i] for i in rng.integers(0, len(by_scene), len(by_scene))]))
-            for _ in range(1000)]  # fmt: skip
-    return [float(np.quantile(meds, 0.025)), float(np.quantile(meds, 0.975))]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scenes", required=True, help="training scenes (the procedural world)")
@@ -159,11 +153,8 @@ def main() -> None:
     test_x, test_K, test_f, test_scene = load_field_views(args.heldout, None, size)
     print(f"{len(train_x)} training views, {len(test_x)} held-out views", flush=True)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.01)
-    rng, start, steps = torch.Generator().manual_seed(args.seed), time.process_time(), 0
-    budget = 60 * args.minutes
-    while (used := time.process_time() - start) < budget:
-        for group in opt.param_groups:
-            group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * used / budget))
+    rng, steps = torch.Generator().manual_seed(args.seed), 0
+    for used in cpu_budget(opt, args.lr, args.minutes):
         idx = torch.randint(0, len(train_x), (args.batch,), generator=rng)
         x, y = train_x[idx].float() / 255, train_f[idx]
         flip = torch.rand(args.batch, 1, 1, 1, generator=rng) < 0.5  # mirrored: up_x changes sign
@@ -175,7 +166,7 @@ def main() -> None:
         opt.step()
         steps += 1
         if steps % 500 == 0:
-            print(f"update {steps}: loss {loss.item():.4f}, {used / 60:.1f} CPU-min", flush=True)
+            print(f"update {steps}: loss {loss.item():.4f}, {used:.1f} CPU-min", flush=True)
     pred = predict(net, test_x)
     log_f = fit_focal(pred, size)
     true = (test_K[:, 0, 0] / size).log()
@@ -194,21 +185,13 @@ def main() -> None:
         "train_views": len(train_x),
         "heldout_views": len(test_x),
         "heldout_median_focal_error": float(np.median(err)),
-        "heldout_median_interval_by_scene": median_interval(err, test_scene),
+        "heldout_median_interval_by_scene": median_interval_by_scene(err, test_scene),
         "share_within_10pct": float((err <= 0.10).mean()),
         "heldout_latitude_error_deg_median": math.degrees(float(lat_err.median())),
         "heldout_up_error_deg_median": float(up_err.median()),
         "fit_on_true_fields_median_focal_error": float(np.median(true_fit)),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    if args.predictions:
-        folders, views = scene_folders(args.heldout, None), {}
-        with open(args.predictions, "w") as f:
-            for s, pred, t in zip(test_scene, log_f.tolist(), true.tolist(), strict=True):
-                v = views[s] = views.get(s, -1) + 1
-                f.write(json.dumps({"scene": folders[s].name, "view": v, "true": t, "pred": pred}) + "\n")
-    print(json.dumps(result, indent=1))
+    write_results(args.out, result, args.predictions, args.heldout, test_scene, log_f, true)
 
 
 if __name__ == "__main__":

@@ -32,17 +32,23 @@ folder, view, predicted and true log(fx / W)), to combine with other readouts.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from gst.model.focal_reader import FocalReader, FocalReaderConfig
-from gst.training.focal_reader import load_views, relative_errors, scene_folders, shrink, train_focal_reader
+from gst.training.focal_reader import (
+    cpu_budget,
+    load_views,
+    median_interval_by_scene,
+    relative_errors,
+    scene_folders,
+    shrink,
+    train_focal_reader,
+    write_results,
+)
 
 
 class PairFocal(nn.Module):
@@ -87,11 +93,8 @@ def run_pair(args: argparse.Namespace) -> dict:
     print(f"{len(images)} training views, {len(pairs)} training pairs at {args.size} px", flush=True)
     given = 0.0 if args.no_observed_focal else 1.0
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.01)
-    rng, start, steps = torch.Generator().manual_seed(args.seed), time.process_time(), 0
-    budget = 60 * args.minutes
-    while (used := time.process_time() - start) < budget:
-        for group in opt.param_groups:  # cosine decay over the CPU budget
-            group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * used / budget))
+    rng, steps = torch.Generator().manual_seed(args.seed), 0
+    for used in cpu_budget(opt, args.lr, args.minutes):
         pick = pairs[torch.randint(0, len(pairs), (args.batch,), generator=rng)]
         obs, tgt = images[pick[:, 0]].float() / 255, images[pick[:, 1]].float() / 255
         flip = torch.rand(args.batch, 1, 1, 1, generator=rng) < 0.5  # both views mirrored: focal-neutral
@@ -103,7 +106,7 @@ def run_pair(args: argparse.Namespace) -> dict:
         opt.step()
         steps += 1
         if steps % 1000 == 0:
-            print(f"update {steps}: loss {loss.item():.4f}, {used / 60:.1f} CPU-min", flush=True)
+            print(f"update {steps}: loss {loss.item():.4f}, {used:.1f} CPU-min", flush=True)
     evalset = build_evalset(args.heldout, num_pairs=args.eval_pairs, seed=0, resolution=args.size)
     net.eval()
     err, scenes = [], []
@@ -126,18 +129,9 @@ def run_pair(args: argparse.Namespace) -> dict:
         "train_pairs": len(pairs),
         "heldout_pairs": len(err),
         "heldout_median_focal_error": float(np.median(err)),
-        "heldout_median_interval_by_scene": median_interval(err, scenes),
+        "heldout_median_interval_by_scene": median_interval_by_scene(err, scenes),
         "share_within_10pct": float((err <= 0.10).mean()),
     }
-
-
-def median_interval(err: np.ndarray, scene_of: list[int], seed: int = 0) -> list[float]:
-    """95 % interval of the median error over resampled scenes."""
-    by_scene = [err[np.array(scene_of) == s] for s in sorted(set(scene_of))]
-    rng = np.random.default_rng(seed)
-    meds = [np.median(np.concatenate([by_scene[i] for i in rng.integers(0, len(by_scene), len(by_scene))]))
-            for _ in range(1000)]  # fmt: skip
-    return [float(np.quantile(meds, 0.025)), float(np.quantile(meds, 0.975))]
 
 
 def main() -> None:
@@ -159,10 +153,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.pair:
         torch.manual_seed(args.seed)
-        result = run_pair(args)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-        print(json.dumps(result, indent=1))
+        write_results(args.out, run_pair(args))
         return
     if args.zoom < 1.0:
         raise SystemExit(f"--zoom {args.zoom}: at least 1 (1 = no zoom)")
@@ -195,20 +186,12 @@ def main() -> None:
         "train_views": num_train,
         "heldout_views": len(test_x),
         "heldout_median_focal_error": float(np.median(test_err)),
-        "heldout_median_interval_by_scene": median_interval(test_err, test_scene),
+        "heldout_median_interval_by_scene": median_interval_by_scene(test_err, test_scene),
         "train_median_focal_error": float(np.median(train_err)),
         "constant_median_focal_error": float(np.median(const_err)),
         "share_within_10pct": float((test_err <= 0.10).mean()),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    if args.predictions:
-        folders, views = scene_folders(args.heldout, None), {}
-        with open(args.predictions, "w") as f:
-            for s, pred, true in zip(test_scene, test_pred.tolist(), test_y.tolist(), strict=True):
-                v = views[s] = views.get(s, -1) + 1
-                f.write(json.dumps({"scene": folders[s].name, "view": v, "true": true, "pred": pred}) + "\n")
-    print(json.dumps(result, indent=1))
+    write_results(args.out, result, args.predictions, args.heldout, test_scene, test_pred, test_y)
 
 
 if __name__ == "__main__":

@@ -114,13 +114,8 @@ def test_choose_weight_and_errors() -> None:
 
 
 @pytest.fixture(scope="module")
-def scenes(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("focal_reader") / "scenes"
-    synth = ["data", "synth", "--out", str(root), "--num-scenes", "2", "--views-per-scene", "4",
-             "--resolution", "64", "--seed", "3", "--quiet"]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # a subprocess keeps the rasterizer's EGL context out
-    assert subprocess.run([sys.executable, "-m", "gst.cli", *synth], env=env, check=False).returncode == 0
-    return root
+def scenes(two_tiny_scenes) -> Path:
+    return two_tiny_scenes
 
 
 def test_training_is_seeded(scenes: Path) -> None:

@@ -4,8 +4,6 @@ folder ships it as ``answer_reader/``), written atomically; read back without un
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from gst.model.answer_reader import (
     AnswerReader,
     AnswerReaderConfig,
 )
+from gst.model.weights_folder import save_weights_folder
 
 
 def save_answer_reader(
@@ -25,18 +24,9 @@ def save_answer_reader(
 ) -> Path:
     """``model.safetensors`` + ``answer_reader.json`` (format, config, question words in id order,
     metadata), written to a temporary folder and moved into place. Returns ``out_dir``."""
-    from safetensors.torch import save_file
-
-    out_dir = Path(out_dir)
     ids = sorted(vocab.values())
     if ids != list(range(2, len(vocab) + 2)) or net.config.question_vocab != len(vocab) + 2:
         raise ValueError("vocab: question word ids must be 2 .. len(vocab) + 1 (0 pad, 1 unknown)")
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
-    save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     info = {
         "format": ANSWER_READER_FORMAT,
         "format_version": ANSWER_READER_FORMAT_VERSION,
@@ -45,11 +35,7 @@ def save_answer_reader(
         "num_parameters": sum(p.numel() for p in net.parameters()),
         "metadata": metadata or {},
     }
-    (tmp / ANSWER_READER_FILE).write_text(json.dumps(info, indent=2) + "\n")
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
-    return out_dir
+    return save_weights_folder(net, out_dir, ANSWER_READER_FILE, info)
 
 
 def load_answer_reader(path: str | Path) -> tuple[AnswerReader, dict[str, int], dict[str, Any]]:

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from gst.model.weights_folder import save_weights_folder
 
 FOCAL_READER_DIR = "focal_reader"
 FOCAL_READER_FILE = "focal_reader.json"
@@ -114,15 +115,6 @@ def with_focal_reading(vector: torch.Tensor, reader: FocalReader, images: torch.
 
 def save_focal_reader(net: FocalReader, out_dir: str | Path, metadata: dict[str, Any] | None = None) -> Path:
     """``model.safetensors`` + ``focal_reader.json``, written to a temporary folder and moved into place."""
-    from safetensors.torch import save_file
-
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
-    save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     info = {
         "format": FOCAL_READER_FORMAT,
         "format_version": FOCAL_READER_FORMAT_VERSION,
@@ -130,11 +122,7 @@ def save_focal_reader(net: FocalReader, out_dir: str | Path, metadata: dict[str,
         "num_parameters": sum(p.numel() for p in net.parameters()),
         "metadata": metadata or {},
     }
-    (tmp / FOCAL_READER_FILE).write_text(json.dumps(info, indent=2) + "\n")
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
-    return out_dir
+    return save_weights_folder(net, out_dir, FOCAL_READER_FILE, info)
 
 
 def read_focal_reader_info(path: str | Path) -> dict[str, Any]:

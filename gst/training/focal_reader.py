@@ -18,9 +18,10 @@ with the lowest median relative error on a grid of 0, 0.05, ..., 1.
 
 from __future__ import annotations
 
+import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,29 @@ def zoom_batch(
     return torch.cat(out), y + log_s
 
 
+def cpu_budget(
+    opt: torch.optim.Optimizer, lr: float, minutes: float, max_steps: int | None = None
+) -> Iterator[float]:
+    """Yield once per update while this process's CPU time stays within ``minutes`` (and fewer than
+    ``max_steps`` updates were made), first setting ``opt``'s learning rate to a cosine decay from
+    ``lr`` over the budget; yields the CPU-minutes used so far."""
+    start, budget, steps = time.process_time(), 60.0 * minutes, 0
+    while (used := time.process_time() - start) < budget and (max_steps is None or steps < max_steps):
+        for group in opt.param_groups:
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * used / budget))
+        yield used / 60.0
+        steps += 1
+
+
+def median_interval_by_scene(err: np.ndarray, scene_of: list[int], seed: int = 0) -> list[float]:
+    """95 % interval of the median of per-view errors over 1,000 resamples of whole scenes."""
+    by_scene = [err[np.array(scene_of) == s] for s in sorted(set(scene_of))]
+    rng = np.random.default_rng(seed)
+    meds = [np.median(np.concatenate([by_scene[i] for i in rng.integers(0, len(by_scene), len(by_scene))]))
+            for _ in range(1000)]  # fmt: skip
+    return [float(np.quantile(meds, 0.025)), float(np.quantile(meds, 0.975))]
+
+
 def train_focal_reader(
     net: FocalReader,
     images: torch.Tensor,
@@ -113,11 +137,8 @@ def train_focal_reader(
     torch.manual_seed(seed)
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.01)
-    rng, start, steps = torch.Generator().manual_seed(seed), time.process_time(), 0
-    budget = 60.0 * minutes
-    while (used := time.process_time() - start) < budget and (max_steps is None or steps < max_steps):
-        for group in opt.param_groups:  # cosine decay over the CPU budget
-            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * used / budget))
+    rng, steps = torch.Generator().manual_seed(seed), 0
+    for used in cpu_budget(opt, lr, minutes, max_steps):
         idx = torch.randint(0, len(images), (batch,), generator=rng)
         x, y = images[idx].float() / 255, targets[idx]
         if zoom > 1.0:
@@ -129,7 +150,7 @@ def train_focal_reader(
         opt.step()
         steps += 1
         if log is not None and steps % 1000 == 0:
-            log(f"update {steps}: loss {loss.item():.4f}, {used / 60:.1f} CPU-min")
+            log(f"update {steps}: loss {loss.item():.4f}, {used:.1f} CPU-min")
     net.eval()
     return steps
 
@@ -137,6 +158,28 @@ def train_focal_reader(
 def relative_errors(log_pred: torch.Tensor | np.ndarray, log_true: torch.Tensor | np.ndarray) -> np.ndarray:
     """|f_pred - f| / f from log focal lengths (as ``gst.geometry.errors.focal_error`` for fx = fy)."""
     return np.abs(np.expm1(np.asarray(log_pred, dtype=np.float64) - np.asarray(log_true, dtype=np.float64)))
+
+
+def write_results(
+    out: str | Path,
+    result: dict,
+    predictions: str | Path | None = None,
+    scenes_root: str | Path | None = None,
+    scene_of: list[int] | None = None,
+    pred: torch.Tensor | None = None,
+    true: torch.Tensor | None = None,
+) -> None:
+    """A probe's results JSON at ``out`` and, with ``predictions``, every view's reading as JSON lines
+    (scene folder name under ``scenes_root``, view index, true and predicted log(fx / W)); printed too."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=1) + "\n")
+    if predictions:
+        folders, views = scene_folders(scenes_root), {}
+        with open(predictions, "w") as f:
+            for s, p, t in zip(scene_of, pred.tolist(), true.tolist(), strict=True):
+                v = views[s] = views.get(s, -1) + 1
+                f.write(json.dumps({"scene": folders[s].name, "view": v, "true": t, "pred": p}) + "\n")
+    print(json.dumps(result, indent=1))
 
 
 def choose_weight(head: np.ndarray, reader: np.ndarray, true: np.ndarray) -> tuple[float, dict[str, float]]:
