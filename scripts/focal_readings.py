@@ -57,8 +57,14 @@ def readings(gst: GST, evalset, flip: bool) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(fwd), np.concatenate(bwd)
 
 
-def median_error(log_pred: np.ndarray, log_true: np.ndarray) -> float:
-    return float(np.median(np.abs(np.expm1(log_pred - log_true))))
+def median_error(log_pred: np.ndarray, log_true: np.ndarray) -> float | None:
+    """Median relative focal error of log focal lengths; None for no values."""
+    return float(np.median(np.abs(np.expm1(log_pred - log_true)))) if len(log_true) else None
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Pearson correlation; None where either side is constant."""
+    return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else None
 
 
 def main() -> None:
@@ -73,6 +79,18 @@ def main() -> None:
     torch.set_num_threads(1)
     gst = GST.from_pretrained(args.checkpoint)
     evalset = build_evalset(args.data, num_pairs=args.num_pairs, seed=0, resolution=gst.image_hw[1])
+    for path in args.probe:
+        if not Path(path).is_file():
+            raise SystemExit(f"--probe {path}: no such file (scripts/focal_probe.py --predictions writes it)")
+    result = {"checkpoint": str(args.checkpoint), **analyse(gst, evalset, args.flip, args.probe)}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+
+
+def analyse(gst: GST, evalset, flip: bool, probes: list[str]) -> dict:
+    """The module docstring's report on ``evalset``'s pairs (``gst.eval.data.EvalSet`` at the model's
+    resolution)."""
     W = gst.image_hw[1]
 
     def true_log_f(view: str) -> np.ndarray:
@@ -90,51 +108,44 @@ def main() -> None:
         bands[f"{lo}-{int(hi)}"] = {
             "pairs": int(m.sum()),
             "median_error": median_error(fwd[m], t_tgt[m]),
-            "mean_signed_log_error": float(e_f[m].mean()),
+            "mean_signed_log_error": float(e_f[m].mean()) if m.any() else None,
         }
     result = {
-        "checkpoint": str(args.checkpoint),
         "pairs": len(fwd),
         "forward_median_error": median_error(fwd, t_tgt),
         "backward_median_error": median_error(bwd, t_obs),
         "by_target_fov_deg": bands,
-        "forward_backward_error_correlation": float(np.corrcoef(e_f, e_b)[0, 1]),
+        "forward_backward_error_correlation": correlation(e_f, e_b),
         "ratio_corrected_median_error": {
             f"{a:.2f}": median_error(fwd - a * e_b, t_tgt) for a in (0.25, 0.5, 0.75, 1.0)
         },
     }
-    if args.flip:
+    if flip:
         fwd_m, _ = readings(gst, evalset, flip=True)
         result["flipped"] = {
             "median_error": median_error(fwd_m, t_tgt),
             "mean_of_both_median_error": median_error((fwd + fwd_m) / 2, t_tgt),
-            "error_correlation": float(np.corrcoef(e_f, fwd_m - t_tgt)[0, 1]),
+            "error_correlation": correlation(e_f, fwd_m - t_tgt),
         }
-    for path in args.probe:
-        if not Path(path).is_file():
-            raise SystemExit(f"--probe {path}: no such file (scripts/focal_probe.py --predictions writes it)")
+    for path in probes:
         probe = {}
         for line in Path(path).read_text().splitlines():
             row = json.loads(line)
             probe[(row["scene"], row["view"])] = (row["pred"], row["true"])
         got = [probe.get((evalset.scenes[p.scene_index].name, p.tgt)) for p in evalset.pairs]
         if any(g is None for g in got):
-            raise SystemExit(
-                f"{path}: no reading for some held-out target views; run the probe on {args.data}"
-            )
+            raise SystemExit(f"{path}: no reading for some target views; run the probe on these scenes")
         pred, true = np.array([g[0] for g in got]), np.array([g[1] for g in got])
         if np.abs(true - t_tgt).max() > 1e-4:
-            raise SystemExit(f"{path}: its true focal lengths are not these scenes' ({args.data})")
+            raise SystemExit(f"{path}: its true focal lengths are not these scenes'")
         result[f"probe {path}"] = {
             "median_error": median_error(pred, t_tgt),
-            "error_correlation_with_head": float(np.corrcoef(e_f, pred - t_tgt)[0, 1]),
+            "error_correlation_with_head": correlation(e_f, pred - t_tgt),
             "weighted_mean_median_error": {
                 f"{w:.1f}": median_error((1 - w) * fwd + w * pred, t_tgt) for w in np.arange(0.1, 1.0, 0.1)
             },
         }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result, indent=1))
+    return result
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -108,3 +109,43 @@ def test_perspective_fields_geometry_and_fit() -> None:
     assert float(field[0, 0, 8, 8]) == pytest.approx(-t, abs=0.05)  # near the centre: 30 degrees down
     log_f = fp.fit_focal(field, size, steps=400)
     assert abs(float(log_f.exp()[0]) * size / f - 1) < 0.01
+
+
+def test_focal_readings_of_a_constant_pose_head(scenes, tmp_path) -> None:
+    import copy
+
+    from gst.api import GST
+    from gst.eval.data import build_evalset
+    from tests.test_api import make_checkpoint
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import focal_readings
+    finally:
+        sys.path.pop(0)
+    gst = GST.from_pretrained(make_checkpoint(tmp_path / "api"))
+    headed = copy.copy(gst)
+    headed.model = copy.deepcopy(gst.model)
+    headed.model.pose_head = torch.nn.Linear(headed.model.hidden_size, 13)
+    torch.nn.init.zeros_(headed.model.pose_head.weight)
+    K = torch.tensor([[[20.0, 0, 7.5], [0, 20.0, 7.5], [0, 0, 1]]], dtype=torch.float64)
+    with torch.no_grad():  # a head that reads every pair as one camera: focal length 20 px at 16 px
+        headed.model.pose_head.bias.copy_(
+            gst.camera_tokenizer.camera_vector(K, torch.eye(4)[None].double())[0]
+        )
+    evalset = build_evalset(scenes, num_pairs=6, seed=0, resolution=16)
+    # a probe file that reads every view exactly: every weighted mean is then (1 - w) times the head's error
+    probe = tmp_path / "probe.jsonl"
+    exact = [(s.name, v, math.log(float(s.K[v, 0, 0]) / 64)) for s in evalset.scenes for v in range(4)]
+    rows = [{"scene": name, "view": v, "true": f, "pred": f} for name, v, f in exact]
+    probe.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = focal_readings.analyse(headed, evalset, True, [str(probe)])
+    true = np.array([np.log(float(evalset.K(p.scene_index, p.tgt)[0, 0]) / 16) for p in evalset.pairs])
+    head = np.log(20.0 / 16)
+    assert result["pairs"] == 6
+    assert result["forward_median_error"] == pytest.approx(np.median(np.abs(np.expm1(head - true))), rel=1e-4)
+    assert result["flipped"]["median_error"] == pytest.approx(result["forward_median_error"], rel=1e-4)
+    got = result[f"probe {probe}"]
+    assert got["median_error"] == pytest.approx(0.0, abs=1e-6)
+    want = np.median(np.abs(np.expm1(0.5 * (head - true))))
+    assert got["weighted_mean_median_error"]["0.5"] == pytest.approx(want, rel=1e-4)
