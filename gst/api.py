@@ -291,7 +291,9 @@ class GST(AnswerMethods):
         regressed directly, with no code sampled (its ``camera_codes`` are its encoding); ``"head-sym"``
         reads the head on (observed, target) and on (target, observed) and averages the first pose with
         the inverse of the second (``gst.tokenizers.camera.symmetric_camera_vector``); ``"auto"``
-        (default) is ``default_readout``.
+        (default) is ``default_readout``. With a focal reader (``focal_reader/``, ``self.focal_reader``),
+        head readouts give the target the weighted mean of both log focal lengths
+        (``gst.model.focal_reader``).
         """
         if readout not in POSE_READOUTS:
             raise ValueError(f"readout must be one of {POSE_READOUTS}, got {readout!r}")
