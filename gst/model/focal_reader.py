@@ -20,7 +20,6 @@ atomically and read back without unpickling.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -155,14 +154,3 @@ def load_focal_reader(path: str | Path) -> tuple[FocalReader, dict[str, Any]]:
     net = FocalReader(FocalReaderConfig(**info["config"]))
     load_model(net, str(Path(path) / "model.safetensors"))
     return net.eval(), info
-
-
-def with_weight(path: str | Path, weight: float) -> None:
-    """Set the combination weight of a saved focal reader (its JSON rewritten atomically)."""
-    info = read_focal_reader_info(path)
-    FocalReaderConfig(**{**info["config"], "weight": weight})  # validated
-    info["config"]["weight"] = float(weight)
-    meta_path = Path(path) / FOCAL_READER_FILE
-    tmp = meta_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(tmp, meta_path)
