@@ -36,16 +36,11 @@ WEIGHT_GRID = tuple(round(0.05 * i, 2) for i in range(21))
 
 
 def scene_folders(root: str | Path, num_scenes: int | None = None) -> list[Path]:
-    """The first ``num_scenes`` scene folders under ``root`` in name order (all when None)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no such folder of scenes; render them with `gst data synth`")
-    folders = sorted(p for p in root.iterdir() if (p / "transforms.json").exists())[:num_scenes]
-    if not folders:
-        raise FileNotFoundError(
-            f"{root}: no scene folders with transforms.json; render them with `gst data synth`"
-        )
-    return folders
+    """The first ``num_scenes`` scene folders under ``root`` in name order (all when None), as the
+    evaluation finds them (``gst.eval.data.discover_scene_dirs``)."""
+    from gst.eval.data import discover_scene_dirs
+
+    return discover_scene_dirs(root)[:num_scenes]
 
 
 def load_views(
