@@ -93,6 +93,7 @@ from gst.model import (
 )
 from gst.model.focal_reader import with_focal_reading
 from gst.model.sampling import GREEDY
+from gst.model.warp import warp_image
 from gst.tokenizers.camera import symmetric_camera_vector
 from gst.tokenizers.image import to_signed, to_unit
 from gst.tokenizers.vocab import Vocabulary
@@ -323,6 +324,7 @@ class GST(AnswerMethods):
         sampling: SamplingConfig | None = None,
         num_samples: int = 1,
         seed: int = 0,
+        warp: bool = False,
     ) -> ViewResult:
         """The view from ``camera`` (a w2c (4, 4) in the observed frame, world units, e.g. ``orbit_camera``,
         or a PoseEstimate), p(image | observed, camera).
@@ -330,6 +332,11 @@ class GST(AnswerMethods):
         Target intrinsics: ``K`` in pixels of a ``K_hw`` image (default: the observed image's size); a
         PoseEstimate brings its own; default the observed camera's K (``K_obs`` or ``fov_deg``, module
         docstring). Views come out at the model's ``image_hw``. Shapes: -> images (S, 3, h_px, w_px).
+
+        ``warp``: where the observed pixels land in the new view, moved with the depth the model reads
+        for each observed cell (``observed_depth``), they replace the generated pixels
+        (``gst.model.warp.warp_image``); the generated view fills the rest. ``ViewResult.covered`` is
+        that mask.
         """
         if isinstance(camera, PoseEstimate):
             K, K_hw, camera = camera.K_tgt, camera.image_hw, camera.w2c
@@ -354,7 +361,35 @@ class GST(AnswerMethods):
         )
         ids = out.image_ids[0]  # (S, h*w)
         codes = (ids - self.layout.image_offset).reshape(-1, *self.sequence.image_grid).cpu()
-        return ViewResult(self.decode_images(ids), codes, self.decode_cameras(cam_ids)[0])
+        images, covered = self.decode_images(ids), None
+        if warp:
+            depth, ground = self.observed_depth(obs)
+            warped, covered = warp_image(obs.image, depth, obs.K_model, K_model, w2c, ground=ground)
+            images = torch.where(covered, warped, images)  # (S, 3, h_px, w_px)
+        return ViewResult(images, codes, self.decode_cameras(cam_ids)[0], covered)
+
+    @property
+    def reads_depth(self) -> bool:
+        """Whether the checkpoint reads depth (a reader with cell heads): ``synthesize_view(warp=True)``."""
+        stem = self.model.stem_reader
+        return stem is not None and stem.cell_head is not None
+
+    @torch.no_grad()
+    def observed_depth(self, obs: PreparedImage) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the pose reader's cell head reads of a prepared image: each cell's z-depth in world
+        units and its weight as ground (1 - the probability that an object covers it).
+        Shapes: -> (h, w), (h, w) float32 on CPU."""
+        stem = self.model.stem_reader
+        if not self.reads_depth:
+            raise ValueError(
+                "this checkpoint reads no depth (no reader with cell heads); synthesize_view(warp=True) "
+                "needs one, e.g. the default assets/gst-tiny"
+            )
+        codes = (obs.ids - self.layout.image_offset).to(self.device)  # (1, h*w)
+        feats = stem.grid_features(codes)
+        depth, _ = stem.observed_geometry(feats, self.image_hw[1])
+        ground = 1.0 - torch.sigmoid(stem.cell_predictions(feats)["object"].float())  # (1, h*w)
+        return depth[0].float().cpu(), ground.reshape(depth.shape)[0].cpu()
 
     def sample(
         self,

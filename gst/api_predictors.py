@@ -43,6 +43,7 @@ class PredictorModel(Protocol):
         K_obs: Any = None,
         sampling: SamplingConfig | None = None,
         seed: int = 0,
+        warp: bool = False,
     ) -> ViewResult: ...
 
 
@@ -91,7 +92,9 @@ class GSTViewPredictor:
 
     ``num_samples`` > 1 returns the pixel mean of that many sampled views: a Monte-Carlo estimate of the
     posterior mean E[image | observed, camera], the prediction that minimises expected squared error
-    (higher PSNR, blurrier) where one sample is a plausible view (sharper, scored lower by PSNR)."""
+    (higher PSNR, blurrier) where one sample is a plausible view (sharper, scored lower by PSNR).
+    ``warp``: ``synthesize_view(warp=True)``, the observed pixels moved with the model's depth where they
+    land."""
 
     uses_target_image = False
 
@@ -104,11 +107,12 @@ class GSTViewPredictor:
         seed: int = 0,
         name: str = "gst",
         progress: Any = None,
+        warp: bool = False,
     ) -> None:
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         self.gst, self.sampling, self.seed, self.name, self.progress = gst, sampling, seed, name, progress
-        self.num_samples = num_samples
+        self.num_samples, self.warp = num_samples, warp
 
     def predict_view(self, observed, K_obs, K_tgt, w2c_rel, *, target_hw, target=None, pair=None):
         from gst.eval.baselines import pair_seed, resize_image
@@ -127,6 +131,7 @@ class GSTViewPredictor:
             sampling=self.sampling,
             num_samples=self.num_samples,
             seed=pair_seed(self.seed, pair),
+            warp=self.warp,
         )
         _tick(self.progress)
         return resize_image(view.images.mean(0), tuple(target_hw))

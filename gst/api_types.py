@@ -249,11 +249,14 @@ def read_camera_json(path: str | Path) -> dict[str, Any]:
 @dataclass(frozen=True)
 class ViewResult:
     """Generated views. Shapes: images (S, 3, h, w) float32 in [0, 1]; image_codes (S, h, w).
-    ``camera``: the camera as the model received it, decoded back from its tokens (quantized)."""
+    ``camera``: the camera as the model received it, decoded back from its tokens (quantized).
+    ``covered`` (h, w) bool: with ``warp=True``, the pixels the warped observed image supplies (the rest,
+    and ``image_codes``, are generated); None without."""
 
     images: torch.Tensor
     image_codes: torch.Tensor
     camera: PoseEstimate
+    covered: torch.Tensor | None = None
 
     @property
     def image(self) -> torch.Tensor:

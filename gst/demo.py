@@ -2,7 +2,8 @@
 
 The demo loads the default checkpoint (assets/gst-tiny), then on the example views in assets/examples:
 estimates the pose of view B seen from view A (beside the true relative pose), synthesizes views along a
-small orbit around what A looks at, samples cameras and views jointly, asks a spatial question about A,
+small orbit around what A looks at (with ``warp=True`` where the checkpoint reads depth: A's pixels
+moved to the new camera where they land, generated pixels elsewhere), samples cameras and views jointly, asks a spatial question about A,
 and writes one summary PNG (plus results.json) whose path it prints.
 
 Examples (``make_examples``, ``gst demo --make-examples``): one procedural-world scene (gst.data.synth,
@@ -249,6 +250,11 @@ def _wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, width))
 
 
+def _warped(view: Any) -> str:
+    """A figure title's note of how much of an orbit view is A's pixels, warped."""
+    return "" if view.covered is None else f", {100 * float(view.covered.float().mean()):.0f} % warped"
+
+
 def save_png(image: torch.Tensor, path: Path) -> Path:
     """Write a (3, H, W) image in [0, 1] as an 8-bit PNG."""
     from PIL import Image
@@ -306,7 +312,8 @@ def run_demo(
     for az in ORBIT_AZIMUTHS_DEG:
         t = time.perf_counter()
         camera = orbit_camera(az, 0.0, radius_m=examples["orbit_radius_m"])
-        orbit.append((az, gst.synthesize_view(a["path"], camera, K_obs=a["K"], seed=seed)))
+        view = gst.synthesize_view(a["path"], camera, K_obs=a["K"], seed=seed, warp=gst.reads_depth)
+        orbit.append((az, view))
         seconds[f"view_azimuth_{az:+.0f}"] = time.perf_counter() - t
         bar.update()
 
@@ -335,7 +342,14 @@ def run_demo(
         "examples": str(Path(a["path"]).parent),
         "seed": seed,
         "pose": {"estimate": pose.to_dict(), "true_summary": true_summary, "errors": errors},
-        "orbit": [{"azimuth_deg": az, "camera": v.camera.summary} for az, v in orbit],
+        "orbit": [
+            {
+                "azimuth_deg": az,
+                "camera": v.camera.summary,
+                "warped_fraction": None if v.covered is None else float(v.covered.float().mean()),
+            }
+            for az, v in orbit
+        ],
         "samples": [c.to_dict() for c in samples.cameras],
         "question": {**question, "model_answer": reply.text, "reader_answer": reader_answer},
         "seconds": seconds,
@@ -410,7 +424,7 @@ def _summary_figure(
         _show(
             fig.add_subplot(grid[1, k]),
             view.image,
-            f"orbit azimuth {az:+.0f} deg\n" + _wrap(view.camera.summary, 30),
+            f"orbit azimuth {az:+.0f} deg{_warped(view)}\n" + _wrap(view.camera.summary, 30),
         )
     for k, (cam, img) in enumerate(zip(samples.cameras, samples.images, strict=True)):
         _show(fig.add_subplot(grid[2, k]), img, f"joint sample {k}\n" + _wrap(cam.summary, 30))

@@ -364,6 +364,23 @@ def test_synthesize_view_shape_range_and_seed(gst: GST) -> None:
     assert not torch.equal(other.image_codes, view.image_codes)
 
 
+def test_synthesize_view_warp_pastes_the_observed_pixels_where_they_land(gst: GST, monkeypatch) -> None:
+    """The micro model reads no depth: warp=True names what is missing. With a depth given (3 m per cell)
+    and the observed camera itself as the target, every pixel is covered and the view is the prepared
+    observed image, whatever was generated."""
+    obs = _image(*MODEL_HW)
+    with pytest.raises(ValueError, match="reads no depth"):
+        gst.synthesize_view(obs, torch.eye(4), warp=True)
+    grid = gst.sequence.image_grid
+    monkeypatch.setattr(gst, "observed_depth", lambda prepared: (torch.full(grid, 3.0), torch.zeros(grid)))
+    view = gst.synthesize_view(obs, torch.eye(4, dtype=torch.float64), num_samples=2, seed=0, warp=True)
+    plain = gst.synthesize_view(obs, torch.eye(4, dtype=torch.float64), num_samples=2, seed=0)
+    assert view.covered is not None and view.covered.all() and plain.covered is None
+    prepared = gst.prepare(obs).image
+    torch.testing.assert_close(view.images, prepared.expand(2, -1, -1, -1), atol=0.0, rtol=0.0)
+    assert torch.equal(view.image_codes, plain.image_codes)
+
+
 def test_camera_json_round_trip_and_pose_as_camera(gst: GST, tmp_path: Path) -> None:
     pose = gst.estimate_pose(_image(20, 20), _image(20, 20, seed=2))
     (tmp_path / "cam.json").write_text(json.dumps(pose.to_dict()))

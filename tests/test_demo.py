@@ -44,11 +44,26 @@ def test_run_demo_writes_summary(ckpt: Path, tmp_path: Path) -> None:
     assert Path(results["figure"]).is_file() and Image.open(results["figure"]).size[0] > 800
     assert json.loads((tmp_path / "results.json").read_text())["figure"] == results["figure"]
     assert len(results["orbit"]) == 4 and len(results["samples"]) == 2
+    assert all(v["warped_fraction"] is None for v in results["orbit"])  # the micro model reads no depth
     errors = results["pose"]["errors"]
     assert 0 <= errors["rotation_deg"] <= 180 and errors["centre_m"] >= 0
     assert isinstance(results["question"]["model_answer"], str)
     assert results["question"]["reader_answer"] is None  # this checkpoint ships no answer reader
     assert set(results["seconds"]) >= {"pose", "joint_samples", "question", "figure"}
+
+
+def test_run_demo_warps_the_orbit_where_the_model_reads_depth(
+    ckpt: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Given a depth (2 world units per cell, all ground), the orbit views paste A's pixels where they
+    land: each says how much, and the figure's titles carry it."""
+    gst = GST.from_pretrained(ckpt)
+    grid = gst.sequence.image_grid
+    monkeypatch.setattr(GST, "reads_depth", property(lambda self: True))
+    monkeypatch.setattr(gst, "observed_depth", lambda prepared: (torch.full(grid, 2.0), torch.ones(grid)))
+    results = run_demo(gst, load_examples(), tmp_path, num_samples=1, progress=False)
+    fractions = [v["warped_fraction"] for v in results["orbit"]]
+    assert all(0.0 < f <= 1.0 for f in fractions), fractions
 
 
 def test_demo_command(ckpt: Path, tmp_path: Path, capsys) -> None:

@@ -14,7 +14,7 @@ from gst.model.backbone import build_gst_model
 from gst.model.config import REQUIRED_SPECIAL_TOKENS, GSTModelConfig, ReaderConfig, TokenLayout, micro
 from gst.model.sampling import SamplingConfig, generate_camera_and_image, generate_image_given_camera
 from gst.model.sequences import TASK_EST, TASK_GEN, SequenceConfig, collate_pose_batch, pose_offsets
-from gst.model.warp import forward_warp
+from gst.model.warp import forward_warp, pixel_depth, warp_image
 from gst.tokenizers.camera import CameraTokenizer
 from gst.tokenizers.config import CameraTokenizerConfig, QuantizerConfig
 
@@ -70,6 +70,87 @@ def test_points_behind_the_target_camera_are_not_seen() -> None:
         torch.ones(1, 4, 4), torch.tensor([[16.0, 16.0]]), _K(16.0, 16)[None], w2c[None], (16, 16)
     )
     assert (src == -1).all()
+
+
+def _image(size: int = 16, seed: int = 0) -> torch.Tensor:
+    return torch.rand(3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def test_warp_image_with_the_identity_camera_returns_the_image() -> None:
+    image = _image()
+    warped, covered = warp_image(image, torch.full((4, 4), 3.0), _K(20.0, 16), _K(20.0, 16), EYE)
+    assert covered.all()
+    torch.testing.assert_close(warped, image, atol=0.0, rtol=0.0)
+
+
+def test_warp_image_a_sideways_step_shifts_the_pixels_by_the_parallax() -> None:
+    """Camera 0.25 m to the right, depth 2 m, focal 16 px: the scene moves 2 px to the left; the two
+    right-hand columns see nothing observed."""
+    image = _image()
+    w2c = EYE.clone()
+    w2c[0, 3] = -0.25
+    warped, covered = warp_image(image, torch.full((4, 4), 2.0), _K(16.0, 16), _K(16.0, 16), w2c)
+    assert covered[:, :14].all() and not covered[:, 14:].any()
+    torch.testing.assert_close(warped[:, :, :14], image[:, :, 2:], atol=0.0, rtol=0.0)
+    assert (warped[:, :, 14:] == 0).all()
+
+
+def test_warp_image_the_nearer_pixel_wins() -> None:
+    """Left half at 1 m, right half at 4 m, camera 0.5 m to the left, focal 8 px: the near half moves
+    4 px right, over the far half (which moves 1 px); nothing lands in the four left columns."""
+    image = _image()
+    depth = torch.tensor([[1.0, 1.0, 4.0, 4.0]]).expand(4, 4)
+    w2c = EYE.clone()
+    w2c[0, 3] = 0.5
+    warped, covered = warp_image(image, depth, _K(8.0, 16), _K(8.0, 16), w2c)
+    torch.testing.assert_close(warped[:, :, 4:9], image[:, :, 0:5], atol=0.0, rtol=0.0)  # near, +4 px
+    torch.testing.assert_close(warped[:, :, 14:], image[:, :, 13:15], atol=0.0, rtol=0.0)  # far, +1 px
+    assert not covered[:, :4].any()
+
+
+def test_warp_image_drops_the_streak_of_a_stretched_seam() -> None:
+    """Left half at 1 m, right half at 8 m, camera 1 m to the right, focal 8 px: the far half moves 1 px
+    left, the near half 8 px (mostly out of view); the seam between them, interpolated in inverse depth
+    between cell centres, spreads each pixel over 2.75 target pixels: kept with no stretch limit, dropped
+    with a limit of 2, which leaves the columns it covered to the generated view."""
+    image = _image()
+    depth = torch.tensor([[1.0, 1.0, 8.0, 8.0]]).expand(4, 4)
+    w2c = EYE.clone()
+    w2c[0, 3] = -1.0
+    warped, covered = warp_image(image, depth, _K(8.0, 16), _K(8.0, 16), w2c, max_stretch=2.0)
+    torch.testing.assert_close(warped[:, :, 9:15], image[:, :, 10:16], atol=0.0, rtol=0.0)
+    assert not covered[:, :8].any() and covered[:, 9:15].all()
+    streak = warp_image(image, depth, _K(8.0, 16), _K(8.0, 16), w2c, max_stretch=None)[1]
+    assert streak[:, :8].all()
+
+
+def test_warp_image_refuses_a_depth_grid_that_does_not_divide_the_image() -> None:
+    with pytest.raises(ValueError, match="must divide"):
+        warp_image(_image(), torch.ones(3, 3), _K(8.0, 16), _K(8.0, 16), EYE)
+
+
+def test_pixel_depth_fits_the_ground_plane_through_outliers() -> None:
+    """Cells of a ground plane (inverse depth 0.1 + 0.02 u - ... linear in the pixel coordinates), two
+    of them replaced by an object at 1 m and weighted as ground 0.1: the fitted plane gives every
+    ground point its exact depth; the object's cells keep their own, nearer."""
+    H = W = 16
+    cu = (torch.arange(4, dtype=torch.float64) + 0.5) * 4 - 0.5
+
+    def plane(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return 0.05 + 0.01 * v + 0.002 * u  # inverse depth, > 0 everywhere
+
+    cells = 1.0 / plane(cu[None, :], cu[:, None])  # (4, 4)
+    ground = torch.ones(4, 4)
+    cells[1, 2] = cells[2, 2] = 1.0
+    ground[1, 2] = ground[2, 2] = 0.1
+    z = pixel_depth(cells, (H, W), sub=1, ground=ground)
+    px = torch.arange(16, dtype=torch.float64)
+    want = 1.0 / plane(px[None, :], px[:, None])
+    on_ground = ground.repeat_interleave(4, 0).repeat_interleave(4, 1) > 0.5
+    torch.testing.assert_close(z[on_ground], want[on_ground], atol=1e-9, rtol=1e-9)
+    assert (z[~on_ground] < want[~on_ground]).all()  # the object's cells: nearer than the ground
+    flat = pixel_depth(cells, (H, W), sub=1)  # no ground weights: interpolation only
+    assert not torch.allclose(flat[on_ground], want[on_ground], atol=1e-3)
 
 
 def _camera_tokenizer() -> CameraTokenizer:

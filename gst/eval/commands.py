@@ -158,6 +158,12 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
         "(higher PSNR, blurrier; default 1: one sampled view)",
     )
     nvs.add_argument(
+        "--warp",
+        action="store_true",
+        help="the observed pixels moved to the target view with the depth the model reads for each "
+        "observed cell replace the generated ones where they land (GST.synthesize_view(warp=True))",
+    )
+    nvs.add_argument(
         "--lpips-weights",
         default=None,
         help="torchvision AlexNet ImageNet weights (alexnet-owt-7be5be79.pth) for LPIPS",
@@ -193,11 +199,13 @@ def _model_predictor(args: argparse.Namespace, kind: str) -> tuple[object, dict]
             raise SystemExit(f"gst eval nvs: --samples must be >= 1, got {args.samples}")
         sampling = SamplingConfig(temperature=args.temperature, top_k=0)  # refuses a negative temperature
         predictor = GSTViewPredictor(
-            gst, sampling=sampling, num_samples=args.samples, seed=args.seed, progress=bar
+            gst, sampling=sampling, num_samples=args.samples, seed=args.seed, progress=bar, warp=args.warp
         )
         decoding = f"sampled image tokens (temperature {args.temperature:g})"
         if args.samples > 1:
             decoding = f"pixel mean of {args.samples} views, each from {decoding}"
+        if args.warp:
+            decoding += "; the observed pixels warped with the model's cell depths where they land"
     meta = {
         "source": "world model checkpoint",
         "checkpoint": str(Path(args.checkpoint).resolve()),
