@@ -83,7 +83,7 @@ def summarize(rows: list[dict]) -> dict:
             for metric in ("psnr", "ssim", "covered"):
                 key = f"{name}_{metric}"
                 if keep.any() and key in rows[0]:
-                    band[metric] = float(np.mean([r[key] for r, k in zip(rows, keep) if k]))
+                    band[metric] = float(np.mean([r[key] for r, k in zip(rows, keep, strict=True) if k]))
             entry["all" if hi - lo == 180.0 else f"{lo:g}-{hi:g}"] = band
         out[name] = entry
     return out
