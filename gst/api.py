@@ -324,7 +324,7 @@ class GST(AnswerMethods):
         sampling: SamplingConfig | None = None,
         num_samples: int = 1,
         seed: int = 0,
-        warp: bool = False,
+        warp: float = 0.0,
     ) -> ViewResult:
         """The view from ``camera`` (a w2c (4, 4) in the observed frame, world units, e.g. ``orbit_camera``,
         or a PoseEstimate), p(image | observed, camera).
@@ -333,11 +333,14 @@ class GST(AnswerMethods):
         PoseEstimate brings its own; default the observed camera's K (``K_obs`` or ``fov_deg``, module
         docstring). Views come out at the model's ``image_hw``. Shapes: -> images (S, 3, h_px, w_px).
 
-        ``warp``: where the observed pixels land in the new view, moved with the depth the model reads
-        for each observed cell (``observed_depth``), they replace the generated pixels
-        (``gst.model.warp.warp_image``); the generated view fills the rest. ``ViewResult.covered`` is
-        that mask.
+        ``warp`` (weight in [0, 1]; True is 1): where the observed pixels land in the new view, moved with
+        the depth the model reads for each observed cell (``observed_depth``, ``gst.model.warp.warp_image``),
+        each view becomes ``warp * warped + (1 - warp) * generated``: 1 pastes them (sharpest), less
+        hedges against depth errors (docs/results.md measures both); the generated view fills the rest.
+        ``ViewResult.covered`` is where they land.
         """
+        if not 0.0 <= float(warp) <= 1.0:
+            raise ValueError(f"warp is the weight of the warped observed pixels, in [0, 1]; got {warp}")
         if isinstance(camera, PoseEstimate):
             K, K_hw, camera = camera.K_tgt, camera.image_hw, camera.w2c
         obs = self.prepare(observed, K_obs, fov_deg)
@@ -362,10 +365,10 @@ class GST(AnswerMethods):
         ids = out.image_ids[0]  # (S, h*w)
         codes = (ids - self.layout.image_offset).reshape(-1, *self.sequence.image_grid).cpu()
         images, covered = self.decode_images(ids), None
-        if warp:
+        if warp > 0:
             depth, ground = self.observed_depth(obs)
             warped, covered = warp_image(obs.image, depth, obs.K_model, K_model, w2c, ground=ground)
-            images = torch.where(covered, warped, images)  # (S, 3, h_px, w_px)
+            images = torch.where(covered, warp * warped + (1.0 - warp) * images, images)  # (S, 3, h, w)
         return ViewResult(images, codes, self.decode_cameras(cam_ids)[0], covered)
 
     @property

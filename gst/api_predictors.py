@@ -43,7 +43,7 @@ class PredictorModel(Protocol):
         K_obs: Any = None,
         sampling: SamplingConfig | None = None,
         seed: int = 0,
-        warp: bool = False,
+        warp: float = 0.0,
     ) -> ViewResult: ...
 
 
@@ -93,8 +93,8 @@ class GSTViewPredictor:
     ``num_samples`` > 1 returns the pixel mean of that many sampled views: a Monte-Carlo estimate of the
     posterior mean E[image | observed, camera], the prediction that minimises expected squared error
     (higher PSNR, blurrier) where one sample is a plausible view (sharper, scored lower by PSNR).
-    ``warp``: ``synthesize_view(warp=True)``, the observed pixels moved with the model's depth where they
-    land."""
+    ``warp``: ``synthesize_view(warp=...)``, the weight of the observed pixels moved with the model's depth
+    where they land (0: off)."""
 
     uses_target_image = False
 
@@ -107,7 +107,7 @@ class GSTViewPredictor:
         seed: int = 0,
         name: str = "gst",
         progress: Any = None,
-        warp: bool = False,
+        warp: float = 0.0,
     ) -> None:
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")

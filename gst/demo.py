@@ -312,7 +312,9 @@ def run_demo(
     for az in ORBIT_AZIMUTHS_DEG:
         t = time.perf_counter()
         camera = orbit_camera(az, 0.0, radius_m=examples["orbit_radius_m"])
-        view = gst.synthesize_view(a["path"], camera, K_obs=a["K"], seed=seed, warp=gst.reads_depth)
+        view = gst.synthesize_view(
+            a["path"], camera, K_obs=a["K"], seed=seed, warp=1.0 if gst.reads_depth else 0.0
+        )
         orbit.append((az, view))
         seconds[f"view_azimuth_{az:+.0f}"] = time.perf_counter() - t
         bar.update()

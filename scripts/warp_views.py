@@ -4,7 +4,8 @@ Per pair of ``--data`` (the pairs and seeds of ``gst eval nvs``, true target cam
 generated view (one sample, or the pixel mean of ``--samples``) alone, as ``gst eval nvs`` scores it, and
 with the observed pixels moved by ``gst.model.warp.warp_image`` pasted where they land: with one depth per
 cell interpolated ("cells"), with the ground plane fitted to the cells the model reads as ground
-("plane", what ``warp=True`` does), and with other limits on how far one observed pixel may stretch.
+("plane", what ``warp=True`` does), blended with the generated view (``warp=0.5``, ``0.3``), and with
+other limits on how far one observed pixel may stretch.
 Means overall and by baseline band.
 
     python scripts/warp_views.py --checkpoint assets/gst-tiny --data data/eval_val_s2000_20 \
@@ -26,11 +27,13 @@ from gst.eval.metrics import psnr, ssim
 from gst.model import SamplingConfig
 from gst.model.warp import warp_image
 
-# name -> warp_image options (None: the generated view alone)
+# name -> warp_image options and the weight of the warped pixels (None: the generated view alone)
 VARIANTS: dict[str, dict | None] = {
     "generated": None,
     "cells": {"ground": False, "max_stretch": 5.0},
     "plane": {"ground": True, "max_stretch": 5.0},
+    "plane_weight0.5": {"ground": True, "max_stretch": 5.0, "weight": 0.5},
+    "plane_weight0.3": {"ground": True, "max_stretch": 5.0, "weight": 0.3},
     "plane_stretch2": {"ground": True, "max_stretch": 2.0},
     "plane_no_limit": {"ground": True, "max_stretch": None},
 }
@@ -63,7 +66,8 @@ def score_pairs(gst, evalset: EvalSet, samples: int, temperature: float, seed: i
                     prepared.image, depth, prepared.K_model, K_tgt, w2c,
                     max_stretch=options["max_stretch"], ground=ground if options["ground"] else None,
                 )  # fmt: skip
-                pred = torch.where(covered, warped, generated)
+                weight = options.get("weight", 1.0)
+                pred = torch.where(covered, weight * warped + (1.0 - weight) * generated, generated)
                 row[f"{name}_covered"] = float(covered.float().mean())
             row[f"{name}_psnr"] = float(psnr(pred.clamp(0, 1)[None], target[None])[0])
             row[f"{name}_ssim"] = float(ssim(pred.clamp(0, 1)[None], target[None])[0])

@@ -367,7 +367,7 @@ def test_synthesize_view_shape_range_and_seed(gst: GST) -> None:
 def test_synthesize_view_warp_pastes_the_observed_pixels_where_they_land(gst: GST, monkeypatch) -> None:
     """The micro model reads no depth: warp=True names what is missing. With a depth given (3 m per cell)
     and the observed camera itself as the target, every pixel is covered and the view is the prepared
-    observed image, whatever was generated."""
+    observed image, whatever was generated; with weight 0.5, the mean of the two."""
     obs = _image(*MODEL_HW)
     with pytest.raises(ValueError, match="reads no depth"):
         gst.synthesize_view(obs, torch.eye(4), warp=True)
@@ -379,6 +379,10 @@ def test_synthesize_view_warp_pastes_the_observed_pixels_where_they_land(gst: GS
     prepared = gst.prepare(obs).image
     torch.testing.assert_close(view.images, prepared.expand(2, -1, -1, -1), atol=0.0, rtol=0.0)
     assert torch.equal(view.image_codes, plain.image_codes)
+    half = gst.synthesize_view(obs, torch.eye(4, dtype=torch.float64), num_samples=2, seed=0, warp=0.5)
+    torch.testing.assert_close(half.images, 0.5 * prepared + 0.5 * plain.images, atol=1e-6, rtol=0.0)
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        gst.synthesize_view(obs, torch.eye(4), warp=1.5)
 
 
 def test_camera_json_round_trip_and_pose_as_camera(gst: GST, tmp_path: Path) -> None:

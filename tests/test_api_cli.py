@@ -144,6 +144,8 @@ def test_eval_pose_and_nvs_with_checkpoint(ckpt, scenes, capsys) -> None:
     nvs = _json(capsys)
     assert set(nvs["methods"]) == {"copy_observed", "gst"}
     assert all(np.isfinite(r["psnr"]) for r in nvs["methods"]["gst"]["rows"])
+    assert cli_main(["eval", "nvs", *base, "--warp", "0.5"]) == 1  # the micro model reads no depth
+    assert "reads no depth" in capsys.readouterr().err
 
 
 def test_eval_qa_model_and_text_only(ckpt, scenes, tmp_path, capsys) -> None:

@@ -159,9 +159,14 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     )
     nvs.add_argument(
         "--warp",
-        action="store_true",
-        help="the observed pixels moved to the target view with the depth the model reads for each "
-        "observed cell replace the generated ones where they land (GST.synthesize_view(warp=True))",
+        type=float,
+        nargs="?",
+        const=1.0,
+        default=0.0,
+        metavar="WEIGHT",
+        help="where the observed pixels, moved to the target view with the depth the model reads for each "
+        "observed cell, land: each view becomes WEIGHT * warped + (1 - WEIGHT) * generated "
+        "(GST.synthesize_view(warp=WEIGHT); --warp alone: 1, paste; default 0: off)",
     )
     nvs.add_argument(
         "--lpips-weights",
@@ -204,8 +209,10 @@ def _model_predictor(args: argparse.Namespace, kind: str) -> tuple[object, dict]
         decoding = f"sampled image tokens (temperature {args.temperature:g})"
         if args.samples > 1:
             decoding = f"pixel mean of {args.samples} views, each from {decoding}"
-        if args.warp:
-            decoding += "; the observed pixels warped with the model's cell depths where they land"
+        if args.warp > 0:
+            decoding += (
+                f"; observed pixels warped with the model's cell depths, weight {args.warp:g} where they land"
+            )
     meta = {
         "source": "world model checkpoint",
         "checkpoint": str(Path(args.checkpoint).resolve()),
