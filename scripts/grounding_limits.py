@@ -36,11 +36,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gst.data.cell_labels import COLOUR_CLASSES, SHAPE_CLASSES
-from gst.data.chat_cache import open_chat_cache
+from gst.data.chat_cache import open_chat_cache, view_objects
 from gst.eval.qa_metrics import mean_relative_accuracy
 from gst.model.answer_geometry import cell_readouts
-from gst.model.answer_reader import ROLES, answer, inputs, text_tokenizer, view_features
-from gst.training.answer_reader import pointer_targets, val_sample, view_objects
+from gst.model.answer_inputs import text_tokenizer, view_features
+from gst.model.answer_reader import ROLES, answer, inputs
+from gst.training.answer_reader import pointer_targets, val_sample
 
 POSITION_WORDS = ("left", "right", "closest", "nearest", "farthest", "furthest")
 

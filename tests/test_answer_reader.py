@@ -16,15 +16,16 @@ import pytest
 import torch
 
 from gst.cli import main as cli_main
-from gst.data.chat_cache import open_chat_cache
+from gst.data.chat_cache import open_chat_cache, view_elevations
 from gst.data.loaders import load_scene
 from gst.data.qa_geometry import camera_motion, to_camera
 from gst.data.qa_types import box_answer, choice_answer, number_answer, parse_like, point_answer
 from gst.model import answer_geometry as geo
+from gst.model import answer_inputs as reader_inputs
 from gst.model import answer_numbers as numbers
 from gst.model import answer_reader as reader
 from gst.model import answer_reader_io as reader_io
-from gst.training.answer_reader import dropped_words, grown, pointer_targets, training_loss, view_elevations
+from gst.training.answer_reader import dropped_words, grown, pointer_targets, training_loss
 
 SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "gst-tiny"
 
@@ -260,12 +261,12 @@ def test_motion_token_moves_the_pooled_object_into_the_camera_after_the_motion()
 
 def test_encode_records_reads_questions_views_and_pairs() -> None:
     vocab = {"how": 2, "far": 3, "?": 4}
-    q = reader.encode_questions(["How far away?", "far"], vocab)
+    q = reader_inputs.encode_questions(["How far away?", "far"], vocab)
     assert q.shape == (2, reader.MAX_QUESTION)
     assert q[0, :5].tolist() == [2, 3, 1, 4, 0] and q[1, :2].tolist() == [3, 0]  # "away": unknown (1)
     codes = np.array([[[0, 1], [2, 3]], [[4, 4], [0, 0]], [[1, 1], [1, 1]]], np.uint16)  # (M=3, 2, 2)
     records = [_record("how far ?", number_answer(2.0, "m"))] * 2
-    d = reader.encode_records(records, [[2], [0, 1]], codes, _Reader(), vocab)
+    d = reader_inputs.encode_records(records, [[2], [0, 1]], codes, _Reader(), vocab)
     assert d["views"].tolist() == [[2, 0], [0, 1]] and d["shown"].tolist() == [[True, False], [True, True]]
     assert d["pose"][0].abs().sum() == 0 and d["pose"][1].tolist() == [14.0] * reader.POSE_DIMS
     # features: 5 one-hot channels + object + shape + colour + centre (3) + log depth
@@ -301,7 +302,7 @@ def test_answer_reader_saves_and_loads(tmp_path) -> None:
 
 def test_answer_picks_candidates_and_reads_numbers() -> None:
     torch.manual_seed(0)
-    text = reader.text_tokenizer()
+    text = reader_inputs.text_tokenizer()
     config = reader.AnswerReaderConfig(
         text_vocab=text.vocab_size, question_vocab=6, feat=12, cells=4, width=16, layers=1, numeric_head=True
     )
@@ -311,7 +312,7 @@ def test_answer_picks_candidates_and_reads_numbers() -> None:
         _record("left or right ?", choice_answer("left", ["left", "right"])),
         _record("where ?", point_answer([0.5, -0.25, 3.0])),
     ]
-    d = reader.encode_records(
+    d = reader_inputs.encode_records(
         records, [[0]] * 3, np.zeros((1, 2, 2), np.uint16), _Reader(), {"how": 2, "far": 3, "?": 4, "left": 5}
     )
     texts = reader.answer(net, d, text)
@@ -345,7 +346,10 @@ def test_softmax_pool_ignores_hidden_views_and_code_features_widen_cells() -> No
         code_feats = torch.nn.Embedding(5, 3)
 
     codes = np.array([[[0, 1], [2, 3]]], np.uint16)
-    plain, coded = reader.view_features(_Reader(), codes), reader.view_features(WithCodes(), codes, True)
+    plain, coded = (
+        reader_inputs.view_features(_Reader(), codes),
+        reader_inputs.view_features(WithCodes(), codes, True),
+    )
     assert coded.shape == (1, 4, plain.shape[-1] + 3) and torch.equal(coded[..., : plain.shape[-1]], plain)
     assert torch.allclose(coded[0, 2, -3:].float(), WithCodes.code_feats.weight[2].half().float())
 
@@ -390,7 +394,7 @@ def test_relation_features_measure_the_pooled_objects() -> None:
 def test_word_roles_tag_the_words_that_name_each_role() -> None:
     a, b, counted = (reader.ROLES.index(r) for r in ("a", "b", "counted"))
     question = "Is the red box to the left of the blue sphere?"  # words: is the red box to the left of ...
-    tags, defined = reader.word_role_targets(question, {"a": "the red box", "b": "the blue sphere"})
+    tags, defined = reader_inputs.word_role_targets(question, {"a": "the red box", "b": "the blue sphere"})
     assert tags.shape == (reader.MAX_QUESTION, len(reader.ROLES)) and defined.tolist() == [
         True,
         True,
@@ -402,10 +406,12 @@ def test_word_roles_tag_the_words_that_name_each_role() -> None:
         9,
         10,
     ]
-    tags, defined = reader.word_role_targets("How many red objects are there?", {"counted": "red objects"})
+    tags, defined = reader_inputs.word_role_targets(
+        "How many red objects are there?", {"counted": "red objects"}
+    )
     assert np.nonzero(tags[:, counted])[0].tolist() == [2, 3] and defined[counted] and tags[:, a].sum() == 0
     with pytest.raises(ValueError, match="the green cone"):
-        reader.word_role_targets(question, {"a": "the green cone"})
+        reader_inputs.word_role_targets(question, {"a": "the green cone"})
     with pytest.raises(ValueError, match="word_roles"):
         _net(pointer_layers=1, word_roles=True)  # needs the query pointers
     # the network tags each question word per role; grown from a reader without them (--init-from

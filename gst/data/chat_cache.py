@@ -24,6 +24,10 @@ numbers with a unit become one token each, ``gst.tokenizers.numbers``). Writing 
 (``OUT.partial`` renamed to ``OUT``); reading (``open_chat_cache``) checks format, shapes and, given the
 tokenizers in use, their hashes.
 
+Per-view data of a split, for the answer reader's training (gst.training.answer_reader): ``view_objects``
+(the object or class each cell shows, from the cell labels of a token cache over the same scenes) and
+``view_elevations`` (each view's camera elevation, from the scenes' ``transforms.json``).
+
 Glossary: N records in a split, M distinct views of a split, h/w image token grid.
 """
 
@@ -42,6 +46,8 @@ import numpy as np
 import torch
 
 from gst.data.cache_tokenizers import check_tokenizers, tokenizer_fingerprint
+from gst.data.loaders import read_json
+from gst.data.qa_geometry import WORLD_UP
 from gst.data.qa_types import QARecord, read_jsonl
 from gst.data.token_cache import SPLITS, CacheConfig, _encode_views, _load, find_scene_dirs
 from gst.hashing import file_sha256
@@ -265,4 +271,45 @@ def open_chat_cache(cache_dir: str | Path, *, tokenizers_dir: str | Path | None 
     return ChatCache(root=root, manifest=manifest, splits=splits)
 
 
-__all__ = ["ChatCache", "ChatSplit", "build_chat_cache", "open_chat_cache"]
+def view_objects(split, cells, cache, array: str = "object") -> np.ndarray:
+    """The object each cell of every view of a chat split shows (index into its scene's objects, -1 none),
+    from the cell labels of a token cache over the same scenes; another label with ``array`` ("shape",
+    "colour": class indices, -1 none). Shapes: (M, n) int64."""
+    if tuple(cells.info["grid_hw"]) != tuple(split.image_codes.shape[1:]):
+        raise ValueError(f"{cells.root}: cell grid {cells.info['grid_hw']} is not the chat cache's")
+    where = {scene: (name, i) for name, s in cache.splits.items() for i, scene in enumerate(s.scenes)}
+    out = np.full((len(split.image_codes), int(np.prod(split.image_codes.shape[1:]))), -1, np.int64)
+    for r in split.records:
+        if r["scene"] not in where:
+            raise ValueError(
+                f"--cells {cache.root}: no scene {r['scene']!r}; build it from the chat's scenes"
+            )
+        name, i = where[r["scene"]]
+        for v, row in zip(r["views"], r["image_rows"], strict=True):
+            out[row] = cells.arrays[name][array][i, v].reshape(-1)
+    return out
+
+
+def view_elevations(split, scenes_root: str | Path) -> np.ndarray:
+    """The elevation of the camera of every view of a chat split (degrees, its forward axis above the
+    horizontal plane of the world's up axis ``WORLD_UP``), read from each scene's ``transforms.json``
+    under ``scenes_root`` (OpenGL camera-to-world ``transform_matrix``, as the procedural world writes).
+    Shapes: -> (M,) float32."""
+    out = np.full(len(split.image_codes), np.nan, np.float32)
+    up, frames = np.asarray(WORLD_UP), {}
+    for r in split.records:
+        if r["scene"] not in frames:
+            path = Path(scenes_root) / r["scene"] / "transforms.json"
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"{path}: missing; the elevation target reads the cameras of the chat cache's scenes "
+                    "(give --elevation-weight 0 to train without it)"
+                )
+            frames[r["scene"]] = read_json(path)["frames"]
+        for v, row in zip(r["views"], r["image_rows"], strict=True):
+            forward = -np.asarray(frames[r["scene"]][v]["transform_matrix"], np.float64)[:3, 2]
+            out[row] = np.degrees(np.arcsin(np.clip(forward @ up / np.linalg.norm(forward), -1, 1)))
+    return out
+
+
+__all__ = ["ChatCache", "ChatSplit", "build_chat_cache", "open_chat_cache", "view_elevations", "view_objects"]

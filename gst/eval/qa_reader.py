@@ -23,14 +23,8 @@ from gst.api_checkpoint import resolve_checkpoint
 from gst.data.qa_types import ANSWER_TYPES, Answer, QARecord
 from gst.hashing import file_sha256
 from gst.model.answer_forms import ANSWER_FORMS_FILE, AnswerForms
-from gst.model.answer_reader import (
-    ANSWER_READER_DIR,
-    MAX_VIEWS,
-    answer,
-    encode_records,
-    text_tokenizer,
-    words,
-)
+from gst.model.answer_inputs import encode_records, text_tokenizer
+from gst.model.answer_reader import ANSWER_READER_DIR, MAX_VIEWS, answer, words
 from gst.model.answer_reader_io import load_answer_reader
 
 

@@ -6,7 +6,7 @@ a's object moved into the camera after it (``motion_features``).
 Conventions: camera frames are OpenCV (x right, y down, z forward), centres in metres; angles in degrees
 where stated, turn positive to the left and tilt positive upwards (gst.data.qa_geometry ``CameraMotion``).
 
-Glossary: B batch, R roles (``ROLES``), F cell features (``view_features`` of gst.model.answer_reader),
+Glossary: B batch, R roles (``ROLES``), F cell features (``view_features`` of gst.model.answer_inputs),
 S shape classes, C colour classes.
 """
 

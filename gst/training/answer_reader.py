@@ -19,14 +19,13 @@ from torch import nn
 
 from gst.api_checkpoint import resolve_checkpoint
 from gst.data.cell_labels import open_cell_labels
-from gst.data.chat_cache import open_chat_cache
-from gst.data.loaders import read_json
-from gst.data.qa_geometry import WORLD_UP
+from gst.data.chat_cache import open_chat_cache, view_elevations, view_objects
 from gst.data.qa_types import QARecord
 from gst.data.token_cache import open_token_cache
 from gst.eval.qa_baselines import MostFrequentBaseline
 from gst.eval.qa_metrics import score_texts, summarize
 from gst.hashing import file_sha256
+from gst.model.answer_inputs import encode_records, text_tokenizer, word_role_targets
 from gst.model.answer_numbers import (
     IGNORE,
     NUMERIC_DIMS,
@@ -45,56 +44,12 @@ from gst.model.answer_reader import (
     AnswerReader,
     AnswerReaderConfig,
     answer,
-    encode_records,
     inputs,
-    text_tokenizer,
-    word_role_targets,
     words,
 )
 from gst.model.answer_reader_io import load_answer_reader, save_answer_reader
 from gst.model.backbone import load_gst_model
 from gst.tokenizers.numbers import NUMBER_BINS
-
-
-def view_objects(split, cells, cache, array: str = "object") -> np.ndarray:
-    """The object each cell of every view of a chat split shows (index into its scene's objects, -1 none),
-    from the cell labels of a token cache over the same scenes; another label with ``array`` ("shape",
-    "colour": class indices, -1 none). Shapes: (M, n) int64."""
-    if tuple(cells.info["grid_hw"]) != tuple(split.image_codes.shape[1:]):
-        raise ValueError(f"{cells.root}: cell grid {cells.info['grid_hw']} is not the chat cache's")
-    where = {scene: (name, i) for name, s in cache.splits.items() for i, scene in enumerate(s.scenes)}
-    out = np.full((len(split.image_codes), int(np.prod(split.image_codes.shape[1:]))), -1, np.int64)
-    for r in split.records:
-        if r["scene"] not in where:
-            raise ValueError(
-                f"--cells {cache.root}: no scene {r['scene']!r}; build it from the chat's scenes"
-            )
-        name, i = where[r["scene"]]
-        for v, row in zip(r["views"], r["image_rows"], strict=True):
-            out[row] = cells.arrays[name][array][i, v].reshape(-1)
-    return out
-
-
-def view_elevations(split, scenes_root: str | Path) -> np.ndarray:
-    """The elevation of the camera of every view of a chat split (degrees, its forward axis above the
-    horizontal plane of the world's up axis ``WORLD_UP``), read from each scene's ``transforms.json``
-    under ``scenes_root`` (OpenGL camera-to-world ``transform_matrix``, as the procedural world writes).
-    Shapes: -> (M,) float32."""
-    out = np.full(len(split.image_codes), np.nan, np.float32)
-    up, frames = np.asarray(WORLD_UP), {}
-    for r in split.records:
-        if r["scene"] not in frames:
-            path = Path(scenes_root) / r["scene"] / "transforms.json"
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"{path}: missing; the elevation target reads the cameras of the chat cache's scenes "
-                    "(give --elevation-weight 0 to train without it)"
-                )
-            frames[r["scene"]] = read_json(path)["frames"]
-        for v, row in zip(r["views"], r["image_rows"], strict=True):
-            forward = -np.asarray(frames[r["scene"]][v]["transform_matrix"], np.float64)[:3, 2]
-            out[row] = np.degrees(np.arcsin(np.clip(forward @ up / np.linalg.norm(forward), -1, 1)))
-    return out
 
 
 def encode_split(
@@ -107,11 +62,11 @@ def encode_split(
     code_features: bool = False,
     elevations: np.ndarray | None = None,
 ) -> dict:
-    """``encode_records`` of the chat split's records ``rows``, with the training targets: answer ids
-    ``a``, the numeric head's targets, with ``objects`` (``view_objects``) each record's pointer
-    targets: the objects of each role (``ROLES``, -2 padded), whether the record has that role, and the
-    object of each cell of its views; with ``elevations`` (``view_elevations``) the elevation of each
-    record's first view (NaN without)."""
+    """``encode_records`` (gst.model.answer_inputs) of the chat split's records ``rows``, with the training
+    targets: answer ids ``a``, the numeric head's targets, with ``objects`` (gst.data.chat_cache
+    ``view_objects``) each record's pointer targets: the objects of each role (``ROLES``, -2 padded),
+    whether the record has that role, and the object of each cell of its views; with ``elevations``
+    (gst.data.chat_cache ``view_elevations``) the elevation of each record's first view (NaN without)."""
     end = text.vocab_size + 1
     refs = np.full((len(rows), len(ROLES), MAX_OBJECTS), -2, np.int64)
     has_role = np.zeros((len(rows), len(ROLES)), bool)
