@@ -23,8 +23,9 @@ so every ``K`` the API returns is in pixels of the image it describes: the targe
 The observed camera's ``K``: given (``K_obs``, pixels of the observed image as given), or assumed: a
 pinhole with a horizontal field of view of ``DEFAULT_FOV_DEG`` (52.5 degrees, the middle of the procedural
 world's 30-75 degree range), square pixels, principal point at the image centre. The model never sees it
-(GST conditions on the observed image alone); it is the default target ``K`` of ``synthesize_view`` and
-the pixel frame in which a user's target ``K`` is read.
+(GST conditions on the observed image alone); it is the default target ``K`` of ``synthesize_view``, the
+pixel frame in which a user's target ``K`` is read, and, with ``synthesize_view(warp=...)``, the camera
+through which the observed pixels are unprojected at the depth the model reads.
 
 Cameras: OpenCV axes (+x right, +y down, +z forward); ``w2c`` is the target camera in the observed
 camera's frame (the observed camera is the identity), translation in world units = the camera

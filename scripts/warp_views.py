@@ -6,7 +6,7 @@ with the observed pixels moved by ``gst.model.warp.warp_image`` pasted where the
 cell interpolated ("cells"), with the ground plane fitted to the cells the model reads as ground
 ("plane", what ``warp=True`` does), blended with the generated view (``warp=0.5``, ``0.3``), and with
 other limits on how far one observed pixel may stretch.
-Means overall and by baseline band.
+Means overall and by baseline band. ``--orbit-figure`` also draws the demo's orbit on a few scenes.
 
     python scripts/warp_views.py --checkpoint assets/gst-tiny --data data/eval_val_s2000_20 \
         --num-pairs 100 [--samples 16 --temperature 0.7] --out runs/warp_views_val.json
@@ -93,6 +93,44 @@ def summarize(rows: list[dict]) -> dict:
     return out
 
 
+def orbit_figure(gst, data: str, num_scenes: int, out: str) -> None:
+    """For the first view of each of the first ``num_scenes`` scenes of ``data``: the view, the demo's
+    orbit (``gst.demo.ORBIT_AZIMUTHS_DEG`` about the world origin) with ``warp=1``, and the last orbit
+    camera's generated view alone; one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gst.api import orbit_camera
+    from gst.data.loaders import load_scene
+    from gst.demo import ORBIT_AZIMUTHS_DEG
+    from gst.eval.data import discover_scene_dirs
+    from gst.geometry import camera_centers
+
+    dirs = discover_scene_dirs(data)[:num_scenes]
+    cols = len(ORBIT_AZIMUTHS_DEG) + 2
+    fig, axes = plt.subplots(len(dirs), cols, figsize=(2 * cols, 2 * len(dirs)), squeeze=False)
+    for row, folder in zip(axes, dirs, strict=True):
+        scene = load_scene(folder)
+        image, K = scene.load_image(0), scene.K[0]
+        radius = float(camera_centers(scene.w2c[:1].double())[0].norm())
+        views = [(image, f"{folder.name}, view 0")]
+        for az in ORBIT_AZIMUTHS_DEG:
+            view = gst.synthesize_view(image, orbit_camera(az, 0.0, radius_m=radius), K_obs=K, warp=1.0)
+            views.append((view.image, f"{az:+.0f} deg, warped"))
+        view = gst.synthesize_view(image, orbit_camera(ORBIT_AZIMUTHS_DEG[-1], 0.0, radius_m=radius), K_obs=K)
+        views.append((view.image, f"{ORBIT_AZIMUTHS_DEG[-1]:+.0f} deg, generated"))
+        for ax, (img, title) in zip(row, views, strict=True):
+            ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy())
+            ax.set_title(title, fontsize=7)
+            ax.axis("off")
+    fig.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", default="assets/gst-tiny", help="a checkpoint whose reader reads depth")
@@ -103,10 +141,14 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=1, help="views per pair; more than 1 scores their mean")
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--out", required=True, help="results JSON")
+    ap.add_argument("--orbit-figure", default=None, help="also a PNG of the demo's orbit on some scenes")
+    ap.add_argument("--orbit-scenes", type=int, default=4, help="scenes in --orbit-figure")
     args = ap.parse_args()
     from gst.api import GST
 
     gst = GST.from_pretrained(args.checkpoint)
+    if args.orbit_figure:
+        orbit_figure(gst, args.data, args.orbit_scenes, args.orbit_figure)
     evalset = build_evalset(args.data, num_pairs=args.num_pairs, seed=args.seed, resolution=args.resolution)
     rows = score_pairs(gst, evalset, args.samples, args.temperature, args.seed)
     summary = summarize(rows)

@@ -56,3 +56,13 @@ def test_generated_scores_match_gst_eval_nvs_and_warps_cover(gst: GST, two_tiny_
     summary = script.summarize(rows)
     assert summary["generated"]["all"]["num_pairs"] == 3
     assert summary["plane"]["all"]["psnr"] == pytest.approx(np.mean([r["plane_psnr"] for r in rows]))
+
+
+def test_orbit_figure(gst: GST, two_tiny_scenes, monkeypatch, tmp_path) -> None:
+    grid = gst.sequence.image_grid
+    monkeypatch.setattr(gst, "observed_depth", lambda prepared: (torch.full(grid, 3.0), torch.ones(grid)))
+    out = tmp_path / "orbit.png"
+    _script().orbit_figure(gst, str(two_tiny_scenes), 2, str(out))
+    from PIL import Image
+
+    assert Image.open(out).size[0] > 400
