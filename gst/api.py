@@ -374,7 +374,8 @@ class GST(AnswerMethods):
 
     @property
     def reads_depth(self) -> bool:
-        """Whether the checkpoint reads depth (a reader with cell heads): ``synthesize_view(warp=True)``."""
+        """Whether the checkpoint reads depth (a reader with cell heads), as ``synthesize_view(warp=...)``
+        needs."""
         stem = self.model.stem_reader
         return stem is not None and stem.cell_head is not None
 
@@ -386,7 +387,7 @@ class GST(AnswerMethods):
         stem = self.model.stem_reader
         if not self.reads_depth:
             raise ValueError(
-                "this checkpoint reads no depth (no reader with cell heads); synthesize_view(warp=True) "
+                "this checkpoint reads no depth (no reader with cell heads); synthesize_view(warp=...) "
                 "needs one, e.g. the default assets/gst-tiny"
             )
         codes = (obs.ids - self.layout.image_offset).to(self.device)  # (1, h*w)

@@ -250,8 +250,8 @@ def read_camera_json(path: str | Path) -> dict[str, Any]:
 class ViewResult:
     """Generated views. Shapes: images (S, 3, h, w) float32 in [0, 1]; image_codes (S, h, w).
     ``camera``: the camera as the model received it, decoded back from its tokens (quantized).
-    ``covered`` (h, w) bool: with ``warp=True``, the pixels the warped observed image supplies (the rest,
-    and ``image_codes``, are generated); None without."""
+    ``covered`` (h, w) bool: with ``warp`` > 0, the pixels where the warped observed image lands (mixed
+    into the generated view there; ``image_codes`` are the generated view's); None without."""
 
     images: torch.Tensor
     image_codes: torch.Tensor

@@ -2,7 +2,7 @@
 
 The demo loads the default checkpoint (assets/gst-tiny), then on the example views in assets/examples:
 estimates the pose of view B seen from view A (beside the true relative pose), synthesizes views along a
-small orbit around what A looks at (with ``warp=True`` where the checkpoint reads depth: A's pixels
+small orbit around what A looks at (with ``warp=1`` where the checkpoint reads depth: A's pixels
 moved to the new camera where they land, generated pixels elsewhere), samples cameras and views jointly,
 asks a spatial question about A, and writes one summary PNG (plus results.json) whose path it prints.
 

@@ -1,10 +1,10 @@
-"""Views with and without the pixel warp (``GST.synthesize_view(warp=True)``), from one generation per pair.
+"""Views with and without the pixel warp (``GST.synthesize_view(warp=...)``), from one generation per pair.
 
 Per pair of ``--data`` (the pairs and seeds of ``gst eval nvs``, true target camera): PSNR and SSIM of the
 generated view (one sample, or the pixel mean of ``--samples``) alone, as ``gst eval nvs`` scores it, and
 with the observed pixels moved by ``gst.model.warp.warp_image`` pasted where they land: with one depth per
 cell interpolated ("cells"), with the ground plane fitted to the cells the model reads as ground
-("plane", what ``warp=True`` does), blended with the generated view (``warp=0.5``, ``0.3``), and with
+("plane", what ``warp=1`` does), blended with the generated view (``warp=0.5``, ``0.3``), and with
 other limits on how far one observed pixel may stretch.
 Means overall and by baseline band. ``--orbit-figure`` also draws the demo's orbit on a few scenes.
 

@@ -19,9 +19,9 @@ whose output predicts that target cell: the position just before its code (``[im
 0). It is a function of conditioning tokens only (the
 observed codes and the camera codes), so the model still defines a distribution over token sequences.
 
-``warp_image``: the same move for the observed PIXELS, each at the depth of its cell, with a z-buffer per
-target pixel: a readout for views (``GST.synthesize_view(warp=True)`` keeps the generated view only where
-no observed pixel lands), not part of the model.
+``warp_image``: the same move for the observed PIXELS, at depths read from the cells (``pixel_depth``),
+with a z-buffer per target pixel: a readout for views (``GST.synthesize_view(warp=W)`` mixes them into
+the generated view where they land), not part of the model.
 
 Glossary: G gen rows, h/w image token grid, n = h*w, M = n * sub^2 points, C reader channels, Z code
 feature channels, D model width.
@@ -91,8 +91,9 @@ def pixel_depth(
     Inverse depth is interpolated bilinearly between the cell centres: a plane's inverse depth is linear
     in the pixel coordinates, so the ground keeps no seams between cells. ``ground`` (h, w) in [0, 1], the
     weight of each cell as ground: one plane, inverse depth = a u + b v + c, is fitted to those cells
-    (weighted least squares, reweighted three times against outliers) and gives the depth of every point
-    whose cell is mostly ground (weight > 0.5) and lies below the plane's horizon (inverse depth > 0).
+    (weighted least squares, refitted three times with outliers down-weighted) and gives the depth of
+    every point whose cell is mostly ground (weight > 0.5) and lies below the plane's horizon (inverse
+    depth > 0).
 
     Shapes: depth (h, w) metres, h | H and w | W -> (H*sub, W*sub) float64.
     """
@@ -110,7 +111,9 @@ def pixel_depth(
         cv = (torch.arange(h, device=dev, dtype=torch.float64) + 0.5) * (H / h) - 0.5  # cell centres
         cu = (torch.arange(w, device=dev, dtype=torch.float64) + 0.5) * (W / w) - 0.5
         gv, gu = torch.meshgrid(cv, cu, indexing="ij")
-        A = torch.stack([gu, gv, torch.ones_like(gu)], -1).reshape(-1, 3) / torch.tensor([W, H, 1.0])
+        A = torch.stack([gu, gv, torch.ones_like(gu)], -1).reshape(-1, 3) / torch.tensor(
+            [W, H, 1.0], dtype=torch.float64, device=dev
+        )
         b = inv.reshape(-1)
         wt = ground.to(torch.float64).reshape(-1).clamp(0.0, 1.0)
         weight = wt.clone()
