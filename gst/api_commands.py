@@ -115,6 +115,7 @@ def run_nvs(args: argparse.Namespace) -> int:
         sampling=_sampling(args),
         num_samples=args.num_samples,
         seed=args.seed,
+        warp=args.warp,
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -126,7 +127,10 @@ def run_nvs(args: argparse.Namespace) -> int:
     for path, image in zip(paths, view.images, strict=True):
         save_png(image, path)
     if args.json:
-        _print_json({"images": [str(p) for p in paths], "camera": view.camera.to_dict()})
+        warped = None if view.covered is None else float(view.covered.float().mean())
+        _print_json(
+            {"images": [str(p) for p in paths], "camera": view.camera.to_dict(), "warped_fraction": warped}
+        )
     else:
         from gst.api import describe_camera
 
@@ -427,6 +431,16 @@ def register_top(sub: argparse._SubParsersAction) -> None:
         help="horizontal field of view of the observed camera, degrees (default 52.5)",
     )
     p.add_argument("-n", "--num-samples", type=int, default=1, help="views to draw (default 1)")
+    p.add_argument(
+        "--warp",
+        type=float,
+        nargs="?",
+        const=1.0,
+        default=0.0,
+        metavar="WEIGHT",
+        help="mix the observed pixels, moved with the depth the model reads, into each view where they land "
+        "(GST.synthesize_view(warp=WEIGHT); --warp alone: 1, pasted; default 0: off)",
+    )
     p.add_argument(
         "--out", default="nvs.png", help="output PNG (with -n > 1: OUT_00.png, ...; default nvs.png)"
     )

@@ -71,6 +71,8 @@ def test_nvs_orbit_and_errors(ckpt, images, tmp_path, capsys) -> None:
     assert "broken.png: not a readable image" in capsys.readouterr().err
     assert cli_main([*base, "--azimuth", "5", "--checkpoint", str(tmp_path / "none")]) == 1
     assert "no such folder" in capsys.readouterr().err
+    assert cli_main([*base, "--azimuth", "5", "--warp"]) == 1  # the micro model reads no depth
+    assert "reads no depth" in capsys.readouterr().err
 
 
 def test_sample_writes_views_grid_and_frusta(ckpt, images, tmp_path, capsys) -> None:
