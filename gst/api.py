@@ -391,10 +391,8 @@ class GST(AnswerMethods):
                 "needs one, e.g. the default assets/gst-tiny"
             )
         codes = (obs.ids - self.layout.image_offset).to(self.device)  # (1, h*w)
-        feats = stem.grid_features(codes)
-        depth, _ = stem.observed_geometry(feats, self.image_hw[1])
-        ground = 1.0 - torch.sigmoid(stem.cell_predictions(feats)["object"].float())  # (1, h*w)
-        return depth[0].float().cpu(), ground.reshape(depth.shape)[0].cpu()
+        depth, objects = stem.cell_geometry(stem.grid_features(codes))  # (1, h, w) each
+        return depth[0].cpu(), (1.0 - objects[0]).cpu()
 
     def sample(
         self,

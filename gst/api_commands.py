@@ -89,6 +89,21 @@ def run_pose(args: argparse.Namespace) -> int:
 # ---- gst nvs ----
 
 
+def add_warp_argument(p: argparse.ArgumentParser) -> None:
+    """``--warp [WEIGHT]`` of `gst nvs` and `gst eval nvs`: ``GST.synthesize_view(warp=WEIGHT)``."""
+    p.add_argument(
+        "--warp",
+        type=float,
+        nargs="?",
+        const=1.0,
+        default=0.0,
+        metavar="WEIGHT",
+        help="mix the observed pixels, moved to the new camera with the depth the model reads for each "
+        "observed cell, into each view where they land: WEIGHT * warped + (1 - WEIGHT) * generated "
+        "(--warp alone: 1, pasted; default 0: off)",
+    )
+
+
 def _nvs_camera(args: argparse.Namespace) -> dict[str, Any]:
     from gst.api import orbit_camera, read_camera_json
 
@@ -431,16 +446,7 @@ def register_top(sub: argparse._SubParsersAction) -> None:
         help="horizontal field of view of the observed camera, degrees (default 52.5)",
     )
     p.add_argument("-n", "--num-samples", type=int, default=1, help="views to draw (default 1)")
-    p.add_argument(
-        "--warp",
-        type=float,
-        nargs="?",
-        const=1.0,
-        default=0.0,
-        metavar="WEIGHT",
-        help="mix the observed pixels, moved with the depth the model reads, into each view where they land "
-        "(GST.synthesize_view(warp=WEIGHT); --warp alone: 1, pasted; default 0: off)",
-    )
+    add_warp_argument(p)
     p.add_argument(
         "--out", default="nvs.png", help="output PNG (with -n > 1: OUT_00.png, ...; default nvs.png)"
     )

@@ -26,6 +26,8 @@ import json
 import sys
 from pathlib import Path
 
+from gst.api_commands import add_warp_argument
+
 POSE_METHODS = ("sift", "prior", "mean", "regressor")
 VIEW_METHODS = ("copy", "mean-colour")
 GRID_PAIRS = 6  # pairs shown in the view grid and the frusta figure
@@ -157,17 +159,7 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
         help="views sampled per pair; more than 1 scores their pixel mean, the posterior-mean estimate "
         "(higher PSNR, blurrier; default 1: one sampled view)",
     )
-    nvs.add_argument(
-        "--warp",
-        type=float,
-        nargs="?",
-        const=1.0,
-        default=0.0,
-        metavar="WEIGHT",
-        help="where the observed pixels, moved to the target view with the depth the model reads for each "
-        "observed cell, land: each view becomes WEIGHT * warped + (1 - WEIGHT) * generated "
-        "(GST.synthesize_view(warp=WEIGHT); --warp alone: 1, paste; default 0: off)",
-    )
+    add_warp_argument(nvs)
     nvs.add_argument(
         "--lpips-weights",
         default=None,

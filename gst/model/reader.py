@@ -160,15 +160,22 @@ class CodeGridReader(nn.Module):
             "log_depth": depth.squeeze(-1),
         }
 
+    def cell_geometry(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each cell's depth and the probability that an object covers it (the cell head).
+        Shapes: (S, C, h, w) single features -> depth (S, h, w) metres, object (S, h, w) in [0, 1]."""
+        pred = self.cell_predictions(feats)
+        grid = (feats.shape[0], *feats.shape[2:])
+        depth = pred["log_depth"].float().clamp(-6.0, 6.0).exp().reshape(grid)
+        return depth, torch.sigmoid(pred["object"].float()).reshape(grid)
+
     def observed_geometry(self, feats: torch.Tensor, image_w: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """What the reader says of one image's geometry alone: each cell's depth (the cell head) and the
-        focal lengths in pixels (the pose head on the pair (image, image)). Shapes: (S, C, h, w) single
-        features -> depth (S, h, w) metres, focal (S, 2) fx, fy."""
-        log_depth = self.cell_predictions(feats)["log_depth"].float().clamp(-6.0, 6.0)  # (S, n)
+        """What the reader says of one image's geometry alone: each cell's depth (``cell_geometry``) and
+        the focal lengths in pixels (the pose head on the pair (image, image)). Shapes: (S, C, h, w)
+        single features -> depth (S, h, w) metres, focal (S, 2) fx, fy."""
         focal = image_w * torch.exp(
             self.pose_from_features(torch.cat([feats, feats]))[:, FOCAL_SLICE].float()
         )
-        return log_depth.exp().reshape(feats.shape[0], *feats.shape[2:]), focal
+        return self.cell_geometry(feats)[0], focal
 
     def read_pose(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The pose head on every est pair of ``input_ids`` (B, T), without embeddings (a pose reader):
