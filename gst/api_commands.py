@@ -1,5 +1,5 @@
-"""Top-level commands on a trained model (`gst pose`, `gst nvs`, `gst sample`, `gst chat`, `gst demo`) and
-`gst train export` (assemble a checkpoint folder). Handlers import torch and the model lazily, so
+"""Top-level commands on a trained model (`gst pose`, `gst nvs`, `gst sample`, `gst chat`, `gst demo`;
+`gst train export` is gst.training.export_commands). Handlers import torch and the model lazily, so
 `gst --help` stays fast. Every command takes `--checkpoint DIR` (default: assets/gst-tiny).
 """
 
@@ -329,67 +329,6 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"   answer reader: {q['reader_answer']!r}")
     print(f"done in {results['wall_seconds_with_loading']:.1f} s; summary: {results['figure']}")
     return 0
-
-
-# ---- gst train export ----
-
-
-def run_export(args: argparse.Namespace) -> int:
-    from gst.api_checkpoint import export_checkpoint
-
-    out = export_checkpoint(
-        args.source,
-        args.out,
-        tokenizers=args.tokenizers,
-        backbone_dtype=args.backbone_dtype,
-        overwrite=args.overwrite,
-        answer_reader=args.answer_reader,
-        focal_reader=args.focal_reader,
-    )
-    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    print(f"{out}: checkpoint written ({size / 1e6:.1f} MB); load it with GST.from_pretrained({str(out)!r})")
-    return 0
-
-
-def register_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "export",
-        help="assemble a self-contained checkpoint folder (backbone + both tokenizers)",
-        description="Copy a `gst train gst` model (an export, checkpoint or run folder: its newest "
-        "checkpoint) and the tokenizers it was trained with into one folder that `GST.from_pretrained` and "
-        "every --checkpoint option read: OUT/model, OUT/tokenizers/{image,camera}, OUT/gst_checkpoint.json "
-        "(sha256 of every file). Everything is loaded and cross-checked first; a README.md in OUT is kept.",
-    )
-    p.add_argument("source", type=Path, help="`gst train gst` run folder, checkpoint folder or export folder")
-    p.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
-    p.add_argument(
-        "--tokenizers",
-        type=Path,
-        default=None,
-        help="folder with image/ and camera/ (default: the paths the export recorded)",
-    )
-    p.add_argument(
-        "--backbone-dtype",
-        choices=("float32", "float16", "bfloat16"),
-        default="float32",
-        help="storage dtype of the backbone's weights (loaded back as float32; default float32)",
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --out")
-    p.add_argument(
-        "--answer-reader",
-        type=Path,
-        default=None,
-        help="an answer reader folder (`gst train answer-reader --out DIR` writes DIR/answer_reader) to "
-        "ship as OUT/answer_reader (default: the source checkpoint's own, if any)",
-    )
-    p.add_argument(
-        "--focal-reader",
-        type=Path,
-        default=None,
-        help="a focal reader folder (`gst train focal-reader --out DIR` writes DIR/focal_reader) to ship "
-        "as OUT/focal_reader (default: the source checkpoint's own, if any)",
-    )
-    p.set_defaults(func=run_export)
 
 
 def register_top(sub: argparse._SubParsersAction) -> None:

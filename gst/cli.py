@@ -26,6 +26,7 @@ _MODULES: tuple[str, ...] = (
     "gst.training.gst_commands",
     "gst.training.answer_reader_commands",
     "gst.training.focal_reader_commands",
+    "gst.training.export_commands",
     "gst.eval.commands",
     "gst.eval.qa_commands",
     "gst.api_commands",
