@@ -26,6 +26,7 @@ from gst.model.focal_reader import (
 )
 from gst.training.focal_reader import (
     choose_weight,
+    colour_jitter,
     load_views,
     relative_errors,
     shrink,
@@ -86,6 +87,24 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
         load_focal_reader(folder)
 
 
+def test_coordinate_channels(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = FocalReader(FocalReaderConfig(image_size=16, channels=(8, 8), coords=True))
+    assert net.net[0].in_channels == 5
+    images = torch.rand(2, 3, 16, 16)
+    back, _ = load_focal_reader(save_focal_reader(net, tmp_path / "coords"))
+    assert back.config.coords is True
+    torch.testing.assert_close(back.read(images), net.read(images))
+    # the first conv sees the colours, then y and x in [-1, 1]
+    seen = {}
+    net.net[0].register_forward_hook(lambda m, i, o: seen.update(input=i[0]))  # returns None: output kept
+    net.read(images)
+    axis = torch.linspace(-1.0, 1.0, 16)
+    torch.testing.assert_close(seen["input"][:, :3], images)
+    torch.testing.assert_close(seen["input"][1, 3], axis[:, None].expand(16, 16))
+    torch.testing.assert_close(seen["input"][1, 4], axis[None, :].expand(16, 16))
+
+
 def test_zoom_crops_scale_the_focal_target() -> None:
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(64, 3, 32, 32) * 255
@@ -100,6 +119,23 @@ def test_zoom_crops_scale_the_focal_target() -> None:
     assert bool(((sides >= 21) & (sides <= 32)).all())  # 32 / 1.5 = 21.3
     torch.testing.assert_close(y2[~kept], torch.log(32 / sides.double()).float())
     assert shrink(x.to(torch.uint8)[:2], 16).shape == (2, 3, 16, 16)
+
+
+def test_colour_jitter_shuffles_and_scales_channels() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.stack([torch.full((4, 4), 0.2), torch.full((4, 4), 0.4), torch.full((4, 4), 0.6)])
+    out = colour_jitter(x.expand(256, 3, 4, 4).clone(), gen)  # (256, 3, 4, 4)
+    assert out.shape == (256, 3, 4, 4) and bool((out >= 0).all() and (out <= 1).all())
+    per_view = out[:, :, 0, 0]  # each channel is one source channel times a gain in [0.7, 1.3]
+    assert bool((out == per_view[:, :, None, None]).all())
+    source = torch.tensor([0.2, 0.4, 0.6])
+    ratio = per_view[:, :, None] / source  # (256, 3 out, 3 in): a gain for the source each came from
+    fits = (ratio >= 0.7 - 1e-6) & (ratio <= 1.3 + 1e-6)
+    assert bool(fits.any(-1).all())
+    brightest = per_view.argmax(1)  # the 0.6 channel usually stays brightest; it lands on every channel
+    assert set(brightest.tolist()) == {0, 1, 2}
+    again = colour_jitter(x.expand(256, 3, 4, 4).clone(), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out, again)
 
 
 def test_choose_weight_and_errors() -> None:
@@ -140,13 +176,15 @@ def test_train_command_and_the_api_reads_the_combined_focal(scenes: Path, tmp_pa
 
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "gst.cli", "train", "focal-reader", "--scenes", str(scenes),
+           "--scenes", str(scenes), "--num-scenes", "1", "--colour",
            "--out", str(out), "--size", "64", "--max-steps", "2", "--batch", "4", "--weight", "0.3",
            "--quiet"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stderr
     result = json.loads((out / "results.json").read_text())
-    assert result["updates"] == 2 and result["weight"] == 0.3 and result["train_views"] == 8
+    assert result["updates"] == 2 and result["weight"] == 0.3 and result["colour"] is True
+    assert result["train_views"] == 8  # the first scene (4 views) of each of the two --scenes
     net, info = load_focal_reader(out / "focal_reader")
     assert net.config.weight == 0.3 and info["metadata"]["updates"] == 2
     # the API: a 16 px model with a pose head that reads out one camera; its focal length joins the reader's

@@ -9,7 +9,9 @@ log(fx / W), log(fy / W) by ``(1 - weight) * head + weight * reader`` when the c
 
 The network: stride-2 conv blocks (BatchNorm, GELU; a second conv in each block from 16x16 on) down to
 a 4x4 map, flattened (where the horizon and the ground's convergence lie is kept), an MLP to one number:
-log(fx / W) of a square view at ``image_size`` pixels, in [0, 1]. Square pixels: fy = fx.
+log(fx / W) of a square view at ``image_size`` pixels, in [0, 1]. Square pixels: fy = fx. With
+``coords`` the view's pixel coordinates (x, y in [-1, 1]) join its colours as two more input channels
+(CoordConv), so that the first layers can tie an edge's direction to where it lies in the view.
 
 Sizes: 64 px views with the default widths; 128 px with ``channels=(16, 32, 64, 96, 128)``.
 
@@ -42,6 +44,7 @@ class FocalReaderConfig:
     image_size: int = 64  # square views: 4 * 2 ** len(channels) pixels
     channels: tuple[int, ...] = (32, 64, 96, 128)  # one stride-2 block each (128 px: (16, 32, 64, 96, 128))
     hidden: int = 256
+    coords: bool = False  # pixel coordinates as two more input channels
     weight: float = 0.5  # share of this reader in the log focal length given with the pose head's
 
     def __post_init__(self) -> None:
@@ -61,7 +64,7 @@ class FocalReader(nn.Module):
     def __init__(self, config: FocalReaderConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or FocalReaderConfig()
-        chans = [3, *config.channels]
+        chans = [5 if config.coords else 3, *config.channels]
         blocks, side = [], config.image_size
         for cin, cout in zip(chans[:-1], chans[1:], strict=True):
             side //= 2
@@ -77,6 +80,10 @@ class FocalReader(nn.Module):
         S = self.config.image_size
         if images.ndim != 4 or tuple(images.shape[1:]) != (3, S, S):
             raise ValueError(f"FocalReader: images must be (B, 3, {S}, {S}), got {tuple(images.shape)}")
+        if self.config.coords:
+            axis = torch.linspace(-1.0, 1.0, S, device=images.device, dtype=images.dtype)
+            yx = torch.stack(torch.meshgrid(axis, axis, indexing="ij"))  # (2, S, S) y then x
+            images = torch.cat([images, yx.expand(len(images), 2, S, S)], dim=1)
         return self.net(images).squeeze(1)
 
     @torch.no_grad()

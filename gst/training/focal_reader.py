@@ -5,6 +5,10 @@ resized with the loaders' antialiased ``crop_resize`` to the reader's size (squa
 unchanged). Targets: log(fx / W). Loss: smooth-L1 (beta 0.05) on the log; AdamW, cosine decay over a
 budget of process CPU-minutes; horizontal flips (focal-neutral) on half the views.
 
+``colour`` (``colour_jitter``): each training view's colour channels shuffled and each scaled by a gain
+in [0.7, 1.3]: focal-neutral, so that the reader cannot tie a palette (a sky colour, a ground tint) to
+the focal lengths of the few scenes it saw it in.
+
 ``zoom`` > 1: each training view is, with probability one half, a crop of side 1/s of the view (s
 log-uniform in [1, zoom], anywhere in the view) resized back, its target log(fx / W) + log s: the same
 scene seen through a longer lens, so that the reader cannot tie a scene's look to its focal length. The
@@ -83,6 +87,16 @@ def zoom_batch(
     return torch.cat(out), y + log_s
 
 
+def colour_jitter(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Views (B, 3, S, S) float in [0, 1] -> each with its channels in a random order and each channel
+    scaled by a gain drawn uniformly from [0.7, 1.3], clipped to [0, 1]."""
+    B = len(x)
+    order = torch.argsort(torch.rand(B, 3, generator=generator), dim=1)  # (B, 3) a permutation per view
+    gain = 0.7 + 0.6 * torch.rand(B, 3, 1, 1, generator=generator)
+    shuffled = torch.gather(x, 1, order[:, :, None, None].expand_as(x))
+    return (shuffled * gain).clamp(0.0, 1.0)
+
+
 def cpu_budget(
     opt: torch.optim.Optimizer, lr: float, minutes: float, max_steps: int | None = None
 ) -> Iterator[float]:
@@ -113,6 +127,7 @@ def train_focal_reader(
     *,
     minutes: float,
     zoom: float = 1.0,
+    colour: bool = False,
     batch: int = 64,
     lr: float = 1e-3,
     seed: int = 0,
@@ -120,7 +135,8 @@ def train_focal_reader(
     log: Callable[[str], None] | None = None,
 ) -> int:
     """Train ``net`` for ``minutes`` of this process's CPU time (or until ``max_steps``) on uint8 views at
-    the reader's size (at twice it with ``zoom`` > 1). Returns the number of updates."""
+    the reader's size (at twice it with ``zoom`` > 1); ``colour``: ``colour_jitter`` on every view.
+    Returns the number of updates."""
     size = net.config.image_size
     want = 2 * size if zoom > 1.0 else size
     if zoom < 1.0:
@@ -139,6 +155,8 @@ def train_focal_reader(
         if zoom > 1.0:
             x, y = zoom_batch(x, y, size, zoom, rng)
         x = torch.where(torch.rand(batch, 1, 1, 1, generator=rng) < 0.5, x, x.flip(-1))  # focal-neutral
+        if colour:
+            x = colour_jitter(x, rng)
         loss = nn.functional.smooth_l1_loss(net(x), y, beta=0.05)
         opt.zero_grad()
         loss.backward()

@@ -59,15 +59,17 @@ def _train(args: argparse.Namespace) -> int:
     if args.zoom < 1.0:
         raise SystemExit(f"gst train focal-reader: --zoom must be at least 1 (1: none), got {args.zoom}")
     torch.manual_seed(args.seed)
-    net = FocalReader(FocalReaderConfig(image_size=args.size, weight=args.weight or 0.0))
+    net = FocalReader(FocalReaderConfig(image_size=args.size, coords=args.coords, weight=args.weight or 0.0))
     load_size = 2 * args.size if args.zoom > 1.0 else args.size
-    images, targets, _ = load_views(args.scenes, args.num_scenes, load_size)
-    print(f"{len(images)} training views of {args.scenes} at {load_size} px", file=sys.stderr)
+    loaded = [load_views(root, args.num_scenes, load_size) for root in args.scenes]
+    images, targets = torch.cat([v[0] for v in loaded]), torch.cat([v[1] for v in loaded])
+    roots = ", ".join(str(r) for r in args.scenes)
+    print(f"{len(images)} training views of {roots} at {load_size} px", file=sys.stderr)
     cpu0 = time.process_time()
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr))
     steps = train_focal_reader(
-        net, images, targets, minutes=args.minutes, zoom=args.zoom, batch=args.batch, lr=args.lr,
-        seed=args.seed, max_steps=args.max_steps, log=log,
+        net, images, targets, minutes=args.minutes, zoom=args.zoom, colour=args.colour, batch=args.batch,
+        lr=args.lr, seed=args.seed, max_steps=args.max_steps, log=log,
     )  # fmt: skip
     results = {
         "command": "gst train focal-reader " + " ".join(sys.argv[3:]),
@@ -75,6 +77,7 @@ def _train(args: argparse.Namespace) -> int:
         "cpu_minutes": (time.process_time() - cpu0) / 60.0,
         "train_views": len(images),
         "zoom": args.zoom,
+        "colour": args.colour,
     }
     weight = args.weight
     if args.val_scenes is not None:
@@ -90,7 +93,7 @@ def _train(args: argparse.Namespace) -> int:
             "median_focal_error_by_weight": medians,
             "chosen_weight": chosen,
         }
-    net.config = FocalReaderConfig(image_size=args.size, weight=float(weight))
+    net.config = FocalReaderConfig(image_size=args.size, coords=args.coords, weight=float(weight))
     meta = {k: v for k, v in results.items() if k != "val"}
     save_focal_reader(net, args.out / "focal_reader", metadata=meta)
     results["weight"] = float(weight)
@@ -106,13 +109,18 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--scenes", required=True, type=Path, help="training scene folders (gst data synth --out)")
-    p.add_argument("--num-scenes", type=int, default=None, help="read the first N scenes (default all)")
+    p.add_argument(
+        "--scenes", required=True, type=Path, action="append",
+        help="a folder of training scenes (gst data synth --out); repeat to train on several",
+    )  # fmt: skip
+    p.add_argument("--num-scenes", type=int, default=None, help="the first N scenes of each (default all)")
     p.add_argument("--out", required=True, type=Path, help="run folder: focal_reader/ and results.json")
     p.add_argument("--minutes", type=float, default=15.0, help="process CPU-minutes of training (default 15)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many updates as well")
     p.add_argument("--size", type=int, default=64, help="view side in pixels, the model's (default 64)")
     p.add_argument("--zoom", type=float, default=1.0, help="largest crop zoom of training views (1: none)")
+    p.add_argument("--coords", action="store_true", help="pixel coordinates as two more input channels")
+    p.add_argument("--colour", action="store_true", help="shuffle and scale the views' colour channels")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
