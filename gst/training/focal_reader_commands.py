@@ -46,6 +46,8 @@ def pose_head_log_focal(checkpoint: str | Path, scenes: str | Path, num_pairs: i
 
 
 def _train(args: argparse.Namespace) -> int:
+    import dataclasses
+
     import numpy as np
     import torch
 
@@ -93,7 +95,7 @@ def _train(args: argparse.Namespace) -> int:
             "median_focal_error_by_weight": medians,
             "chosen_weight": chosen,
         }
-    net.config = FocalReaderConfig(image_size=args.size, coords=args.coords, weight=float(weight))
+    net.config = dataclasses.replace(net.config, weight=float(weight))
     meta = {k: v for k, v in results.items() if k != "val"}
     save_focal_reader(net, args.out / "focal_reader", metadata=meta)
     results["weight"] = float(weight)
