@@ -108,6 +108,12 @@ DEFAULT_CAMERA_SAMPLING = SamplingConfig(temperature=1.0)  # joint samples: draw
 POSE_READOUTS = ("auto", "codes", "head", "head-sym")
 
 
+def _check_warp(warp: float) -> None:
+    """``warp`` is a weight in [0, 1] (``GST.synthesize_view``, ``GST.sample``)."""
+    if not 0.0 <= float(warp) <= 1.0:
+        raise ValueError(f"warp is the weight of the warped observed pixels, in [0, 1]; got {warp}")
+
+
 class GST(AnswerMethods):
     """A loaded GST world model: backbone, image and camera tokenizers, text tokenizer (module docstring).
 
@@ -340,8 +346,7 @@ class GST(AnswerMethods):
         hedges against depth errors (docs/results.md measures both); the generated view fills the rest.
         ``ViewResult.covered`` is where they land.
         """
-        if not 0.0 <= float(warp) <= 1.0:
-            raise ValueError(f"warp is the weight of the warped observed pixels, in [0, 1]; got {warp}")
+        _check_warp(warp)
         if isinstance(camera, PoseEstimate):
             K, K_hw, camera = camera.K_tgt, camera.image_hw, camera.w2c
         obs = self.prepare(observed, K_obs, fov_deg)
@@ -367,10 +372,26 @@ class GST(AnswerMethods):
         codes = (ids - self.layout.image_offset).reshape(-1, *self.sequence.image_grid).cpu()
         images, covered = self.decode_images(ids), None
         if warp > 0:
-            depth, ground = self.observed_depth(obs)
-            warped, covered = warp_image(obs.image, depth, obs.K_model, K_model, w2c, ground=ground)
-            images = torch.where(covered, warp * warped + (1.0 - warp) * images, images)  # (S, 3, h, w)
+            images, covered = self._warp_in(obs, images, K_model[None], w2c[None], warp)
+            covered = covered[0]  # one camera for every sample
         return ViewResult(images, codes, self.decode_cameras(cam_ids)[0], covered)
+
+    def _warp_in(
+        self, obs: PreparedImage, images: torch.Tensor, K: torch.Tensor, w2c: torch.Tensor, warp: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``images`` with the observed pixels, moved by the depth the model reads (``observed_depth``) to
+        the camera ``w2c`` / ``K`` (model pixels), mixed in with weight ``warp`` where they land.
+        Shapes: images (S, 3, h, w); K (N, 3, 3), w2c (N, 4, 4) with N 1 (one camera for all) or S
+        -> images (S, 3, h, w), covered (N, h, w) bool."""
+        depth, ground = self.observed_depth(obs)
+        pairs = [
+            warp_image(obs.image, depth, obs.K_model, k, m, ground=ground)
+            for k, m in zip(K, w2c, strict=True)
+        ]
+        warped = torch.stack([w for w, _ in pairs])  # (N, 3, h, w)
+        covered = torch.stack([c for _, c in pairs])  # (N, h, w)
+        mixed = torch.where(covered[:, None], warp * warped + (1.0 - warp) * images, images)
+        return mixed, covered
 
     @property
     def reads_depth(self) -> bool:
@@ -404,12 +425,15 @@ class GST(AnswerMethods):
         K_obs: Any = None,
         fov_deg: float | None = None,
         seed: int = 0,
+        warp: float = 0.0,
     ) -> SampleResult:
         """Cameras and the views they see, drawn jointly: p(camera, image | observed) (gen layout).
-        Cameras' K are in model pixels (``K_obs`` / ``fov_deg`` only set the returned observed K, for
-        plots). Shapes: -> images (S, 3, h_px, w_px)."""
+        Cameras' K are in model pixels (``K_obs`` / ``fov_deg`` set the observed K the warp unprojects
+        with and the one returned, for plots). ``warp``: as ``synthesize_view``, each view with the
+        observed pixels moved to its own sampled camera. Shapes: -> images (S, 3, h_px, w_px)."""
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        _check_warp(warp)
         obs = self.prepare(observed, K_obs, fov_deg)
         out = generate_camera_and_image(
             self.model,
@@ -421,7 +445,12 @@ class GST(AnswerMethods):
             generator=self.generator(seed),
         )
         cameras, images = self.decode_cameras(out.camera_ids[0]), self.decode_images(out.image_ids[0])
-        return SampleResult(cameras, images, obs.image, obs.K_model)
+        covered = None
+        if warp > 0:
+            K = torch.stack([c.K_tgt.to(torch.float64) for c in cameras])  # model pixels (target_hw None)
+            w2c = torch.stack([c.w2c.to(torch.float64) for c in cameras])
+            images, covered = self._warp_in(obs, images, K, w2c, warp)
+        return SampleResult(cameras, images, obs.image, obs.K_model, covered)
 
     def start_chat(
         self,

@@ -270,12 +270,14 @@ class SampleResult:
 
     Shapes: images (S, 3, h, w) in [0, 1]; observed (3, h, w), the observed image as the model saw it;
     K_obs (3, 3), the observed camera's K (given or assumed) in the same model pixels as the cameras' K.
+    ``covered`` (S, h, w) bool: with ``warp`` > 0, where each view's warped observed pixels land; else None.
     """
 
     cameras: list[PoseEstimate]
     images: torch.Tensor
     observed: torch.Tensor
     K_obs: torch.Tensor
+    covered: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)

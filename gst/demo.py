@@ -3,7 +3,8 @@
 The demo loads the default checkpoint (assets/gst-tiny), then on the example views in assets/examples:
 estimates the pose of view B seen from view A (beside the true relative pose), synthesizes views along a
 small orbit around what A looks at (with ``warp=1`` where the checkpoint reads depth: A's pixels
-moved to the new camera where they land, generated pixels elsewhere), samples cameras and views jointly,
+moved to the new camera where they land, generated pixels elsewhere), samples cameras and views jointly
+(warped the same way, each to its sampled camera),
 asks a spatial question about A, and writes one summary PNG (plus results.json) whose path it prints.
 
 Examples (``make_examples``, ``gst demo --make-examples``): one procedural-world scene (gst.data.synth,
@@ -250,9 +251,9 @@ def _wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, width))
 
 
-def _warped(view: Any) -> str:
-    """A figure title's note of how much of an orbit view is A's pixels, warped."""
-    return "" if view.covered is None else f", {100 * float(view.covered.float().mean()):.0f} % warped"
+def _warped(covered: torch.Tensor | None) -> str:
+    """A figure title's note of how much of a view is A's pixels, warped (``covered`` (h, w) or None)."""
+    return "" if covered is None else f", {100 * float(covered.float().mean()):.0f} % warped"
 
 
 def save_png(image: torch.Tensor, path: Path) -> Path:
@@ -320,7 +321,9 @@ def run_demo(
         bar.update()
 
     t = time.perf_counter()
-    samples = gst.sample(a["path"], num_samples, K_obs=a["K"], seed=seed)
+    samples = gst.sample(
+        a["path"], num_samples, K_obs=a["K"], seed=seed, warp=1.0 if gst.reads_depth else 0.0
+    )
     seconds["joint_samples"] = time.perf_counter() - t
     bar.update()
 
@@ -353,6 +356,9 @@ def run_demo(
             for az, v in orbit
         ],
         "samples": [c.to_dict() for c in samples.cameras],
+        "samples_warped_fraction": None
+        if samples.covered is None
+        else [float(c.float().mean()) for c in samples.covered],
         "question": {**question, "model_answer": reply.text, "reader_answer": reader_answer},
         "seconds": seconds,
         "total_seconds": time.perf_counter() - start,
@@ -426,10 +432,13 @@ def _summary_figure(
         _show(
             fig.add_subplot(grid[1, k]),
             view.image,
-            f"orbit azimuth {az:+.0f} deg{_warped(view)}\n" + _wrap(view.camera.summary, 30),
+            f"orbit azimuth {az:+.0f} deg{_warped(view.covered)}\n" + _wrap(view.camera.summary, 30),
         )
     for k, (cam, img) in enumerate(zip(samples.cameras, samples.images, strict=True)):
-        _show(fig.add_subplot(grid[2, k]), img, f"joint sample {k}\n" + _wrap(cam.summary, 30))
+        covered = None if samples.covered is None else samples.covered[k]
+        _show(
+            fig.add_subplot(grid[2, k]), img, f"joint sample {k}{_warped(covered)}\n" + _wrap(cam.summary, 30)
+        )
     ax = fig.add_subplot(grid[2, len(samples.cameras)], projection="3d")
     draw_cameras(
         ax,

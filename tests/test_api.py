@@ -10,6 +10,7 @@ geometry (rigid cameras, positive focal lengths, intrinsics through resizing), d
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.util
 import json
 import math
@@ -47,6 +48,7 @@ from gst.model import (
 )
 from gst.model.sampling import GREEDY
 from gst.model.sequences import NO_GRID
+from gst.model.warp import warp_image
 from gst.tokenizers.camera import CameraTokenizer
 from gst.tokenizers.config import CameraTokenizerConfig, ImageTokenizerConfig, QuantizerConfig
 from gst.tokenizers.image import ImageTokenizer
@@ -409,6 +411,41 @@ def test_sample_draws_cameras_and_views_jointly(gst: GST) -> None:
     assert len({tuple(c.camera_codes.flatten().tolist()) for c in result.cameras}) > 1  # temperature 1
     with pytest.raises(ValueError, match="num_samples"):
         gst.sample(_image(8, 8), num_samples=0)
+
+
+def test_sample_warp_moves_the_observed_pixels_to_each_sampled_camera(gst: GST, monkeypatch) -> None:
+    """warp=True on joint samples: the same cameras and generated codes as without it (same seed), and
+    each view is its own camera's warp of the prepared observed image where that lands (3 m per cell),
+    the generated view elsewhere; the micro model reads no depth, which warp=True names."""
+    obs = _image(*MODEL_HW)
+    with pytest.raises(ValueError, match="reads no depth"):
+        gst.sample(obs, num_samples=2, seed=0, warp=True)
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        gst.sample(obs, num_samples=2, warp=-0.1)
+    grid = gst.sequence.image_grid
+    depth, ground = torch.full(grid, 3.0), torch.zeros(grid)
+    monkeypatch.setattr(gst, "observed_depth", lambda prepared: (depth, ground))
+    prepared = gst.prepare(obs)
+    decode = gst.decode_cameras
+
+    def first_at_observed(ids: torch.Tensor) -> list[PoseEstimate]:  # sample 0 sees what A sees
+        cams = decode(ids)
+        eye = torch.eye(4, dtype=torch.float64)
+        return [dataclasses.replace(cams[0], w2c=eye, K_tgt=prepared.K_model.double()), *cams[1:]]
+
+    monkeypatch.setattr(gst, "decode_cameras", first_at_observed)
+    plain = gst.sample(obs, num_samples=3, seed=0)
+    warped = gst.sample(obs, num_samples=3, seed=0, warp=True)
+    assert plain.covered is None and warped.covered is not None
+    assert warped.covered.shape == (3, *MODEL_HW) and warped.covered.dtype == torch.bool
+    for k, (a, b) in enumerate(zip(plain.cameras, warped.cameras, strict=True)):
+        assert torch.equal(a.camera_codes, b.camera_codes)
+        expect, covered = warp_image(prepared.image, depth, prepared.K_model, a.K_tgt, a.w2c, ground=ground)
+        assert torch.equal(covered, warped.covered[k])
+        want = torch.where(covered, expect, plain.images[k])
+        torch.testing.assert_close(warped.images[k], want, atol=0.0, rtol=0.0)
+    assert warped.covered[0].all()  # the observed camera itself: the view is the observed image
+    torch.testing.assert_close(warped.images[0], prepared.image, atol=0.0, rtol=0.0)
 
 
 def test_orbit_camera_geometry() -> None:
