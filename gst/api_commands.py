@@ -90,7 +90,8 @@ def run_pose(args: argparse.Namespace) -> int:
 
 
 def add_warp_argument(p: argparse.ArgumentParser) -> None:
-    """``--warp [WEIGHT]`` of `gst nvs` and `gst eval nvs`: ``GST.synthesize_view(warp=WEIGHT)``."""
+    """``--warp [WEIGHT]`` of `gst nvs`, `gst sample` and `gst eval nvs`: ``GST.synthesize_view`` /
+    ``GST.sample(warp=WEIGHT)``."""
     p.add_argument(
         "--warp",
         type=float,
@@ -158,6 +159,11 @@ def run_nvs(args: argparse.Namespace) -> int:
 # ---- gst sample ----
 
 
+def _fraction(covered: Any, i: int) -> float | None:
+    """The share of sample ``i``'s pixels that are warped observed pixels (None without ``--warp``)."""
+    return None if covered is None else float(covered[i].float().mean())
+
+
 def run_sample(args: argparse.Namespace) -> int:
     from gst.demo import save_png, save_sample_figures
     from gst.model import SamplingConfig
@@ -169,6 +175,7 @@ def run_sample(args: argparse.Namespace) -> int:
         camera_sampling=SamplingConfig(temperature=args.camera_temperature),
         image_sampling=_sampling(args),
         seed=args.seed,
+        warp=args.warp,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -179,7 +186,10 @@ def run_sample(args: argparse.Namespace) -> int:
     doc = {
         "observed": str(args.observed),
         "seed": args.seed,
-        "samples": [{"image": str(p), **c.to_dict()} for p, c in zip(views, result.cameras, strict=True)],
+        "samples": [
+            {"image": str(p), **c.to_dict(), "warped_fraction": _fraction(result.covered, i)}
+            for i, (p, c) in enumerate(zip(views, result.cameras, strict=True))
+        ],
         "figures": {"grid": str(grid), "cameras": str(frusta)},
     }
     (out / "cameras.json").write_text(json.dumps(doc, indent=1) + "\n")
@@ -408,6 +418,7 @@ def register_top(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-n", "--num-samples", type=int, default=8, help="samples to draw (default 8)")
     p.add_argument("--out", default="samples", help="output folder (default ./samples)")
     p.add_argument("--camera-temperature", type=float, default=1.0, help="temperature of the camera tokens")
+    add_warp_argument(p)
     _model_args(p)
     _sampling_args(p, temperature=1.0)
     p.add_argument("--json", action="store_true", help="print cameras.json on stdout")

@@ -87,6 +87,9 @@ def test_sample_writes_views_grid_and_frusta(ckpt, images, tmp_path, capsys) -> 
     assert len(doc["samples"]) == 3 and all(Path(s["image"]).is_file() for s in doc["samples"])
     assert Path(doc["figures"]["grid"]).is_file() and Path(doc["figures"]["cameras"]).is_file()
     assert json.loads((out / "cameras.json").read_text()) == doc
+    assert all(s["warped_fraction"] is None for s in doc["samples"])  # no --warp
+    assert cli_main(["sample", str(images["a"]), "--out", str(out), "--checkpoint", str(ckpt), "--warp"]) == 1
+    assert "reads no depth" in capsys.readouterr().err  # the micro model
 
 
 def test_chat_repl_scripted_session(ckpt, images, tmp_path) -> None:
