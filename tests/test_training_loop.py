@@ -16,7 +16,7 @@ from torch import nn
 
 from gst.training import checkpoint as ckpt
 from gst.training.config import TrainConfig, lr_factor
-from gst.training.loop import train
+from gst.training.loop import resolve_precision, train
 from gst.training.overrides import apply_overrides, from_dict, to_dict
 from gst.training.task import Task
 
@@ -87,6 +87,25 @@ class Inner:
 class Outer:
     inner: Inner = Inner()
     train: TrainConfig = TrainConfig()
+
+
+def test_mixed_precision_resolves_per_device(capsys) -> None:
+    """auto: bf16 on CUDA only; native: bf16 on CUDA or a CPU with native bf16; an explicit bf16 on a CPU
+    without it stays bf16 and warns, naming the setting to use instead; unknown values are refused."""
+    assert [resolve_precision("auto", cuda, native) for cuda, native in ((True, False), (False, True))] == [
+        "bf16",
+        "no",
+    ]
+    assert resolve_precision("native", True, False) == "bf16"
+    assert resolve_precision("native", False, True) == "bf16"
+    assert resolve_precision("native", False, False) == "no"
+    assert resolve_precision("no", True, True) == "no"
+    assert resolve_precision("bf16", False, True) == "bf16" and capsys.readouterr().err == ""
+    assert resolve_precision("bf16", False, False) == "bf16"
+    assert "train.mixed_precision=native" in capsys.readouterr().err
+    assert TrainConfig(mixed_precision="native").mixed_precision == "native"
+    with pytest.raises(ValueError, match="auto, native, no or bf16"):
+        TrainConfig(mixed_precision="fp16")
 
 
 def test_overrides_are_typed_and_unknown_keys_fail() -> None:

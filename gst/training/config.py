@@ -33,7 +33,10 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.99  # 0.99 rather than 0.999: VQ/GAN training is non-stationary (LlamaGen uses 0.95)
     grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
-    mixed_precision: Literal["auto", "no", "bf16"] = "auto"  # auto: bf16 on CUDA, full precision on CPU
+    # auto: bf16 on CUDA, full precision on CPU; native: bf16 wherever the hardware computes it natively
+    # (CUDA, or a CPU with AVX-512 BF16 or AMX), else full precision; bf16: always (emulated on other
+    # CPUs, where it is many times slower than full precision: gst.training.loop.resolve_precision)
+    mixed_precision: Literal["auto", "native", "no", "bf16"] = "auto"
     checkpoint_every: int = 500  # write a checkpoint every N updates (and always at the end)
     keep_checkpoints: int = 2  # older step folders are deleted; 0 keeps all
     log_every: int = 10  # TensorBoard scalars every N updates
@@ -59,8 +62,10 @@ class TrainConfig:
             raise ValueError(f"train.beta1/beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
         if self.budget_clock not in ("wall", "cpu"):
             raise ValueError(f"train.budget_clock must be wall or cpu, got {self.budget_clock!r}")
-        if self.mixed_precision not in ("auto", "no", "bf16"):
-            raise ValueError(f"train.mixed_precision must be auto, no or bf16, got {self.mixed_precision!r}")
+        if self.mixed_precision not in ("auto", "native", "no", "bf16"):
+            raise ValueError(
+                f"train.mixed_precision must be auto, native, no or bf16, got {self.mixed_precision!r}"
+            )
         if self.seed < 0:
             raise ValueError(f"train.seed must be >= 0, got {self.seed}")
 

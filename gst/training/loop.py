@@ -3,7 +3,8 @@
 What it does (stages differ only by their ``Task``, see ``gst.training.task``):
 
 - ``accelerate``: one ``Accelerator``; single process, DDP or FSDP as ``accelerate launch`` configures
-  (CPU processes use the gloo backend). bf16 autocast on CUDA (``mixed_precision="auto"``).
+  (CPU processes use the gloo backend). bf16 autocast on CUDA (``mixed_precision="auto"``), or also on
+  CPUs that compute bf16 natively (``"native"``, ``resolve_precision``).
 - Gradient accumulation (DDP gradients are synchronised on the last micro-batch only), global gradient
   norm clipping, AdamW with a linear warm-up and cosine decay (``gst.training.config.lr_factor``),
   set explicitly per update so the schedule needs no state of its own.
@@ -88,11 +89,37 @@ def _make_accelerator(config: TrainConfig, task: Task):
     from accelerate.utils import DistributedDataParallelKwargs
 
     on_cuda = torch.cuda.is_available()
-    precision = config.mixed_precision
-    if precision == "auto":
-        precision = "bf16" if on_cuda else "no"
+    precision = resolve_precision(config.mixed_precision, on_cuda)
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=task.find_unused_parameters)]
     return Accelerator(cpu=not on_cuda, mixed_precision=precision, kwargs_handlers=handlers)
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX tiles, as torch reports them)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def resolve_precision(requested: str, on_cuda: bool, native_bf16: bool | None = None) -> str:
+    """``train.mixed_precision`` as accelerate takes it ("no" or "bf16"): "auto" is bf16 on CUDA only,
+    "native" bf16 on CUDA or where the CPU computes bf16 natively (``native_bf16``, default
+    ``native_cpu_bf16()``). An explicit "bf16" on a CPU without it is kept, with a warning: torch then
+    emulates bf16, and a training update took 11 times as long as in full precision on an AVX2 CPU
+    (docs/training.md, "Mixed precision on the CPU")."""
+    native = on_cuda or (native_cpu_bf16() if native_bf16 is None else native_bf16)
+    if requested == "auto":
+        return "bf16" if on_cuda else "no"
+    if requested == "native":
+        return "bf16" if native else "no"
+    if requested == "bf16" and not native:
+        print(
+            "WARNING: train.mixed_precision=bf16 on a CPU without native bf16 (torch reports "
+            f"{torch.backends.cpu.get_cpu_capability()}, no AVX-512 BF16 or AMX): bf16 is emulated and "
+            "training runs many times slower than in full precision; set train.mixed_precision=native "
+            "(bf16 only where it is native) or no",
+            file=sys.stderr,
+        )
+    return requested
 
 
 def _full_config(task: Task, config: TrainConfig) -> dict[str, Any]:
