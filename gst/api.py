@@ -94,7 +94,7 @@ from gst.model import (
 )
 from gst.model.focal_reader import with_focal_reading
 from gst.model.sampling import GREEDY
-from gst.model.warp import warp_image
+from gst.model.warp import check_mix_weight, mix_warped
 from gst.tokenizers.camera import symmetric_camera_vector
 from gst.tokenizers.image import to_signed, to_unit
 from gst.tokenizers.vocab import Vocabulary
@@ -106,12 +106,6 @@ DEFAULT_CAMERA_SAMPLING = SamplingConfig(temperature=1.0)  # joint samples: draw
 # estimate_pose: decode camera codes, read the pose head, or auto: the head of a model whose pose head sits
 # on the convolutional reader's pair stem (where its pose is learnt; docs/results.md), else the codes.
 POSE_READOUTS = ("auto", "codes", "head", "head-sym")
-
-
-def _check_warp(warp: float) -> None:
-    """``warp`` is a weight in [0, 1] (``GST.synthesize_view``, ``GST.sample``)."""
-    if not 0.0 <= float(warp) <= 1.0:
-        raise ValueError(f"warp is the weight of the warped observed pixels, in [0, 1]; got {warp}")
 
 
 class GST(AnswerMethods):
@@ -346,7 +340,7 @@ class GST(AnswerMethods):
         hedges against depth errors (docs/results.md measures both); the generated view fills the rest.
         ``ViewResult.covered`` is where they land.
         """
-        _check_warp(warp)
+        check_mix_weight(warp)
         if isinstance(camera, PoseEstimate):
             K, K_hw, camera = camera.K_tgt, camera.image_hw, camera.w2c
         obs = self.prepare(observed, K_obs, fov_deg)
@@ -372,26 +366,12 @@ class GST(AnswerMethods):
         codes = (ids - self.layout.image_offset).reshape(-1, *self.sequence.image_grid).cpu()
         images, covered = self.decode_images(ids), None
         if warp > 0:
-            images, covered = self._warp_in(obs, images, K_model[None], w2c[None], warp)
+            depth, ground = self.observed_depth(obs)
+            images, covered = mix_warped(
+                images, obs.image, depth, ground, obs.K_model, K_model[None], w2c[None], warp
+            )
             covered = covered[0]  # one camera for every sample
         return ViewResult(images, codes, self.decode_cameras(cam_ids)[0], covered)
-
-    def _warp_in(
-        self, obs: PreparedImage, images: torch.Tensor, K: torch.Tensor, w2c: torch.Tensor, warp: float
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``images`` with the observed pixels, moved by the depth the model reads (``observed_depth``) to
-        the camera ``w2c`` / ``K`` (model pixels), mixed in with weight ``warp`` where they land.
-        Shapes: images (S, 3, h, w); K (N, 3, 3), w2c (N, 4, 4) with N 1 (one camera for all) or S
-        -> images (S, 3, h, w), covered (N, h, w) bool."""
-        depth, ground = self.observed_depth(obs)
-        pairs = [
-            warp_image(obs.image, depth, obs.K_model, k, m, ground=ground)
-            for k, m in zip(K, w2c, strict=True)
-        ]
-        warped = torch.stack([w for w, _ in pairs])  # (N, 3, h, w)
-        covered = torch.stack([c for _, c in pairs])  # (N, h, w)
-        mixed = torch.where(covered[:, None], warp * warped + (1.0 - warp) * images, images)
-        return mixed, covered
 
     @property
     def reads_depth(self) -> bool:
@@ -433,7 +413,7 @@ class GST(AnswerMethods):
         observed pixels moved to its own sampled camera. Shapes: -> images (S, 3, h_px, w_px)."""
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        _check_warp(warp)
+        check_mix_weight(warp)
         obs = self.prepare(observed, K_obs, fov_deg)
         out = generate_camera_and_image(
             self.model,
@@ -449,7 +429,8 @@ class GST(AnswerMethods):
         if warp > 0:
             K = torch.stack([c.K_tgt.to(torch.float64) for c in cameras])  # model pixels (target_hw None)
             w2c = torch.stack([c.w2c.to(torch.float64) for c in cameras])
-            images, covered = self._warp_in(obs, images, K, w2c, warp)
+            depth, ground = self.observed_depth(obs)
+            images, covered = mix_warped(images, obs.image, depth, ground, obs.K_model, K, w2c, warp)
         return SampleResult(cameras, images, obs.image, obs.K_model, covered)
 
     def start_chat(

@@ -194,6 +194,33 @@ def warp_image(
     return warped.reshape(C, H, W), covered.reshape(H, W)
 
 
+def check_mix_weight(weight: float) -> None:
+    """``weight`` of ``mix_warped`` (``GST.synthesize_view`` / ``GST.sample``'s ``warp``) is in [0, 1]."""
+    if not 0.0 <= float(weight) <= 1.0:
+        raise ValueError(f"warp is the weight of the warped observed pixels, in [0, 1]; got {weight}")
+
+
+def mix_warped(
+    views: torch.Tensor,
+    image: torch.Tensor,
+    depth: torch.Tensor,
+    ground: torch.Tensor | None,
+    K_obs: torch.Tensor,
+    K_tgt: torch.Tensor,
+    w2c_rel: torch.Tensor,
+    weight: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``views`` with the observed ``image`` warped (``warp_image``) to each target camera mixed in where it
+    lands: ``weight * warped + (1 - weight) * view``. Shapes: views (S, 3, H, W); K_tgt (N, 3, 3), w2c_rel
+    (N, 4, 4) with N 1 (one camera for every view) or S -> views (S, 3, H, W), covered (N, H, W) bool."""
+    pairs = [
+        warp_image(image, depth, K_obs, k, m, ground=ground) for k, m in zip(K_tgt, w2c_rel, strict=True)
+    ]
+    warped = torch.stack([w for w, _ in pairs])  # (N, 3, H, W)
+    covered = torch.stack([c for _, c in pairs])  # (N, H, W)
+    return torch.where(covered[:, None], weight * warped + (1.0 - weight) * views, views), covered
+
+
 class GenWarp(nn.Module):
     """What the warp adds per target cell (module docstring; ``GSTModelConfig.gen_warp_values``):
     ``features``: a zero-initialised linear map of the observed cell's features and a hit flag; ``code``:
@@ -225,4 +252,4 @@ class GenWarp(nn.Module):
         return self.proj(torch.cat([picked, hit.to(picked.dtype)], -1))
 
 
-__all__ = ["GenWarp", "forward_warp", "pixel_depth", "warp_image"]
+__all__ = ["GenWarp", "check_mix_weight", "forward_warp", "mix_warped", "pixel_depth", "warp_image"]
