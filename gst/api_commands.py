@@ -143,9 +143,12 @@ def run_nvs(args: argparse.Namespace) -> int:
     for path, image in zip(paths, view.images, strict=True):
         save_png(image, path)
     if args.json:
-        warped = None if view.covered is None else float(view.covered.float().mean())
         _print_json(
-            {"images": [str(p) for p in paths], "camera": view.camera.to_dict(), "warped_fraction": warped}
+            {
+                "images": [str(p) for p in paths],
+                "camera": view.camera.to_dict(),
+                "warped_fraction": view.warped_fraction,
+            }
         )
     else:
         from gst.api import describe_camera
@@ -157,11 +160,6 @@ def run_nvs(args: argparse.Namespace) -> int:
 
 
 # ---- gst sample ----
-
-
-def _fraction(covered: Any, i: int) -> float | None:
-    """The share of sample ``i``'s pixels that are warped observed pixels (None without ``--warp``)."""
-    return None if covered is None else float(covered[i].float().mean())
 
 
 def run_sample(args: argparse.Namespace) -> int:
@@ -187,8 +185,10 @@ def run_sample(args: argparse.Namespace) -> int:
         "observed": str(args.observed),
         "seed": args.seed,
         "samples": [
-            {"image": str(p), **c.to_dict(), "warped_fraction": _fraction(result.covered, i)}
-            for i, (p, c) in enumerate(zip(views, result.cameras, strict=True))
+            {"image": str(p), **c.to_dict(), "warped_fraction": f}
+            for p, c, f in zip(
+                views, result.cameras, result.warped_fractions or [None] * len(views), strict=True
+            )
         ],
         "figures": {"grid": str(grid), "cameras": str(frusta)},
     }

@@ -263,6 +263,11 @@ class ViewResult:
         """The first view. Shapes: (3, h, w)."""
         return self.images[0]
 
+    @property
+    def warped_fraction(self) -> float | None:
+        """The share of the view's pixels that are warped observed pixels (None without ``warp``)."""
+        return None if self.covered is None else float(self.covered.float().mean())
+
 
 @dataclass(frozen=True)
 class SampleResult:
@@ -278,6 +283,11 @@ class SampleResult:
     observed: torch.Tensor
     K_obs: torch.Tensor
     covered: torch.Tensor | None = None
+
+    @property
+    def warped_fractions(self) -> list[float] | None:
+        """Per sample, the share of its pixels that are warped observed pixels (None without ``warp``)."""
+        return None if self.covered is None else [float(c.float().mean()) for c in self.covered]
 
 
 @dataclass(frozen=True)

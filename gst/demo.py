@@ -251,9 +251,9 @@ def _wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, width))
 
 
-def _warped(covered: torch.Tensor | None) -> str:
-    """A figure title's note of how much of a view is A's pixels, warped (``covered`` (h, w) or None)."""
-    return "" if covered is None else f", {100 * float(covered.float().mean()):.0f} % warped"
+def _warped(fraction: float | None) -> str:
+    """A figure title's note of how much of a view is A's pixels, warped (None: no warp)."""
+    return "" if fraction is None else f", {100 * fraction:.0f} % warped"
 
 
 def save_png(image: torch.Tensor, path: Path) -> Path:
@@ -351,14 +351,12 @@ def run_demo(
             {
                 "azimuth_deg": az,
                 "camera": v.camera.summary,
-                "warped_fraction": None if v.covered is None else float(v.covered.float().mean()),
+                "warped_fraction": v.warped_fraction,
             }
             for az, v in orbit
         ],
         "samples": [c.to_dict() for c in samples.cameras],
-        "samples_warped_fraction": None
-        if samples.covered is None
-        else [float(c.float().mean()) for c in samples.covered],
+        "samples_warped_fraction": samples.warped_fractions,
         "question": {**question, "model_answer": reply.text, "reader_answer": reader_answer},
         "seconds": seconds,
         "total_seconds": time.perf_counter() - start,
@@ -432,13 +430,11 @@ def _summary_figure(
         _show(
             fig.add_subplot(grid[1, k]),
             view.image,
-            f"orbit azimuth {az:+.0f} deg{_warped(view.covered)}\n" + _wrap(view.camera.summary, 30),
+            f"orbit azimuth {az:+.0f} deg{_warped(view.warped_fraction)}\n" + _wrap(view.camera.summary, 30),
         )
-    for k, (cam, img) in enumerate(zip(samples.cameras, samples.images, strict=True)):
-        covered = None if samples.covered is None else samples.covered[k]
-        _show(
-            fig.add_subplot(grid[2, k]), img, f"joint sample {k}{_warped(covered)}\n" + _wrap(cam.summary, 30)
-        )
+    fractions = samples.warped_fractions or [None] * len(samples.cameras)
+    for k, (cam, img, f) in enumerate(zip(samples.cameras, samples.images, fractions, strict=True)):
+        _show(fig.add_subplot(grid[2, k]), img, f"joint sample {k}{_warped(f)}\n" + _wrap(cam.summary, 30))
     ax = fig.add_subplot(grid[2, len(samples.cameras)], projection="3d")
     draw_cameras(
         ax,

@@ -378,6 +378,7 @@ def test_synthesize_view_warp_pastes_the_observed_pixels_where_they_land(gst: GS
     view = gst.synthesize_view(obs, torch.eye(4, dtype=torch.float64), num_samples=2, seed=0, warp=True)
     plain = gst.synthesize_view(obs, torch.eye(4, dtype=torch.float64), num_samples=2, seed=0)
     assert view.covered is not None and view.covered.all() and plain.covered is None
+    assert view.warped_fraction == 1.0 and plain.warped_fraction is None
     prepared = gst.prepare(obs).image
     torch.testing.assert_close(view.images, prepared.expand(2, -1, -1, -1), atol=0.0, rtol=0.0)
     assert torch.equal(view.image_codes, plain.image_codes)
@@ -445,6 +446,7 @@ def test_sample_warp_moves_the_observed_pixels_to_each_sampled_camera(gst: GST, 
         want = torch.where(covered, expect, plain.images[k])
         torch.testing.assert_close(warped.images[k], want, atol=0.0, rtol=0.0)
     assert warped.covered[0].all()  # the observed camera itself: the view is the observed image
+    assert plain.warped_fractions is None and warped.warped_fractions[0] == 1.0
     torch.testing.assert_close(warped.images[0], prepared.image, atol=0.0, rtol=0.0)
 
 
